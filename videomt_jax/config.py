@@ -1,0 +1,257 @@
+"""`VideomtConfig`: the one place where every default lives.
+
+The first block of fields mirrors Hugging Face's `VideomtConfig` (same names, same defaults), so a
+`config.json` written by `transformers` round-trips losslessly: keys we do not model are kept in
+`extra`. The second block holds JAX-only settings (compute dtype, attention kernel, layer scan);
+they never reach an HF `config.json` but are saved by `vm.save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Fields that exist in HF's VideomtConfig (in HF's order) and that we model.
+HF_FIELDS: tuple[str, ...] = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "mlp_ratio",
+    "layerscale_value",
+    "drop_path_rate",
+    "num_upscale_blocks",
+    "attention_dropout",
+    "use_swiglu_ffn",
+    "num_blocks",
+    "no_object_weight",
+    "class_weight",
+    "mask_weight",
+    "dice_weight",
+    "train_num_points",
+    "oversample_ratio",
+    "importance_sample_ratio",
+    "num_queries",
+    "num_register_tokens",
+)
+# JAX-side settings, saved by `save_pretrained` under the "videomt_jax" key of config.json.
+JAX_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers", "norm_queries")
+
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
+
+PRESETS: dict[str, dict[str, int]] = {
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, num_blocks=3),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_blocks=3),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_blocks=4),
+}
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair (height, width), got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _freeze(value: Any) -> Any:
+    """Lists -> tuples so the config stays hashable (it is a static argument under jit)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class VideomtConfig:
+    # --- Hugging Face VideomtConfig fields (same names and defaults) ---
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    image_size: int | tuple[int, int] = 640
+    patch_size: int | tuple[int, int] = 16
+    num_channels: int = 3
+    mlp_ratio: int = 4
+    layerscale_value: float = 1.0
+    drop_path_rate: float = 0.0
+    num_upscale_blocks: int = 2
+    attention_dropout: float = 0.0
+    use_swiglu_ffn: bool = False
+    num_blocks: int = 4
+    no_object_weight: float = 0.1
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    num_queries: int = 200
+    num_register_tokens: int = 4
+    # --- labels (PretrainedConfig) ---
+    id2label: Mapping[int, str] | None = None
+    # --- JAX-side settings ---
+    dtype: str = "float32"  # compute dtype; params stay float32, norms/softmax/logits float32
+    attention_impl: str = "auto"  # auto: cudnn flash attention on GPU, einsum elsewhere
+    scan_layers: bool = False  # lax.scan over encoder layers (faster compile, same numbers)
+    norm_queries: bool = False  # authors' NORM_QUERIES: final LayerNorm before aux heads and propagation
+    # --- everything else found in an HF config.json, kept for a lossless round trip ---
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", _freeze(self.image_size))
+        object.__setattr__(self, "patch_size", _freeze(self.patch_size))
+        if self.id2label is None:
+            object.__setattr__(self, "id2label", {0: "LABEL_0", 1: "LABEL_1"})
+        object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        problems = []
+        if self.hidden_size % self.num_attention_heads:
+            problems.append(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if not 1 <= self.num_blocks <= self.num_hidden_layers:
+            problems.append(f"num_blocks must be in [1, num_hidden_layers={self.num_hidden_layers}], got {self.num_blocks}")
+        image_h, image_w = _pair(self.image_size)
+        patch_h, patch_w = _pair(self.patch_size)
+        if image_h % patch_h or image_w % patch_w:
+            problems.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+        if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu"):
+            problems.append(f"hidden_act {self.hidden_act!r} is not supported")
+        if self.num_queries < 1 or self.num_labels < 1:
+            problems.append("num_queries and num_labels must be positive")
+        if problems:
+            raise ValueError("invalid VideomtConfig: " + "; ".join(problems))
+
+    def __hash__(self) -> int:  # dict fields are not hashable; the JSON form is
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return _pair(self.image_size)
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return _pair(self.patch_size)
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        (ih, iw), (ph, pw) = self.image_hw, self.patch_hw
+        return ih // ph, iw // pw
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 + self.num_register_tokens
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        hidden = int(self.hidden_size * self.mlp_ratio)
+        if self.use_swiglu_ffn:  # two thirds, rounded up to a multiple of 8 (as DINOv2 / HF)
+            hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        return hidden
+
+    @property
+    def mask_stride(self) -> int:
+        """Input pixels per mask-logit pixel (patch 16 with 2 upscale blocks: 4)."""
+        return self.patch_hw[0] // (2**self.num_upscale_blocks)
+
+    @property
+    def query_start(self) -> int:
+        """Index of the first encoder layer that carries queries."""
+        return self.num_hidden_layers - self.num_blocks
+
+    # ------------------------------------------------------------------ edits
+    def replace(self, **changes: Any) -> "VideomtConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "VideomtConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in HF_FIELDS + JAX_FIELDS}
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["extra"] = dict(self.extra)
+        return out
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The dict of an HF `config.json` (model_type videomt)."""
+        out: dict[str, Any] = dict(self.extra)
+        for k in HF_FIELDS:
+            v = getattr(self, k)
+            out[k] = list(v) if isinstance(v, tuple) else v
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["label2id"] = {v: k for k, v in self.id2label.items()}
+        out["model_type"] = "videomt"
+        out.setdefault("architectures", ["VideomtForUniversalSegmentation"])
+        return out
+
+    @classmethod
+    def from_hf_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "VideomtConfig":
+        data = dict(data)
+        model_type = data.get("model_type", "videomt")
+        if model_type != "videomt":
+            raise ValueError(f"config.json describes model_type {model_type!r}, not 'videomt'")
+        jax_side = data.pop("videomt_jax", {}) or {}
+        kwargs: dict[str, Any] = {k: data.pop(k) for k in HF_FIELDS if k in data}
+        id2label = data.pop("id2label", None)
+        num_labels = data.pop("num_labels", None)
+        data.pop("label2id", None)
+        if id2label is None and num_labels is not None:
+            id2label = {i: f"LABEL_{i}" for i in range(int(num_labels))}
+        kwargs["id2label"] = id2label
+        kwargs.update({k: jax_side[k] for k in JAX_FIELDS if k in jax_side})
+        kwargs["extra"] = {k: v for k, v in data.items() if k != "model_type"}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def to_json_file(self, path: str, *, hf_only: bool = False) -> None:
+        data = self.to_hf_dict()
+        if not hf_only:
+            data["videomt_jax"] = {k: getattr(self, k) for k in JAX_FIELDS}
+        from videomt_jax.utils.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json_file(cls, path: str, **overrides: Any) -> "VideomtConfig":
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        return cls.from_hf_dict(data, **overrides)

@@ -1,0 +1,173 @@
+"""The clip format every data source returns, and its padding into fixed-shape training batches.
+
+Letters: B clips per batch, T frames per clip, M instance slots (per clip: as many as it has;
+per batch: the fixed `max_instances`), H/W frame height/width.
+
+A `Clip` is YouTube-VIS-like: instance m is one object tracked over the clip, with a (possibly
+empty) mask in every frame; it is *present* in frame t when that mask has a pixel. `collate` turns
+a list of clips into the per-frame targets the loss wants: slot m of frame t is valid only where
+the instance is present in that frame; invalid slots carry the class `num_labels` (no object) and
+an all-False mask. Pixels are normalised with the ImageNet mean/std on the 0-255 scale.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+# Label-map conventions shared by the data sources, augmentation and metrics.
+IGNORE_INDEX = 255  # semantic maps: pixel without a label
+LABEL_DIVISOR = 1000  # panoptic maps: id = class * LABEL_DIVISOR + instance (stuff: instance 0)
+VOID_ID = -1  # panoptic maps: void / unlabeled pixel (ground truth) or no segment (prediction)
+
+# ImageNet statistics on 0-255 input (what the authors and Hugging Face use).
+PIXEL_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+PIXEL_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+
+class Clip(NamedTuple):
+    """One video clip with tracked instances (numpy arrays; see the module docstring)."""
+
+    frames: np.ndarray  # [T, H, W, 3] uint8
+    masks: np.ndarray  # [T, M, H, W] bool: visible pixels of instance m in frame t
+    classes: np.ndarray  # [M] int32: contiguous class ids
+    track_ids: np.ndarray  # [M] int32: unique within the clip
+    semantic: Optional[np.ndarray] = None  # [T, H, W] int32: class ids, IGNORE_INDEX unlabeled
+    panoptic: Optional[np.ndarray] = None  # [T, H, W] int32: class*LABEL_DIVISOR+instance, VOID_ID void
+    frame_indices: Optional[np.ndarray] = None  # [T] int32: frame numbers in the source video
+    video_id: int = -1
+
+    @property
+    def present(self) -> np.ndarray:  # [T, M] bool
+        return self.masks.any(axis=(2, 3))
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def _expect(name: str, array: object, dtype: type, shape: tuple[Optional[int], ...]) -> None:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"Clip.{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise TypeError(f"Clip.{name} must have dtype {np.dtype(dtype)}, got {array.dtype}")
+    if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
+        wanted = tuple("?" if s is None else s for s in shape)
+        raise ValueError(f"Clip.{name} has shape {array.shape}, expected {wanted}")
+
+
+def validate_clip(clip: Clip) -> Clip:
+    """Check shapes and dtypes of every field; returns the clip for chaining."""
+    _expect("frames", clip.frames, np.uint8, (None, None, None, 3))
+    t, h, w = clip.frames.shape[:3]
+    _expect("classes", clip.classes, np.int32, (None,))
+    m = clip.classes.shape[0]
+    _expect("masks", clip.masks, np.bool_, (t, m, h, w))
+    _expect("track_ids", clip.track_ids, np.int32, (m,))
+    if len(np.unique(clip.track_ids)) != m:
+        raise ValueError(f"Clip.track_ids must be unique within a clip, got {clip.track_ids.tolist()}")
+    for name in ("semantic", "panoptic"):
+        if getattr(clip, name) is not None:
+            _expect(name, getattr(clip, name), np.int32, (t, h, w))
+    if clip.frame_indices is not None:
+        _expect("frame_indices", clip.frame_indices, np.int32, (t,))
+    return clip
+
+
+def normalize_frames(frames: np.ndarray) -> np.ndarray:
+    """uint8 (or float on 0-255) frames [..., 3] -> float32 (x - mean) / std, ImageNet statistics."""
+    if frames.shape[-1] != 3:
+        raise ValueError(f"frames must end with 3 colour channels, got shape {frames.shape}")
+    return (frames.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
+
+
+class Batch(NamedTuple):
+    """Fixed-shape training batch (a pytree: jax.tree functions and jit accept it as is)."""
+
+    pixel_values: np.ndarray  # [B, T, H, W, 3] float32, normalised
+    mask_labels: np.ndarray  # [B, T, M, H, W] bool
+    class_labels: np.ndarray  # [B, T, M] int32; num_labels (no object) where not valid
+    valid: np.ndarray  # [B, T, M] bool: instance present in that frame
+    track_ids: np.ndarray  # [B, M] int32; -1 for empty slots
+    semantic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
+    panoptic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
+
+
+def collate(clips: Sequence[Clip], *, num_labels: int, max_instances: int) -> Batch:
+    """Pad clips of equal T, H, W to a `Batch` with `max_instances` slots per clip.
+
+    Instances absent from every frame carry no target and are dropped first; a clip that still
+    has more than `max_instances` instances is an error (raise the limit or drop objects).
+    """
+    if not clips:
+        raise ValueError("collate needs at least one clip")
+    if max_instances < 1 or num_labels < 1:
+        raise ValueError(f"max_instances and num_labels must be positive, got {max_instances}, {num_labels}")
+    for i, clip in enumerate(clips):
+        try:
+            validate_clip(clip)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"clip {i}: {e}") from None
+    t, h, w = clips[0].frames.shape[:3]
+    b = len(clips)
+    pixel_values = np.empty((b, t, h, w, 3), np.float32)
+    mask_labels = np.zeros((b, t, max_instances, h, w), bool)
+    class_labels = np.full((b, t, max_instances), num_labels, np.int32)
+    valid = np.zeros((b, t, max_instances), bool)
+    track_ids = np.full((b, max_instances), -1, np.int32)
+    for i, clip in enumerate(clips):
+        if clip.frames.shape[:3] != (t, h, w):
+            raise ValueError(
+                f"clip {i} has (T, H, W) = {clip.frames.shape[:3]}, clip 0 has {(t, h, w)}; "
+                "resize/crop clips to one size (videomt_jax.data.augment) before collate"
+            )
+        bad = (clip.classes < 0) | (clip.classes >= num_labels)
+        if bad.any():
+            raise ValueError(f"clip {i}: class ids {clip.classes[bad].tolist()} are outside [0, {num_labels})")
+        present = clip.present  # [T, M]
+        keep = np.flatnonzero(present.any(axis=0))
+        if len(keep) > max_instances:
+            raise ValueError(
+                f"clip {i} has {len(keep)} instances present in some frame, more than max_instances={max_instances}"
+            )
+        n = len(keep)
+        pixel_values[i] = normalize_frames(clip.frames)
+        mask_labels[i, :, :n] = clip.masks[:, keep]
+        valid[i, :, :n] = present[:, keep]
+        class_labels[i, :, :n] = np.where(valid[i, :, :n], clip.classes[keep][None], num_labels)
+        track_ids[i, :n] = clip.track_ids[keep]
+    semantic = _stack_optional([c.semantic for c in clips])
+    panoptic = _stack_optional([c.panoptic for c in clips])
+    return Batch(pixel_values, mask_labels, class_labels, valid, track_ids, semantic, panoptic)
+
+
+def _stack_optional(maps: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+    return None if any(m is None for m in maps) else np.stack(maps)
+
+
+def add_stuff_instances(clip: Clip, stuff_ids: Sequence[int]) -> Clip:
+    """Append one instance per stuff class seen in the clip (mask from the semantic map).
+
+    Panoptic training treats every stuff class as one more target; its track id is
+    -(class id) - 1, so it never collides with the positive thing track ids.
+    """
+    if clip.semantic is None:
+        raise ValueError("add_stuff_instances needs Clip.semantic")
+    seen = [s for s in stuff_ids if (clip.semantic == s).any()]
+    if not seen:
+        return clip
+    stuff_masks = clip.semantic[:, None] == np.asarray(seen, np.int32)[None, :, None, None]  # [T, S, H, W]
+    return clip._replace(
+        masks=np.concatenate([clip.masks, stuff_masks], axis=1),
+        classes=np.concatenate([clip.classes, np.asarray(seen, np.int32)]),
+        track_ids=np.concatenate([clip.track_ids, -np.asarray(seen, np.int32) - 1]),
+    )

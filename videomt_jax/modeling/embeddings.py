@@ -1,0 +1,65 @@
+"""Patch embedding, CLS and register tokens, absolute position embeddings (resampled on demand).
+
+Letters: B batch (frames), H/W pixels, C channels, g grid, D hidden, R registers.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.layers import compute_dtype
+
+
+def resample_pos_embed(pos: jax.Array, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> jax.Array:
+    """Resample a [g_h*g_w, D] grid of position embeddings to another grid.
+
+    Bicubic with antialiasing (Keys a = -0.5, half-pixel centres), which is what timm's
+    `resample_abs_pos_embed` computes through `F.interpolate(mode="bicubic", antialias=True)`;
+    the identity at the native size.
+    """
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos
+    d = pos.shape[-1]
+    grid = pos.reshape(*src_hw, d).astype(jnp.float32)
+    out = jax.image.resize(grid, (*dst_hw, d), method="cubic", antialias=True)
+    return out.reshape(dst_hw[0] * dst_hw[1], d).astype(pos.dtype)
+
+
+class Embeddings(nn.Module):
+    config: VideomtConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        """pixels [B, H, W, C] -> tokens [B, 1+R+g_h*g_w, D] (float32)."""
+        cfg = self.config
+        d = cfg.hidden_size
+        ph, pw = cfg.patch_hw
+        grid_hw = (pixels.shape[1] // ph, pixels.shape[2] // pw)
+        patches = nn.Conv(
+            d,
+            (ph, pw),
+            strides=(ph, pw),
+            padding="VALID",
+            dtype=compute_dtype(cfg),
+            param_dtype=jnp.float32,
+            name="patch_embeddings",
+        )(pixels.astype(compute_dtype(cfg)))  # [B, g_h, g_w, D]
+        patches = patches.reshape(patches.shape[0], -1, d).astype(jnp.float32)
+        init = nn.initializers.truncated_normal(cfg.initializer_range)
+        cls = self.param("cls_token", init, (1, 1, d), jnp.float32)
+        registers = self.param("register_tokens", nn.initializers.zeros, (1, cfg.num_register_tokens, d), jnp.float32)
+        pos = self.param("position_embeddings", nn.initializers.normal(1.0), (cfg.grid_hw[0] * cfg.grid_hw[1], d))
+        # Kept for a lossless round trip with HF checkpoints (masked image modelling; unused here).
+        self.param("mask_token", nn.initializers.zeros, (1, 1, d), jnp.float32)
+        if grid_hw != cfg.grid_hw:
+            pos = resample_pos_embed(pos, cfg.grid_hw, grid_hw)
+        b = patches.shape[0]
+        tokens = jnp.concatenate(
+            [jnp.broadcast_to(cls, (b, 1, d)), jnp.broadcast_to(registers, (b, cfg.num_register_tokens, d)), patches + pos],
+            axis=1,
+        )
+        return nn.Dropout(cfg.hidden_dropout_prob)(tokens, deterministic=self.deterministic)

@@ -1,0 +1,175 @@
+"""Pre-norm ViT blocks (DINOv2 style) and a stack of them run with `nn.scan`.
+
+Letters: B batch (frames), N tokens, D hidden, H heads, E head dim, F MLP hidden, L layers.
+Precision: parameters float32; matmuls in `config.dtype`; LayerNorm, softmax and the residual
+stream in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videomt_jax.config import VideomtConfig
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def compute_dtype(config: VideomtConfig) -> jnp.dtype:
+    return jnp.dtype(config.dtype)
+
+
+def layer_norm(config: VideomtConfig, name: str, eps: float | None = None) -> nn.LayerNorm:
+    eps = config.layer_norm_eps if eps is None else eps
+    return nn.LayerNorm(epsilon=eps, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
+
+
+def dense(config: VideomtConfig, features: int, name: str, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias, dtype=compute_dtype(config), param_dtype=jnp.float32, name=name)
+
+
+def resolve_attention_impl(config: VideomtConfig) -> str:
+    """`auto` picks cuDNN flash attention on GPU for 16-bit compute, the einsum form elsewhere."""
+    if config.attention_impl != "auto":
+        return config.attention_impl
+    on_gpu = jax.default_backend() == "gpu"
+    return "cudnn" if on_gpu and config.dtype in ("bfloat16", "float16") else "einsum"
+
+
+def _einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+    # q, k, v: [B, H, N, E]; scores and softmax in float32.
+    scores = jnp.einsum("bhqe,bhke->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bhke->bhqe", probs, v)  # [B, H, N, E]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused q|k|v projection."""
+
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        b, n, d = x.shape
+        heads, head_dim = cfg.num_attention_heads, cfg.head_dim
+        qkv = dense(cfg, 3 * d, "qkv")(x).reshape(b, n, 3, heads, head_dim)  # [B, N, 3, H, E]
+        impl = resolve_attention_impl(cfg)
+        scale = head_dim**-0.5
+        if impl == "einsum":
+            q, k, v = jnp.moveaxis(qkv, (2, 3), (0, 2))  # each [B, H, N, E]
+            out = _einsum_attention(q, k, v, scale)
+            out = jnp.moveaxis(out, 1, 2)  # [B, N, H, E]
+        else:
+            q, k, v = (qkv[:, :, i] for i in range(3))  # each [B, N, H, E]
+            out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=impl)
+        return dense(cfg, d, "out_proj")(out.reshape(b, n, d))
+
+
+class LayerScale(nn.Module):
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = nn.initializers.constant(self.config.layerscale_value)
+        gamma = self.param("lambda1", init, (self.config.hidden_size,), jnp.float32)
+        return x * gamma.astype(x.dtype)
+
+
+class Mlp(nn.Module):
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        x = dense(cfg, cfg.mlp_hidden_size, "fc1")(x)
+        x = ACTIVATIONS[cfg.hidden_act](x)
+        return dense(cfg, cfg.hidden_size, "fc2")(x)
+
+
+class SwiGLU(nn.Module):
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        gate = jax.nn.silu(dense(cfg, cfg.mlp_hidden_size, "gate_proj")(x))
+        return dense(cfg, cfg.hidden_size, "down_proj")(gate * dense(cfg, cfg.mlp_hidden_size, "up_proj")(x))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample in training."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Block(nn.Module):
+    """LayerNorm -> attention -> LayerScale -> residual; LayerNorm -> MLP -> LayerScale -> residual."""
+
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        cdt = compute_dtype(cfg)
+        drop = DropPath(cfg.drop_path_rate, name="drop_path")
+        y = layer_norm(cfg, "norm1")(x).astype(cdt)
+        y = LayerScale(cfg, name="layer_scale1")(Attention(cfg, name="attention")(y))
+        x = x + drop(y, deterministic).astype(x.dtype)
+        y = layer_norm(cfg, "norm2")(x).astype(cdt)
+        mlp = SwiGLU(cfg, name="mlp") if cfg.use_swiglu_ffn else Mlp(cfg, name="mlp")
+        y = LayerScale(cfg, name="layer_scale2")(mlp(y))
+        return x + drop(y, deterministic).astype(x.dtype)
+
+
+class _ScanBlock(nn.Module):
+    """`Block` in the (carry, x) -> (carry, y) form `nn.scan` wants; y = the block's output."""
+
+    config: VideomtConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
+        y = Block(self.config, name="block")(x, self.deterministic)
+        return y, y
+
+
+class BlockStack(nn.Module):
+    """`length` blocks with parameters stacked on a leading [L] axis.
+
+    `config.scan_layers` picks a rolled loop (fast compile) or a fully unrolled one (fastest run);
+    the parameters and the numbers are the same either way. Returns the last output and the
+    output of every block  # [B, N, D], [L, B, N, D]
+    """
+
+    config: VideomtConfig
+    length: int
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        stack = nn.scan(
+            _ScanBlock,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            length=self.length,
+            unroll=1 if self.config.scan_layers else self.length,
+        )
+        return stack(self.config, self.deterministic, name="layers")(x, None)

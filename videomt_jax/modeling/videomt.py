@@ -1,0 +1,167 @@
+"""VidEoMT: a ViT whose last `num_blocks` layers carry object queries from frame to frame.
+
+Letters: B videos, T frames, H/W pixels, C channels, g grid (patches per side), Q queries,
+P prefix tokens (CLS + registers), N = Q + P + g_h*g_w tokens, D hidden, K+1 classes,
+h/w mask grid, A auxiliary predictions (one per query block), L layers.
+
+Blocks [0, L - num_blocks) run on all B*T frames at once; the rest run inside a scan over frames:
+frame 0 starts from the learned queries, frame t > 0 from
+`query_updater(queries leaving the last block at t-1) + learned queries`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.embeddings import Embeddings
+from videomt_jax.modeling.heads import Heads
+from videomt_jax.modeling.layers import BlockStack, dense, layer_norm
+from videomt_jax.modeling.outputs import StreamState, VideomtOutput
+
+
+def init_state(config: VideomtConfig, batch_size: int) -> StreamState:
+    """The state before the first frame of a video."""
+    return StreamState(
+        queries=jnp.zeros((batch_size, config.num_queries, config.hidden_size), jnp.float32),
+        started=jnp.zeros((batch_size,), bool),
+    )
+
+
+def check_videos(config: VideomtConfig, videos: Any, interpolate_pos_encoding: bool) -> None:
+    """Raise a clear error for input the model cannot take (shapes are static under jit)."""
+    shape = getattr(videos, "shape", None)
+    if shape is None or len(shape) != 5:
+        raise ValueError(f"videos must be a 5-D array (B, T, H, W, C), got shape {shape}")
+    b, t, h, w, c = shape
+    if not jnp.issubdtype(videos.dtype, jnp.floating):
+        raise TypeError(
+            f"videos must be floating point (normalized pixels), got {videos.dtype}; run vm.VideoProcessor first"
+        )
+    if c != config.num_channels:
+        raise ValueError(f"videos have {c} channels in the last axis; the config expects {config.num_channels} (B, T, H, W, C)")
+    if b == 0 or t == 0:
+        raise ValueError(f"videos must hold at least one video and one frame, got B={b}, T={t}")
+    ph, pw = config.patch_hw
+    if h % ph or w % pw:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
+    if (h, w) != config.image_hw and not interpolate_pos_encoding:
+        raise ValueError(
+            f"frame size {h}x{w} differs from the config's image_size {config.image_hw}; "
+            "pass interpolate_pos_encoding=True to resample the position embeddings"
+        )
+
+
+class VideomtModel(nn.Module):
+    """`model.apply({"params": params}, videos)` with videos [B, T, H, W, C] normalized floats."""
+
+    config: VideomtConfig
+    deterministic: bool = True  # False turns on dropout / drop-path (needs a "dropout" rng)
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.embeddings = Embeddings(cfg, self.deterministic)
+        if cfg.query_start > 0:
+            self.encoder = BlockStack(cfg, cfg.query_start, self.deterministic)
+        self.query_encoder = BlockStack(cfg, cfg.num_blocks, self.deterministic)
+        self.layernorm = layer_norm(cfg, "layernorm")
+        self.query = self.param("query", nn.initializers.normal(1.0), (cfg.num_queries, cfg.hidden_size), jnp.float32)
+        self.query_updater = dense(cfg, cfg.hidden_size, "query_updater")
+        self.heads = Heads(cfg)
+
+    # ------------------------------------------------------------------ one frame
+    def _frame(
+        self, state: StreamState, tokens: jax.Array, grid_hw: tuple[int, int], return_aux: bool
+    ) -> tuple[StreamState, dict[str, jax.Array]]:
+        """tokens [B, P+g*g, D] of one frame -> new state and this frame's predictions."""
+        cfg = self.config
+        learned = jnp.broadcast_to(self.query, state.queries.shape)  # [B, Q, D]
+        updated = self.query_updater(state.queries).astype(jnp.float32) + learned
+        queries = jnp.where(state.started[:, None, None], updated, learned)
+        x_in = jnp.concatenate([queries, tokens], axis=1)  # [B, N, D]
+        x, block_outputs = self.query_encoder(x_in)  # [B, N, D], [A, B, N, D]
+        normed = self.layernorm(x)
+        class_logits, mask_logits = self.heads(normed, grid_hw)
+        out = {
+            "class_logits": class_logits,
+            "mask_logits": mask_logits,
+            "last_hidden_state": normed,
+            "query_hidden_states": block_outputs,
+        }
+        if return_aux:  # deep supervision: predict from the tokens entering every query block
+            block_inputs = jnp.concatenate([x_in[None], block_outputs[:-1]], axis=0)  # [A, B, N, D]
+            aux_in = self.layernorm(block_inputs) if cfg.norm_queries else block_inputs
+            aux_cls, aux_mask = jax.vmap(lambda tok: self.heads(tok, grid_hw))(aux_in)
+            out.update(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
+        # The authors' NORM_QUERIES (off in every released config) propagates normalized queries.
+        queries_out = (normed if cfg.norm_queries else x)[:, : cfg.num_queries].astype(jnp.float32)
+        return StreamState(queries=queries_out, started=jnp.ones_like(state.started)), out
+
+    # ------------------------------------------------------------------ whole clip
+    def __call__(
+        self,
+        videos: jax.Array,
+        state: StreamState | None = None,
+        *,
+        interpolate_pos_encoding: bool = False,
+        return_aux: bool = False,
+        return_hidden_states: bool = False,
+    ) -> VideomtOutput:
+        """videos [B, T, H, W, C] -> VideomtOutput (batch-major: [B, T, ...]).
+
+        `state` continues a video fed in chunks (see `videomt_jax.streaming`); None starts one.
+        `return_aux` adds the deep-supervision predictions (one per query block, made from the
+        tokens entering it); `return_hidden_states` adds every layer's output.
+        """
+        cfg = self.config
+        check_videos(cfg, videos, interpolate_pos_encoding)
+        b, t, h, w, c = videos.shape
+        ph, pw = cfg.patch_hw
+        grid_hw = (h // ph, w // pw)
+        state = init_state(cfg, b) if state is None else state
+        expected = (b, cfg.num_queries, cfg.hidden_size)
+        if state.queries.shape != expected:
+            raise ValueError(f"state.queries has shape {state.queries.shape}; expected {expected}")
+
+        tokens = self.embeddings(videos.reshape(b * t, h, w, c))  # [B*T, P+g*g, D]
+        hidden: list[jax.Array] = [tokens]
+        if cfg.query_start > 0:
+            tokens, pre_outputs = self.encoder(tokens)  # [B*T, P+g*g, D], [L-nb, B*T, P+g*g, D]
+            hidden += list(pre_outputs) if return_hidden_states else []
+        frames = jnp.swapaxes(tokens.reshape(b, t, *tokens.shape[1:]), 0, 1)  # [T, B, P+g*g, D]
+
+        scan = nn.scan(
+            lambda mdl, carry, x: mdl._frame(carry, x, grid_hw, return_aux),
+            variable_broadcast="params",
+            split_rngs={"params": False, "dropout": True},
+        )
+        state, per_frame = scan(self, state, frames)  # per_frame values: [T, B, ...]
+
+        out = VideomtOutput(
+            class_logits=jnp.swapaxes(per_frame["class_logits"], 0, 1),  # [B, T, Q, K+1]
+            mask_logits=jnp.swapaxes(per_frame["mask_logits"], 0, 1),  # [B, T, Q, h, w]
+            last_hidden_state=jnp.swapaxes(per_frame["last_hidden_state"], 0, 1),  # [B, T, N, D]
+            state=state,
+        )
+        if return_aux:  # [T, A, B, ...] -> [A, B, T, ...]
+            out = out.replace(
+                aux_class_logits=jnp.moveaxis(per_frame["aux_class_logits"], 0, 2),
+                aux_mask_logits=jnp.moveaxis(per_frame["aux_mask_logits"], 0, 2),
+            )
+        if return_hidden_states:
+            q_out = jnp.moveaxis(per_frame["query_hidden_states"], 0, 2)  # [A, B, T, N, D]
+            q_out = q_out.reshape(q_out.shape[0], b * t, *q_out.shape[3:])
+            out = out.replace(hidden_states=tuple(hidden) + tuple(q_out))
+        return out
+
+
+def init_params(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int] | None = None) -> dict:
+    """Fresh float32 parameters (random), e.g. for training from scratch or tests."""
+    h, w = image_hw or config.image_hw
+    dummy = jnp.zeros((1, 1, h, w, config.num_channels), jnp.float32)
+    return VideomtModel(config).init(key, dummy, interpolate_pos_encoding=True)["params"]

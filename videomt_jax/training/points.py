@@ -1,0 +1,150 @@
+"""Point sampling for the set-prediction loss (PointRend style, as Mask2Former / EoMT / VidEoMT).
+
+Points are normalised coordinates in [0, 1] x [0, 1], last axis ordered (x, y) = (width, height),
+the convention of Hugging Face's `sample_point` (which feeds `2 * p - 1` to torch's `grid_sample`).
+Sampling is bilinear with `align_corners=False` and zero padding, so a mask of any resolution can
+be sampled at the same points: the predicted masks (1/4 of the input) and the targets (input size).
+
+Letters: B batch, T frames, Q queries, M target slots per frame, h/w a map's height/width,
+P points, C candidate points (oversampled), R random points, K+1 classes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from videomt_jax.config import VideomtConfig
+
+
+def _corner_weights(coords: jax.Array, height: int, width: int):
+    """Neighbour indices and bilinear weights of torch `grid_sample(align_corners=False)`.
+
+    coords: [..., P, 2] in [0, 1]. Returns four (flat index [..., P], weight [..., P]) pairs with the
+    weight already zeroed where the neighbour falls outside the map (zero padding).
+    """
+    coords = coords.astype(jnp.float32)
+    grid = 2.0 * coords - 1.0  # what HF hands grid_sample
+    x = ((grid[..., 0] + 1.0) * width - 1.0) / 2.0  # torch's unnormalise, align_corners=False
+    y = ((grid[..., 1] + 1.0) * height - 1.0) / 2.0
+    x0 = jnp.floor(x)
+    y0 = jnp.floor(y)
+    x1 = x0 + 1.0
+    y1 = y0 + 1.0
+    corners = (
+        (x0, y0, (x1 - x) * (y1 - y)),  # north-west
+        (x1, y0, (x - x0) * (y1 - y)),  # north-east
+        (x0, y1, (x1 - x) * (y - y0)),  # south-west
+        (x1, y1, (x - x0) * (y - y0)),  # south-east
+    )
+    out = []
+    for cx, cy, weight in corners:
+        inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
+        ix = jnp.clip(cx, 0, width - 1).astype(jnp.int32)
+        iy = jnp.clip(cy, 0, height - 1).astype(jnp.int32)
+        out.append((iy * width + ix, jnp.where(inside, weight, 0.0)))
+    return out
+
+
+def sample_points(features: jax.Array, coords: jax.Array) -> jax.Array:
+    """Bilinear values of `features` at `coords`, equal to torch `grid_sample(align_corners=False)`.
+
+    features: [*lead, h, w] (any real or bool dtype; the result is float32)
+    coords:   [P, 2]          -> the same points for every map, result [*lead, P]
+              [*lead, P, 2]   -> points per map,                result [*lead, P]
+    """
+    if features.ndim < 2:
+        raise ValueError(f"features must be [..., h, w], got shape {features.shape}")
+    if coords.ndim < 2 or coords.shape[-1] != 2:
+        raise ValueError(f"coords must be [..., P, 2], got shape {coords.shape}")
+    lead = features.shape[:-2]
+    shared = coords.ndim == 2
+    if not shared and coords.shape[:-2] != lead:
+        raise ValueError(
+            f"coords {coords.shape} must be [P, 2] or share the leading axes of features {features.shape}"
+        )
+    height, width = features.shape[-2:]
+    flat = features.reshape(*lead, height * width)  # [*lead, h*w]
+    total = None
+    for index, weight in _corner_weights(coords, height, width):
+        if shared:
+            values = jnp.take(flat, index, axis=-1)  # [*lead, P]
+        else:
+            values = jnp.take_along_axis(flat, index, axis=-1)  # [*lead, P]
+        term = values.astype(jnp.float32) * weight
+        total = term if total is None else total + term
+    return total
+
+
+# ------------------------------------------------------------------ point draws
+
+
+def num_uncertain_points(config: VideomtConfig) -> int:
+    """Points chosen by uncertainty per matched mask (HF: int(importance_sample_ratio * num_points))."""
+    return int(config.importance_sample_ratio * config.train_num_points)
+
+
+def num_candidate_points(config: VideomtConfig) -> int:
+    """Oversampled candidates per matched mask (HF: int(num_points * oversample_ratio))."""
+    return int(config.train_num_points * config.oversample_ratio)
+
+
+@struct.dataclass
+class PointDraws:
+    """The uniform draws one prediction's loss uses; inject them to reproduce a reference run.
+
+    match:      shared points of the matching cost, one set per frame        # [B, T, P, 2]
+    candidates: oversampled candidates for uncertainty, per target slot      # [B, T, M, C, 2]
+    extra:      the random (non-importance) points, per target slot          # [B, T, M, R, 2]
+    Slot m's candidates/extra are used for the pair (matched query, target m); Hugging Face draws
+    them per matched pair in (frame, query index) order, so a test re-orders its draws into slots.
+    """
+
+    match: jax.Array
+    candidates: jax.Array
+    extra: jax.Array
+
+
+def draw_points(key: jax.Array, batch: int, frames: int, targets: int, config: VideomtConfig) -> PointDraws:
+    """Uniform draws in [0, 1) for one prediction: what `torch.rand` gives HF's matcher and loss."""
+    num_points = config.train_num_points
+    k_match, k_cand, k_extra = jax.random.split(key, 3)
+    extra = num_points - num_uncertain_points(config)
+    return PointDraws(
+        match=jax.random.uniform(k_match, (batch, frames, num_points, 2), jnp.float32),
+        candidates=jax.random.uniform(k_cand, (batch, frames, targets, num_candidate_points(config), 2), jnp.float32),
+        extra=jax.random.uniform(k_extra, (batch, frames, targets, extra, 2), jnp.float32),
+    )
+
+
+def check_draws(draws: PointDraws, batch: int, frames: int, targets: int, config: VideomtConfig) -> None:
+    """Shapes the config asks for; raises ValueError naming the field otherwise."""
+    num_points = config.train_num_points
+    expected = {
+        "match": (batch, frames, num_points, 2),
+        "candidates": (batch, frames, targets, num_candidate_points(config), 2),
+        "extra": (batch, frames, targets, num_points - num_uncertain_points(config), 2),
+    }
+    for name, shape in expected.items():
+        got = getattr(draws, name).shape
+        if tuple(got) != shape:
+            raise ValueError(f"PointDraws.{name} has shape {tuple(got)}, expected {shape}")
+
+
+def uncertain_points(logits: jax.Array, candidates: jax.Array, extra: jax.Array, num_uncertain: int) -> jax.Array:
+    """Points where the mask logit is closest to 0, plus random ones (HF `sample_points_using_uncertainty`).
+
+    logits:     mask logits to rank candidates with (no gradient flows)   # [*lead, h, w]
+    candidates: uniform candidates                                        # [*lead, C, 2]
+    extra:      uniform points appended after the chosen ones             # [*lead, R, 2]
+    Returns [*lead, num_uncertain + R, 2]: the `num_uncertain` candidates of highest uncertainty
+    -|logit| (the ranking of torch.topk; ties aside, order does not change the losses), then `extra`.
+    """
+    logits = jax.lax.stop_gradient(logits)
+    chosen = candidates[..., :0, :]
+    if num_uncertain > 0:
+        uncertainty = -jnp.abs(sample_points(logits, candidates))  # [*lead, C]
+        _, index = jax.lax.top_k(uncertainty, num_uncertain)  # [*lead, k]
+        chosen = jnp.take_along_axis(candidates, index[..., None], axis=-2)  # [*lead, k, 2]
+    return jnp.concatenate([chosen, extra.astype(chosen.dtype)], axis=-2)
