@@ -24,6 +24,7 @@ VOID_ID = -1  # panoptic maps: void / unlabeled pixel (ground truth) or no segme
 # ImageNet statistics on 0-255 input (what the authors and Hugging Face use).
 PIXEL_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
 PIXEL_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+_INV_STD = 1.0 / PIXEL_STD
 
 
 class Clip(NamedTuple):
@@ -83,11 +84,13 @@ def validate_clip(clip: Clip) -> Clip:
     return clip
 
 
-def normalize_frames(frames: np.ndarray) -> np.ndarray:
+def normalize_frames(frames: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """uint8 (or float on 0-255) frames [..., 3] -> float32 (x - mean) / std, ImageNet statistics."""
     if frames.shape[-1] != 3:
         raise ValueError(f"frames must end with 3 colour channels, got shape {frames.shape}")
-    return (frames.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
+    out = np.empty(frames.shape, np.float32) if out is None else out
+    np.subtract(frames, PIXEL_MEAN, out=out)
+    return np.multiply(out, _INV_STD, out=out)
 
 
 class Batch(NamedTuple):
@@ -140,7 +143,7 @@ def collate(clips: Sequence[Clip], *, num_labels: int, max_instances: int) -> Ba
                 f"clip {i} has {len(keep)} instances present in some frame, more than max_instances={max_instances}"
             )
         n = len(keep)
-        pixel_values[i] = normalize_frames(clip.frames)
+        normalize_frames(clip.frames, out=pixel_values[i])
         mask_labels[i, :, :n] = clip.masks[:, keep]
         valid[i, :, :n] = present[:, keep]
         class_labels[i, :, :n] = np.where(valid[i, :, :n], clip.classes[keep][None], num_labels)

@@ -25,8 +25,34 @@ class ConvTranspose2x2(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, d, d), jnp.float32)  # [a, b, in, out]
         bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
         b, h, w, _ = x.shape
-        y = jnp.einsum("bhwc,xycd->bhxwyd", x, kernel.astype(x.dtype))  # [B, g, 2, g, 2, D]
-        return y.reshape(b, 2 * h, 2 * w, d) + bias.astype(x.dtype)
+        # One matmul [B*g*g, D] x [D, 2*2*D], then depth-to-space.
+        k = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(d, 4 * d).astype(x.dtype)  # [in, (a, b, out)]
+        y = (x.reshape(-1, d) @ k).reshape(b, h, w, 2, 2, d)  # [B, g, g, 2, 2, D]
+        y = jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, d)
+        return y + bias.astype(x.dtype)
+
+
+class DepthwiseConv3x3(nn.Module):
+    """3x3 depthwise cross-correlation, zero padding 1, no bias, as 9 shifted multiply-adds.
+
+    Same numbers as a grouped `lax.conv` but far faster on CPU (forward and backward), where
+    XLA's grouped convolution is slow.
+    """
+
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = self.config.hidden_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, 1, d), jnp.float32)  # [i, j, 1, D]
+        k = kernel[:, :, 0, :].astype(x.dtype)
+        h, w = x.shape[1:3]
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = jnp.zeros_like(x)
+        for i in range(3):
+            for j in range(3):
+                out = out + xp[:, i : i + h, j : j + w, :] * k[i, j]
+        return out
 
 
 class ScaleLayer(nn.Module):
@@ -38,16 +64,7 @@ class ScaleLayer(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         x = ACTIVATIONS[cfg.hidden_act](ConvTranspose2x2(cfg, name="conv1")(x))
-        x = nn.Conv(
-            cfg.hidden_size,
-            (3, 3),
-            padding=1,
-            feature_group_count=cfg.hidden_size,
-            use_bias=False,
-            dtype=compute_dtype(cfg),
-            param_dtype=jnp.float32,
-            name="conv2",
-        )(x)
+        x = DepthwiseConv3x3(cfg, name="conv2")(x)
         return layer_norm(cfg, "layernorm2d", eps=1e-6)(x).astype(x.dtype)
 
 

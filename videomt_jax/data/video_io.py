@@ -1,0 +1,304 @@
+"""Video files and image folders <-> uint8 frames (T, H, W, 3), RGB.
+
+Reading: mp4/webm/mkv/mov/avi... through PyAV (FFmpeg), GIF through Pillow (disposal and palettes
+handled by Pillow), and folders of images (png/jpg/jpeg/bmp/webp, natural sort: 2.png < 10.png).
+`iter_video_chunks` streams a long video in chunks without holding all frames in memory.
+Writing: .mp4/.mkv/.mov (libx264, mpeg4 if libx264 is missing), .webm (VP9) through PyAV and .gif
+through Pillow; always to a temporary file in the target folder, then `os.replace`, so a crash
+never leaves a half-written video. x264 uses yuv420p when both sides are even, else yuv444p (so odd
+sizes round-trip without padding).
+
+GIF timing: Pillow merges identical consecutive frames into one longer frame. Our GIFs carry a
+comment "videomt-jax frame_ms=N"; when reading such a file, frames are repeated by duration / N so
+the frame count round-trips. Other GIFs are read frame by frame, fps from the first frame's duration.
+
+Letters: T frames, H/W height/width.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
+
+DEFAULT_FPS = 25.0  # image folders and GIFs without timing
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+GIF_TAG = "videomt-jax frame_ms="
+DEFAULT_CRF = 18  # x264/VP9 constant quality: visually near-lossless
+# suffix -> (container format, encoders to try in order)
+AV_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    ".mp4": ("mp4", ("libx264", "mpeg4")),
+    ".mkv": ("matroska", ("libx264", "mpeg4")),
+    ".mov": ("mov", ("libx264", "mpeg4")),
+    ".webm": ("webm", ("libvpx-vp9", "libvpx")),
+}
+FULL_CHROMA_CODECS = ("libx264", "libvpx-vp9")  # can encode yuv444p (odd frame sizes)
+
+
+class VideoClip(NamedTuple):
+    frames: np.ndarray  # [T, H, W, 3] uint8
+    fps: float  # frames per second of the returned frames (source fps / stride)
+
+
+class _Source(NamedTuple):
+    fps: float
+    frames: Iterator[np.ndarray]  # each [H, W, 3] uint8
+    close: Callable[[], None]  # frees the file even when `frames` was never started
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _open_folder(path: Path) -> _Source:
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+    from PIL import Image, UnidentifiedImageError
+
+    def frames() -> Iterator[np.ndarray]:
+        for file in files:
+            try:
+                with Image.open(file) as im:
+                    yield np.asarray(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"cannot read image {file}: {e}") from e
+
+    return _Source(DEFAULT_FPS, frames(), lambda: None)
+
+
+def _gif_base_ms(comment: object) -> int | None:
+    text = comment.decode("latin-1") if isinstance(comment, bytes) else str(comment or "")
+    match = re.search(re.escape(GIF_TAG) + r"(\d+)", text)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
+def _open_gif(path: Path) -> _Source:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        im = Image.open(path)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read GIF {path}: {e}") from e
+    base_ms = _gif_base_ms(im.info.get("comment"))
+    first_ms = im.info.get("duration") or 0
+    fps = 1000.0 / (base_ms or first_ms) if (base_ms or first_ms) else DEFAULT_FPS
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for frame in ImageSequence.Iterator(im):
+                rgb = np.asarray(frame.convert("RGB"))
+                repeats = max(1, round((frame.info.get("duration") or 0) / base_ms)) if base_ms else 1
+                for _ in range(repeats):
+                    yield rgb
+        except (OSError, EOFError, ValueError) as e:
+            raise ValueError(f"cannot decode GIF {path}: {e}") from e
+        finally:
+            im.close()
+
+    return _Source(fps, frames(), im.close)
+
+
+def _open_av(path: Path) -> _Source:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot open video {path}: {e}") from e
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else DEFAULT_FPS
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot decode video {path}: {e}") from e
+        finally:
+            container.close()
+
+    return _Source(fps, frames(), container.close)
+
+
+def _open(path: str | os.PathLike) -> _Source:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such video file or image folder: {path}")
+    if path.is_dir():
+        return _open_folder(path)
+    if path.suffix.lower() == ".gif":
+        return _open_gif(path)
+    return _open_av(path)
+
+
+def _chunks(source: _Source, path: object, chunk: int, max_frames: int | None, stride: int) -> Iterator[np.ndarray]:
+    try:
+        selected = itertools.islice(source.frames, 0, None, stride)
+        if max_frames is not None:
+            selected = itertools.islice(selected, max_frames)
+        shape, count = None, 0
+        while block := list(itertools.islice(selected, chunk)):
+            shape = shape or block[0].shape
+            odd = next((i for i, f in enumerate(block) if f.shape != shape), None)
+            if odd is not None:
+                raise ValueError(f"{path}: frame {count + odd} has shape {block[odd].shape}, earlier frames {shape}")
+            count += len(block)
+            yield np.stack(block)
+        if count == 0:
+            raise ValueError(f"no frames decoded from {path} (empty video)")
+    finally:
+        source.frames.close()
+        source.close()
+
+
+def _check_counts(chunk: int, max_frames: int | None, stride: int) -> None:
+    for name, value in (("chunk", chunk), ("stride", stride), ("max_frames", max_frames)):
+        if not (value is None and name == "max_frames") and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def iter_video_chunks(
+    path: str | os.PathLike, chunk: int, *, max_frames: int | None = None, stride: int = 1
+) -> Iterator[np.ndarray]:
+    """Yield uint8 [t, H, W, 3] chunks (t = `chunk`, the last may be shorter), decoding lazily.
+
+    The file is opened (and missing/unreadable files reported) when this is called.
+    """
+    _check_counts(chunk, max_frames, stride)
+    return _chunks(_open(path), path, chunk, max_frames, stride)
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> VideoClip:
+    """Whole video -> VideoClip(frames uint8 [T, H, W, 3], fps / stride). Keeps every `stride`-th frame."""
+    _check_counts(1, max_frames, stride)
+    source = _open(path)
+    frames = np.concatenate(list(_chunks(source, path, 256, max_frames, stride)))
+    return VideoClip(frames, source.fps / stride)
+
+
+class VideoInfo(NamedTuple):
+    fps: float
+    num_frames: int | None  # None where the container does not say
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """fps and frame count (folders: image count; GIF: expanded count; others: container header)."""
+    path = Path(path)
+    source = _open(path)
+    try:
+        if path.is_dir():
+            count = sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.suffix.lower() == ".gif":
+            count = sum(1 for _ in source.frames)
+        else:
+            import av
+
+            with av.open(str(path)) as container:
+                count = container.streams.video[0].frames or None
+    finally:
+        source.frames.close()
+        source.close()
+    return VideoInfo(source.fps, count)
+
+
+# ------------------------------------------------------------------------------------ writing
+def _check_frames(frames: np.ndarray, fps: float) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3) or (T, H, W); got {frames.dtype} {frames.shape}")
+    if 0 in frames.shape[:3]:
+        raise ValueError(f"cannot write an empty video: frames of shape {frames.shape}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    return np.ascontiguousarray(np.broadcast_to(frames, (*frames.shape[:3], 3)))
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary path next to `path` (same suffix) that replaces `path` on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _pick_codec(candidates: tuple[str, ...]) -> str:
+    import av
+
+    for name in candidates:
+        with contextlib.suppress(av.error.FFmpegError, ValueError):
+            av.codec.Codec(name, "w")
+            return name
+    raise RuntimeError(f"none of the encoders {candidates} is available in this FFmpeg build")
+
+
+def _write_av(tmp: Path, frames: np.ndarray, fps: float, suffix: str, crf: int) -> None:
+    import av
+
+    container_format, candidates = AV_FORMATS[suffix]
+    codec = _pick_codec(candidates)
+    _, height, width, _ = frames.shape
+    even = height % 2 == 0 and width % 2 == 0
+    if not even and codec not in FULL_CHROMA_CODECS:
+        raise ValueError(f"encoder {codec} needs even frame sizes, got {height}x{width}")
+    with av.open(str(tmp), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if even else "yuv444p"
+        if codec in FULL_CHROMA_CODECS:
+            stream.options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_gif(tmp: Path, frames: np.ndarray, fps: float, suffix: str, crf: int) -> None:
+    from PIL import Image
+
+    frame_ms = max(1, round(100.0 / fps)) * 10  # GIF stores centiseconds
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
+        comment=f"{GIF_TAG}{frame_ms}",
+    )
+
+
+WRITERS: dict[str, Callable[[Path, np.ndarray, float, str, int], None]] = {
+    **{suffix: _write_av for suffix in AV_FORMATS},
+    ".gif": _write_gif,
+}
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF) -> Path:
+    """Write uint8 [T, H, W, 3] frames to `path` (.mp4/.mkv/.mov/.webm/.gif), atomically."""
+    path = Path(path)
+    writer = WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise ValueError(f"cannot write {path.suffix!r} videos; supported: {', '.join(sorted(WRITERS))}")
+    frames = _check_frames(frames, fps)
+    with _atomic_target(path) as tmp:
+        writer(tmp, frames, float(fps), path.suffix.lower(), crf)
+    return path

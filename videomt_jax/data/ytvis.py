@@ -1,0 +1,212 @@
+"""YouTube-VIS-format datasets (YouTube-VIS 2019/2021, OVIS, ...): annotation JSON + frame folders.
+
+Letters: T frames, M instances (annotations of a video), H/W frame size, P predictions.
+
+JSON layout: `videos` [{id, file_names, height, width, length}], `annotations` [{id, video_id,
+category_id, segmentations: one per frame (RLE, compressed or not, polygons, or null), iscrowd}],
+`categories` [{id, name}]. Category ids are mapped to contiguous labels 0..K-1 in sorted id
+order (as the authors do). Crowd annotations are skipped; polygons with fewer than 3 points
+count as no segmentation in that frame. Frames are read with Pillow from
+`image_root / file_name`. A clip is returned as `videomt_jax.data.batching.Clip` (no semantic or
+panoptic map: YouTube-VIS has none), with the annotation ids as track ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import defaultdict
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image
+
+from videomt_jax.data.batching import Clip
+
+# Authors' training sampler: 5 frames around a reference frame, at most 2 frames away.
+DEFAULT_NUM_FRAMES = 5
+DEFAULT_FRAME_RANGE = 2
+
+
+def sample_frame_indices(
+    length: int, rng: np.random.Generator, num_frames: int = DEFAULT_NUM_FRAMES, frame_range: int = DEFAULT_FRAME_RANGE
+) -> np.ndarray:
+    """Frame indices [num_frames] (sorted) of one training clip from a video of `length` frames.
+
+    When num_frames == 2 * frame_range + 1 (the authors' 5 / 2) the clip is a window of
+    consecutive frames at a uniform start (every window possible; the authors' sampler never
+    picks the last one); a video shorter than the window gives all its frames plus random repeats.
+    Otherwise: a uniform reference frame plus num_frames - 1 frames drawn with replacement from
+    its neighbours at most `frame_range` away.
+    """
+    if length < 1 or num_frames < 1 or frame_range < 0:
+        raise ValueError(f"need length >= 1, num_frames >= 1, frame_range >= 0; got {length}, {num_frames}, {frame_range}")
+    if num_frames == 2 * frame_range + 1:
+        if num_frames > length:
+            extra = rng.choice(length, num_frames - length)
+            return np.sort(np.concatenate([np.arange(length), extra])).astype(np.int32)
+        start = int(rng.integers(0, length - num_frames + 1))
+        return np.arange(start, start + num_frames, dtype=np.int32)
+    ref = int(rng.integers(0, length))
+    neighbours = [i for i in range(max(0, ref - frame_range), min(length, ref + frame_range + 1)) if i != ref]
+    others = rng.choice(neighbours, num_frames - 1) if neighbours else np.full(num_frames - 1, ref)
+    return np.sort(np.append(others, ref)).astype(np.int32)
+
+
+def decode_segmentation(segm: Any, height: int, width: int, where: str = "segmentation") -> Optional[np.ndarray]:
+    """One frame's segmentation (RLE, uncompressed RLE, polygons or null) -> [H, W] bool or None."""
+    if segm is None or (isinstance(segm, list) and not segm):
+        return None
+    if isinstance(segm, dict):
+        if tuple(segm.get("size", ())) != (height, width):
+            raise ValueError(f"{where}: RLE size {segm.get('size')} does not match the video size {(height, width)}")
+        counts = segm.get("counts")
+        if isinstance(counts, list):
+            rle = mask_utils.frPyObjects(segm, height, width)
+        elif isinstance(counts, (str, bytes)):
+            rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+        else:
+            raise ValueError(f"{where}: RLE counts must be a list, str or bytes, got {type(counts).__name__}")
+    elif isinstance(segm, list):
+        polygons = [p for p in segm if isinstance(p, list) and len(p) % 2 == 0 and len(p) >= 6]
+        if not polygons:
+            return None
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    else:
+        raise ValueError(f"{where}: unsupported segmentation of type {type(segm).__name__}")
+    with warnings.catch_warnings():  # pycocotools' own numpy-2 deprecation notice, nothing of ours
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
+
+
+def _require(record: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise ValueError(f"{where} lacks the keys {missing}")
+
+
+class YTVISDataset:
+    """Random access to the videos of one YouTube-VIS-format annotation file."""
+
+    def __init__(self, annotation_file: str | os.PathLike, image_root: str | os.PathLike):
+        self.annotation_file = str(annotation_file)
+        self.image_root = str(image_root)
+        try:
+            with open(annotation_file) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{annotation_file} is not valid JSON: {e}") from e
+        _require(data, ("videos", "categories"), str(annotation_file))
+        for c in data["categories"]:
+            _require(c, ("id", "name"), f"{annotation_file}: category {c}")
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        self.category_ids: list[int] = [int(c["id"]) for c in categories]
+        self.category_to_label = {cid: i for i, cid in enumerate(self.category_ids)}
+        self.id2label: dict[int, str] = {i: str(c["name"]) for i, c in enumerate(categories)}
+        self.videos: list[dict[str, Any]] = sorted(data["videos"], key=lambda v: v["id"])
+        for v in self.videos:
+            _require(v, ("id", "file_names", "height", "width"), f"{annotation_file}: video {v.get('id')}")
+            if len(v["file_names"]) != v.get("length", len(v["file_names"])):
+                raise ValueError(f"{annotation_file}: video {v['id']} lists {len(v['file_names'])} files but length {v['length']}")
+        known = {v["id"] for v in self.videos}
+        self._annotations: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for a in data.get("annotations", []):
+            _require(a, ("id", "video_id", "category_id", "segmentations"), f"{annotation_file}: annotation {a.get('id')}")
+            if a["video_id"] not in known:
+                raise ValueError(f"{annotation_file}: annotation {a['id']} refers to unknown video {a['video_id']}")
+            if a["category_id"] not in self.category_to_label:
+                raise ValueError(f"{annotation_file}: annotation {a['id']} has unknown category {a['category_id']}")
+            if not a.get("iscrowd", 0):
+                self._annotations[a["video_id"]].append(a)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def video_length(self, index: int) -> int:
+        return len(self.videos[index]["file_names"])
+
+    def load_frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:  # [T, H, W, 3] uint8
+        video = self.videos[index]
+        frames = []
+        for i in frame_indices:
+            path = os.path.join(self.image_root, video["file_names"][i])
+            with Image.open(path) as image:
+                frame = np.asarray(image.convert("RGB"))
+            if frame.shape[:2] != (video["height"], video["width"]):
+                raise ValueError(f"{path} is {frame.shape[:2]}, the annotation says {(video['height'], video['width'])}")
+            frames.append(frame)
+        return np.stack(frames)
+
+    def load_clip(self, index: int, frame_indices: Optional[Sequence[int]] = None) -> Clip:
+        """Frames `frame_indices` (default: all) of video `index` with every instance's masks."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"video index {index} out of range for {len(self)} videos")
+        video = self.videos[index]
+        length, h, w = self.video_length(index), int(video["height"]), int(video["width"])
+        frame_indices = np.arange(length) if frame_indices is None else np.asarray(frame_indices)
+        if frame_indices.size and (frame_indices.min() < 0 or frame_indices.max() >= length):
+            raise IndexError(f"frame indices {frame_indices.tolist()} out of range for video {video['id']} of {length} frames")
+        annotations = self._annotations.get(video["id"], [])
+        masks = np.zeros((len(frame_indices), len(annotations), h, w), bool)  # [T, M, H, W]
+        for m, a in enumerate(annotations):
+            if len(a["segmentations"]) != length:
+                raise ValueError(f"annotation {a['id']} has {len(a['segmentations'])} segmentations for {length} frames")
+            for t, i in enumerate(frame_indices):
+                mask = decode_segmentation(a["segmentations"][i], h, w, where=f"annotation {a['id']} frame {i}")
+                if mask is not None:
+                    masks[t, m] = mask
+        return Clip(
+            frames=self.load_frames(index, frame_indices),
+            masks=masks,
+            classes=np.array([self.category_to_label[a["category_id"]] for a in annotations], np.int32),
+            track_ids=np.array([a["id"] for a in annotations], np.int32),
+            frame_indices=frame_indices.astype(np.int32),
+            video_id=int(video["id"]),
+        )
+
+    def sample_clip(
+        self,
+        index: int,
+        rng: np.random.Generator,
+        num_frames: int = DEFAULT_NUM_FRAMES,
+        frame_range: int = DEFAULT_FRAME_RANGE,
+    ) -> Clip:
+        """A training clip of video `index` (frames chosen by `sample_frame_indices`)."""
+        return self.load_clip(index, sample_frame_indices(self.video_length(index), rng, num_frames, frame_range))
+
+    def results_json(
+        self, index: int, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray
+    ) -> list[dict[str, Any]]:
+        """Video-level predictions of video `index` in the YouTube-VIS results format.
+
+        scores [P] float, labels [P] contiguous class ids, masks [T, P, H, W] bool over all
+        frames of the video. Returns one dict per prediction with per-frame compressed RLE.
+        """
+        video = self.videos[index]
+        t, p = self.video_length(index), len(scores)
+        if masks.shape != (t, p, video["height"], video["width"]) or len(labels) != p:
+            raise ValueError(
+                f"results_json: masks {masks.shape} / labels {len(labels)} do not match "
+                f"(T={t}, P={p}, H={video['height']}, W={video['width']})"
+            )
+        results = []
+        for k in range(p):
+            frames = np.asfortranarray(masks[:, k].transpose(1, 2, 0).astype(np.uint8))  # [H, W, T]
+            rles = mask_utils.encode(frames)
+            for rle in rles:
+                rle["counts"] = rle["counts"].decode("ascii")
+            results.append(
+                {
+                    "video_id": int(video["id"]),
+                    "score": float(scores[k]),
+                    "category_id": self.category_ids[int(labels[k])],
+                    "segmentations": rles,
+                }
+            )
+        return results
