@@ -11,18 +11,22 @@ P points, C candidate points (oversampled), R random points, K+1 classes.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from videomt_jax.config import VideomtConfig
 
 
-def _corner_weights(coords: jax.Array, height: int, width: int):
+def _corner_weights(coords: jax.Array, height: int, width: int) -> tuple[jax.Array, jax.Array]:
     """Neighbour indices and bilinear weights of torch `grid_sample(align_corners=False)`.
 
-    coords: [..., P, 2] in [0, 1]. Returns four (flat index [..., P], weight [..., P]) pairs with the
-    weight already zeroed where the neighbour falls outside the map (zero padding).
+    coords: [..., P, 2] in [0, 1]. Returns (flat index [..., P, 4], weight [..., P, 4]) over the
+    north-west, north-east, south-west, south-east neighbours, the weight zeroed where the
+    neighbour falls outside the map (zero padding).
     """
     coords = coords.astype(jnp.float32)
     grid = 2.0 * coords - 1.0  # what HF hands grid_sample
@@ -32,19 +36,13 @@ def _corner_weights(coords: jax.Array, height: int, width: int):
     y0 = jnp.floor(y)
     x1 = x0 + 1.0
     y1 = y0 + 1.0
-    corners = (
-        (x0, y0, (x1 - x) * (y1 - y)),  # north-west
-        (x1, y0, (x - x0) * (y1 - y)),  # north-east
-        (x0, y1, (x1 - x) * (y - y0)),  # south-west
-        (x1, y1, (x - x0) * (y - y0)),  # south-east
-    )
-    out = []
-    for cx, cy, weight in corners:
-        inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
-        ix = jnp.clip(cx, 0, width - 1).astype(jnp.int32)
-        iy = jnp.clip(cy, 0, height - 1).astype(jnp.int32)
-        out.append((iy * width + ix, jnp.where(inside, weight, 0.0)))
-    return out
+    cx = jnp.stack([x0, x1, x0, x1], axis=-1)  # [..., P, 4]
+    cy = jnp.stack([y0, y0, y1, y1], axis=-1)
+    weight = jnp.stack([(x1 - x) * (y1 - y), (x - x0) * (y1 - y), (x1 - x) * (y - y0), (x - x0) * (y - y0)], axis=-1)
+    inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
+    ix = jnp.clip(cx, 0, width - 1).astype(jnp.int32)
+    iy = jnp.clip(cy, 0, height - 1).astype(jnp.int32)
+    return iy * width + ix, jnp.where(inside, weight, 0.0)
 
 
 def sample_points(features: jax.Array, coords: jax.Array) -> jax.Array:
@@ -65,16 +63,19 @@ def sample_points(features: jax.Array, coords: jax.Array) -> jax.Array:
             f"coords {coords.shape} must be [P, 2] or share the leading axes of features {features.shape}"
         )
     height, width = features.shape[-2:]
+    num_points = coords.shape[-2]
     flat = features.reshape(*lead, height * width)  # [*lead, h*w]
-    total = None
-    for index, weight in _corner_weights(coords, height, width):
-        if shared:
-            values = jnp.take(flat, index, axis=-1)  # [*lead, P]
-        else:
-            values = jnp.take_along_axis(flat, index, axis=-1)  # [*lead, P]
-        term = values.astype(jnp.float32) * weight
-        total = term if total is None else total + term
-    return total
+    index, weight = _corner_weights(coords, height, width)  # [..., P, 4]
+    index = index.reshape(*index.shape[:-2], num_points * 4)  # one gather for the four neighbours
+    if shared:
+        values = jnp.take(flat, index, axis=-1)  # [*lead, 4P]
+    else:
+        values = jnp.take_along_axis(flat, index, axis=-1)  # [*lead, 4P]
+    values = values.reshape(*lead, num_points, 4).astype(jnp.float32)
+    # torch's order of summation: nw + ne + sw + se
+    return ((values[..., 0] * weight[..., 0] + values[..., 1] * weight[..., 1]) + values[..., 2] * weight[..., 2]) + (
+        values[..., 3] * weight[..., 3]
+    )
 
 
 # ------------------------------------------------------------------ point draws
@@ -106,30 +107,38 @@ class PointDraws:
     extra: jax.Array
 
 
-def draw_points(key: jax.Array, batch: int, frames: int, targets: int, config: VideomtConfig) -> PointDraws:
-    """Uniform draws in [0, 1) for one prediction: what `torch.rand` gives HF's matcher and loss."""
+def _draw_shapes(batch: int, frames: int, targets: int, config: VideomtConfig) -> dict[str, tuple[int, ...]]:
     num_points = config.train_num_points
-    k_match, k_cand, k_extra = jax.random.split(key, 3)
-    extra = num_points - num_uncertain_points(config)
-    return PointDraws(
-        match=jax.random.uniform(k_match, (batch, frames, num_points, 2), jnp.float32),
-        candidates=jax.random.uniform(k_cand, (batch, frames, targets, num_candidate_points(config), 2), jnp.float32),
-        extra=jax.random.uniform(k_extra, (batch, frames, targets, extra, 2), jnp.float32),
-    )
-
-
-def check_draws(draws: PointDraws, batch: int, frames: int, targets: int, config: VideomtConfig) -> None:
-    """Shapes the config asks for; raises ValueError naming the field otherwise."""
-    num_points = config.train_num_points
-    expected = {
+    return {
         "match": (batch, frames, num_points, 2),
         "candidates": (batch, frames, targets, num_candidate_points(config), 2),
         "extra": (batch, frames, targets, num_points - num_uncertain_points(config), 2),
     }
-    for name, shape in expected.items():
-        got = getattr(draws, name).shape
-        if tuple(got) != shape:
-            raise ValueError(f"PointDraws.{name} has shape {tuple(got)}, expected {shape}")
+
+
+def draw_points(
+    key: jax.Array, batch: int, frames: int, targets: int, config: VideomtConfig, count: int = 1
+) -> list[PointDraws]:
+    """`count` independent sets of uniform draws in [0, 1) (what `torch.rand` gives HF's matcher and loss).
+
+    One `jax.random.uniform` call covers them all (each call is a separately compiled generator).
+    """
+    shapes = _draw_shapes(batch, frames, targets, config)
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    flat = jax.random.uniform(key, (count, sum(sizes)), jnp.float32)
+    offsets = np.cumsum([0] + sizes)
+    return [
+        PointDraws(**{name: row[offsets[i] : offsets[i + 1]].reshape(shape) for i, (name, shape) in enumerate(shapes.items())})
+        for row in flat
+    ]
+
+
+def check_draws(draws: PointDraws, batch: int, frames: int, targets: int, config: VideomtConfig) -> None:
+    """Shapes the config asks for; raises ValueError naming the field otherwise."""
+    for name, shape in _draw_shapes(batch, frames, targets, config).items():
+        got = tuple(getattr(draws, name).shape)
+        if got != shape:
+            raise ValueError(f"PointDraws.{name} has shape {got}, expected {shape}")
 
 
 def uncertain_points(logits: jax.Array, candidates: jax.Array, extra: jax.Array, num_uncertain: int) -> jax.Array:

@@ -1,0 +1,142 @@
+"""`videomt-jax convert SRC OUT` and `videomt-jax export SRC OUT`: checkpoint conversion commands.
+
+convert: any checkpoint `load_pretrained` reads (HF dir, Hub id, authors' .pth, videomt-jax dir)
+         -> a videomt-jax (orbax) directory.
+export:  any of those -> a Hugging Face directory that `transformers` loads.
+Both write atomically (an interrupted run leaves OUT as it was) and print a summary. The
+standalone scripts in `convert/` reuse these parsers and runners. The weight code (jax, orbax,
+torch for .pth files) is imported only when a command runs, so `videomt-jax --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from videomt_jax.config import DTYPES, VideomtConfig
+
+if TYPE_CHECKING:
+    from videomt_jax.weights.api import LoadReport
+
+# CLI flag (argparse dest) -> VideomtConfig field it overrides
+OVERRIDE_FLAGS = {
+    "num_heads": "num_attention_heads",
+    "image_size": "image_size",
+    "num_blocks": "num_blocks",
+}
+# Errors reported as one line (exit code 1) instead of a traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="HF directory, Hub repo id, authors' .pth file, or videomt-jax directory")
+    parser.add_argument("out", help="output directory (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    group = parser.add_argument_group("overrides (mostly for authors' .pth files, whose config is inferred)")
+    group.add_argument("--num-heads", type=int, help="attention heads (default: from --model-name, else hidden // 64)")
+    group.add_argument("--image-size", type=int, help="input size the position embeddings were trained at")
+    group.add_argument("--num-blocks", type=int, help="query blocks (default: length of attn_mask_probs)")
+    group.add_argument("--model-name", help="timm backbone name, e.g. vit_small_patch14_reg4_dinov2 (picks the heads)")
+    group.add_argument("--id2label-json", help='JSON file {"0": "person", ...} or a list of class names')
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_arguments(parser)
+    parser.add_argument("--dtype", choices=DTYPES, help="compute dtype stored in the config (params stay float32)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {field: getattr(args, flag) for flag, field in OVERRIDE_FLAGS.items() if getattr(args, flag) is not None}
+    if args.model_name:
+        out["model_name"] = args.model_name
+    if args.id2label_json:
+        from videomt_jax.weights.original import read_id2label_json
+
+        out["id2label"] = read_id2label_json(args.id2label_json)
+    return out
+
+
+def _describe(config: VideomtConfig) -> str:
+    return (
+        f"hidden {config.hidden_size}, layers {config.num_hidden_layers} (query blocks {config.num_blocks}), "
+        f"heads {config.num_attention_heads}, queries {config.num_queries}, labels {config.num_labels}, "
+        f"image {config.image_size}, patch {config.patch_size}, registers {config.num_register_tokens}, "
+        f"swiglu {config.use_swiglu_ffn}, upscale blocks {config.num_upscale_blocks}"
+    )
+
+
+def _summary(
+    verb: str, args: argparse.Namespace, fmt: str, config: VideomtConfig, report: "LoadReport", write_s: float
+) -> str:
+    buffers = f" (non-parameter buffers: {', '.join(report.buffers)})" if report.buffers else ""
+    return "\n".join(
+        [
+            f"{verb} {args.src} [{report.source}] -> {args.out} [{fmt}]",
+            f"  source keys consumed: {report.source_keys}{buffers}",
+            f"  params: {report.num_params:,} ({report.num_bytes / 2**20:.2f} MiB float32), "
+            f"compute dtype {config.dtype}",
+            f"  config: {_describe(config)}",
+            f"  time: load {report.seconds:.2f} s, write {write_s:.2f} s, total {report.seconds + write_s:.2f} s",
+        ]
+    )
+
+
+def _run(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..., Path]) -> int:
+    from videomt_jax.weights.api import load_pretrained_with_report
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    print(f"reading {args.src} ...", flush=True)
+    config, params, report = load_pretrained_with_report(args.src, getattr(args, "dtype", None), **_overrides(args))
+    print(f"writing {out} ...", flush=True)
+    start = time.perf_counter()
+    write(out, config, params, overwrite=args.overwrite)
+    print(_summary(verb, args, fmt, config, report, time.perf_counter() - start))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """SRC -> videomt-jax (orbax) directory OUT; raises on bad input."""
+    from videomt_jax.weights.api import save_pretrained
+
+    return _run(args, "converted", "videomt-jax (orbax)", save_pretrained)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """SRC -> Hugging Face directory OUT; raises on bad input."""
+    from videomt_jax.weights.api import export_hf
+
+    return _run(args, "exported", "hugging face", export_hf)
+
+
+def _guarded(run: Callable[[argparse.Namespace], int], name: str) -> Callable[[argparse.Namespace], int]:
+    def main(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except USER_ERRORS as e:
+            print(f"videomt-jax {name}: error: {e}", file=sys.stderr)
+            return 1
+
+    return main
+
+
+convert_command = _guarded(run_convert, "convert")
+export_command = _guarded(run_export, "export")
+
+
+def add_convert_parsers(subparsers: Any) -> None:
+    """Add `convert` and `export` to an argparse subparsers object; each sets `func(args) -> exit code`."""
+    convert = subparsers.add_parser(
+        "convert", help="convert a checkpoint to a videomt-jax (orbax) directory", description=run_convert.__doc__
+    )
+    add_convert_arguments(convert)
+    convert.set_defaults(func=convert_command)
+    export = subparsers.add_parser(
+        "export", help="export a checkpoint to a Hugging Face directory", description=run_export.__doc__
+    )
+    add_source_arguments(export)
+    export.set_defaults(func=export_command)

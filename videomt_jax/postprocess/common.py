@@ -1,0 +1,154 @@
+"""Shared pieces of post-processing: input checks, threshold rounding, per-frame mapping, counting.
+
+Letters: B batch, T frames, F = B*T frames, Q queries, K+1 classes (last = no object),
+h/w mask grid, H/W target size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.postprocess.resize import Size, as_size
+
+# Input pixels per mask-logit pixel of the default model (patch 16, 2 upscale blocks).
+DEFAULT_MASK_STRIDE: int = VideomtConfig().mask_stride
+# Frames post-processed per step of `lax.map`: 1 keeps one frame's (Q, H, W) masks in memory.
+DEFAULT_FRAMES_PER_STEP: int = 1
+
+
+def check_logits(out: Any) -> tuple[jax.Array, jax.Array]:
+    """(class_logits [B,T,Q,K+1], mask_logits [B,T,Q,h,w]) as float32, with their shapes checked."""
+    for name in ("class_logits", "mask_logits"):
+        if getattr(out, name, None) is None:
+            raise TypeError(
+                f"post-processing needs an output with `{name}` (e.g. VideomtOutput), got {type(out).__name__}"
+            )
+    class_logits = jnp.asarray(out.class_logits)
+    mask_logits = jnp.asarray(out.mask_logits)
+    for name, array in (("class_logits", class_logits), ("mask_logits", mask_logits)):
+        if not jnp.issubdtype(array.dtype, jnp.floating):
+            raise TypeError(f"{name} must be floating point, got dtype {array.dtype}")
+    if class_logits.ndim != 4 or mask_logits.ndim != 5:
+        raise ValueError(
+            "expected class_logits [B, T, Q, K+1] and mask_logits [B, T, Q, h, w], got shapes "
+            f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}"
+        )
+    if class_logits.shape[:3] != mask_logits.shape[:3]:
+        raise ValueError(
+            f"class_logits {tuple(class_logits.shape)} and mask_logits {tuple(mask_logits.shape)} "
+            "disagree on (B, T, Q)"
+        )
+    if class_logits.shape[-1] < 2:
+        raise ValueError(f"class_logits needs at least one class plus no-object, got {class_logits.shape[-1]} columns")
+    return class_logits.astype(jnp.float32), mask_logits.astype(jnp.float32)
+
+
+def check_sizes(
+    target_size: Sequence[int], valid_size: Optional[Sequence[int]], stride: int
+) -> tuple[Size, Optional[Size]]:
+    if not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"mask_stride must be a positive int, got {stride!r}")
+    valid = None if valid_size is None else as_size(valid_size, "valid_size")
+    return as_size(target_size, "target_size"), valid
+
+
+def check_frames_per_step(frames_per_step: int) -> int:
+    if not isinstance(frames_per_step, (int, np.integer)) or frames_per_step < 1:
+        raise ValueError(f"frames_per_step must be a positive int, got {frames_per_step!r}")
+    return int(frames_per_step)
+
+
+def static_labels(labels: Optional[Sequence[int]], name: str) -> tuple[int, ...]:
+    """A hashable, sorted tuple of label ids (static under jit); None or empty -> ()."""
+    if labels is None:
+        return ()
+    try:
+        return tuple(sorted({int(v) for v in labels}))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a collection of int label ids, got {labels!r}") from None
+
+
+def _f32_rounded(value: Any, direction: float) -> Any:
+    if isinstance(value, jax.core.Tracer):  # traced threshold: plain float32 comparison
+        return jnp.asarray(value, jnp.float32)
+    exact = float(value)
+    rounded = np.float32(exact)
+    if (direction < 0 and float(rounded) > exact) or (direction > 0 and float(rounded) < exact):
+        rounded = np.nextafter(rounded, np.float32(direction * np.inf))
+    return jnp.asarray(rounded, jnp.float32)
+
+
+def f32_floor(value: Any) -> Any:
+    """Largest float32 <= value: for a float32 x, `x > f32_floor(t)` equals the float64 test `x > t`
+    (Hugging Face compares `tensor.item()`, a float32 widened to a Python float, with the threshold)."""
+    return _f32_rounded(value, -1.0)
+
+
+def f32_ceil(value: Any) -> Any:
+    """Smallest float32 >= value: for a float32 x, `x >= f32_ceil(t)` equals the float64 test `x >= t`."""
+    return _f32_rounded(value, 1.0)
+
+
+def f32(value: Any) -> jax.Array:
+    """Threshold for a tensor-vs-scalar comparison (PyTorch rounds the scalar to float32)."""
+    return jnp.asarray(value, jnp.float32)
+
+
+def map_frames(fn: Callable, xs: Any, frames_per_step: int) -> Any:
+    """Apply `fn` to each frame of the pytree `xs` (leading axis F), `frames_per_step` at a time."""
+    return jax.lax.map(fn, xs, batch_size=None if frames_per_step == 1 else frames_per_step)
+
+
+def flatten_frames(x: jax.Array) -> jax.Array:
+    """[B, T, ...] -> [B*T, ...] (batch-major: frame t of video b is row b*T + t)."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def frames_last(mask_logits: jax.Array) -> jax.Array:
+    """[B, T, Q, h, w] -> [B*T, h, w, Q]: frames batch-major, queries channels-last."""
+    return flatten_frames(mask_logits).transpose(0, 2, 3, 1)
+
+
+def count_per_query(index: jax.Array, num_queries: int, weights: Optional[jax.Array] = None) -> jax.Array:
+    """Pixels per query id: index [...] int32 in [0, Q) -> [Q] int32 (optionally counting only `weights`)."""
+    ones = jnp.ones(index.shape, jnp.int32) if weights is None else weights.astype(jnp.int32)
+    return jax.ops.segment_sum(ones.reshape(-1), index.reshape(-1), num_segments=num_queries)
+
+
+def first_in_group(valid: jax.Array, group: jax.Array, groupable: jax.Array) -> jax.Array:
+    """For each valid, groupable item q: the first valid item q' <= q with the same group (else q).
+
+    valid, groupable: [Q] bool; group: [Q] int. Returns [Q] int32 indices."""
+    q = valid.shape[0]
+    order = jnp.arange(q)
+    same = (
+        valid[None, :]
+        & groupable[None, :]
+        & (group[None, :] == group[:, None])
+        & (order[None, :] <= order[:, None])
+    )  # [Q, Q'] earlier members of q's group
+    first = jnp.argmax(same, axis=1).astype(jnp.int32)
+    return jnp.where(valid & groupable & same.any(axis=1), first, order.astype(jnp.int32))
+
+
+def number_segments(valid: jax.Array, merge_into: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Segment ids in query order. valid [Q] bool; merge_into [Q] int32 (q itself unless q joins an
+    earlier query's segment). Returns (new [Q] bool: q opens a segment, segment [Q] int32: id or -1)."""
+    order = jnp.arange(valid.shape[0], dtype=jnp.int32)
+    new = valid & (merge_into == order)
+    opened = jnp.cumsum(new.astype(jnp.int32)) - 1  # [Q] id of the segment opened at q
+    segment = jnp.where(valid, opened[merge_into], -1)
+    return new, segment.astype(jnp.int32)
+
+
+def scatter_slots(new: jax.Array, segment: jax.Array, values: jax.Array, fill: Any) -> jax.Array:
+    """Per-query values -> per-segment slots [Q]: slot s gets the value of the query opening segment s."""
+    q = new.shape[0]
+    slot = jnp.where(new, segment, q)  # out of range -> dropped
+    base = jnp.full((q,) + values.shape[1:], fill, values.dtype)
+    return base.at[slot].set(values, mode="drop")

@@ -1,0 +1,219 @@
+"""Per-frame semantic / instance / panoptic segmentation with Hugging Face's exact semantics.
+
+Mirrors `VideomtVideoProcessor.post_process_{semantic,instance,panoptic}_segmentation`, jitted and
+with fixed shapes; every frame of every video is handled alike (HF sees the B*T frames as a flat
+list, one target size each; here one `target_size` serves the whole batch).
+
+What HF does, and we do:
+- mask logits are resized bilinearly (torch `align_corners=False`, see resize.py) to target_size;
+- semantic: softmax over classes without the no-object column, einsum with sigmoid masks at mask
+  resolution, resize the class scores, argmax;
+- instance: score = max class probability x mean sigmoid inside the mask (logit > 0); a query is kept
+  when its mask is non-empty and score >= threshold; kept queries paint their masks in query order
+  (later ones overwrite), segment ids count kept queries;
+- panoptic: queries whose argmax class (over all K+1) is not no-object and whose probability
+  > threshold compete per pixel by probability x sigmoid mask; a query becomes a segment when it
+  wins pixels, its own mask (sigmoid >= mask_threshold) is non-empty, they overlap, and
+  won / own area > overlap_mask_area_threshold; classes in label_ids_to_fuse share one segment.
+- HF compares some scores as Python floats (float64); those thresholds are rounded to the float32
+  that gives the same answer (common.f32_floor / f32_ceil). Reported scores are float32; `to_hf`
+  rounds them to 6 decimals as HF does.
+
+All functions map over the B*T frames with `lax.map`, `frames_per_step` frames at a time (default
+1: only one frame's [H, W, Q] resized masks live in memory). Inside, arrays are channels-last.
+
+Our addition: `valid_size=(h_in, w_in)` crops the mask logits to the un-padded part of the model
+input (ceil(h_in / mask_stride) x ceil(w_in / mask_stride) cells) before resizing. Default: no crop.
+
+Letters: B batch, T frames, F = B*T, Q queries, K classes (+1 no object), h/w mask grid, H/W target.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from videomt_jax.postprocess import common
+from videomt_jax.postprocess.resize import Size, crop_grid, crop_then_resize, resize_bilinear
+from videomt_jax.postprocess.results import SegmentResult
+
+HIGHEST = jax.lax.Precision.HIGHEST
+INSTANCE_THRESHOLD = 0.5
+PANOPTIC_THRESHOLD = 0.8
+MASK_THRESHOLD = 0.5
+OVERLAP_MASK_AREA_THRESHOLD = 0.8
+MASK_SCORE_EPS = 1e-6  # HF: mask_scores = sum(sigmoid * mask) / (mask area + 1e-6)
+
+
+# ------------------------------------------------------------------------------------------ semantic
+def _semantic_frame(
+    class_logits: jax.Array, mask_logits: jax.Array, *, target: Size, valid: Optional[Size], stride: int
+) -> jax.Array:
+    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q] -> class ids [H, W]."""
+    probs = jax.nn.softmax(class_logits, axis=-1)[:, :-1]  # [Q, K]
+    ch, cw = crop_grid(valid, mask_logits.shape[:2], stride)
+    masks = jax.nn.sigmoid(mask_logits[:ch, :cw])  # [h, w, Q]
+    scores = jnp.einsum("qk,hwq->hwk", probs, masks, precision=HIGHEST)  # [h, w, K]
+    return jnp.argmax(resize_bilinear(scores, target), axis=-1).astype(jnp.int32)  # [H, W]
+
+
+@partial(jax.jit, static_argnames=("target", "valid", "stride", "frames_per_step"))
+def _semantic(class_logits, mask_logits, *, target, valid, stride, frames_per_step):
+    b, t = class_logits.shape[:2]
+    fn = partial(_semantic_frame, target=target, valid=valid, stride=stride)
+    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
+    seg = common.map_frames(lambda x: fn(*x), frames, frames_per_step)  # [F, H, W]
+    return seg.reshape((b, t) + target)
+
+
+def post_process_semantic(
+    out: Any,
+    target_size: Sequence[int],
+    *,
+    valid_size: Optional[Sequence[int]] = None,
+    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
+) -> jax.Array:
+    """Class id per pixel and frame, [B, T, H, W] int32 (HF `post_process_semantic_segmentation`)."""
+    class_logits, mask_logits = common.check_logits(out)
+    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
+    return _semantic(
+        class_logits, mask_logits, target=target, valid=valid, stride=int(mask_stride),
+        frames_per_step=common.check_frames_per_step(frames_per_step),
+    )
+
+
+# ------------------------------------------------------------------------------------------ instance
+def _slots(new, segment, labels, scores, fused, segmentation) -> SegmentResult:
+    q = new.shape[0]
+    return SegmentResult(
+        segmentation=segmentation,
+        label_id=common.scatter_slots(new, segment, labels.astype(jnp.int32), -1),
+        score=common.scatter_slots(new, segment, scores, 0.0),
+        query=common.scatter_slots(new, segment, jnp.arange(q, dtype=jnp.int32), -1),
+        valid=jnp.arange(q) < new.sum(),
+        fused=common.scatter_slots(new, segment, fused, False),
+        query_segment=segment,
+    )
+
+
+def _instance_frame(class_logits, mask_logits, threshold, *, target, valid, stride) -> SegmentResult:
+    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q]."""
+    probs = jax.nn.softmax(class_logits, axis=-1)[:, :-1]  # [Q, K]
+    class_score, labels = probs.max(axis=-1), jnp.argmax(probs, axis=-1)  # [Q]
+    logits = crop_then_resize(mask_logits, target, valid, stride)  # [H, W, Q]
+    binary = logits > 0
+    area = binary.sum(axis=(0, 1), dtype=jnp.int32)  # [Q]
+    inside = jnp.where(binary, jax.nn.sigmoid(logits), 0.0).sum(axis=(0, 1))  # [Q]
+    score = class_score * (inside / (area.astype(jnp.float32) + jnp.float32(MASK_SCORE_EPS)))
+    keep = (area > 0) & (score >= threshold)  # [Q]
+    new, segment = common.number_segments(keep, jnp.arange(keep.shape[0], dtype=jnp.int32))
+    # later queries overwrite earlier ones and carry larger ids: the max id painting a pixel wins
+    painted = jnp.where(binary & keep, segment, -1)  # [H, W, Q]
+    return _slots(new, segment, labels, score, jnp.zeros_like(keep), painted.max(axis=-1))
+
+
+@partial(jax.jit, static_argnames=("target", "valid", "stride", "frames_per_step"))
+def _instance(class_logits, mask_logits, threshold, *, target, valid, stride, frames_per_step):
+    b, t = class_logits.shape[:2]
+    fn = partial(_instance_frame, threshold=threshold, target=target, valid=valid, stride=stride)
+    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
+    res = common.map_frames(lambda x: fn(*x), frames, frames_per_step)
+    return jax.tree_util.tree_map(lambda x: x.reshape((b, t) + x.shape[1:]), res)
+
+
+def post_process_instance(
+    out: Any,
+    target_size: Sequence[int],
+    threshold: float = INSTANCE_THRESHOLD,
+    *,
+    valid_size: Optional[Sequence[int]] = None,
+    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
+) -> SegmentResult:
+    """Instance segmentation per frame (HF `post_process_instance_segmentation`)."""
+    class_logits, mask_logits = common.check_logits(out)
+    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
+    return _instance(
+        class_logits, mask_logits, common.f32_ceil(threshold),  # HF: score.item() >= threshold
+        target=target, valid=valid, stride=int(mask_stride),
+        frames_per_step=common.check_frames_per_step(frames_per_step),
+    )
+
+
+# ------------------------------------------------------------------------------------------ panoptic
+def panoptic_counts(probs: jax.Array, keep: jax.Array, masks: jax.Array, mask_threshold: jax.Array):
+    """Per-pixel competition between kept queries (shared by the per-frame and the video path).
+
+    probs: [Q] score per query; keep: [Q] bool; masks: [..., Q] sigmoid masks (channels-last).
+    Returns winner [...] int32 (argmax of probs x mask over kept queries), own [...] bool (the
+    winner's mask >= mask_threshold there), and per query [Q] int32: pixels won, own-mask area,
+    pixels both won and own."""
+    q = probs.shape[0]
+    weighted = jnp.where(keep, probs * masks, -1.0)  # [..., Q]
+    winner = jnp.argmax(weighted, axis=-1).astype(jnp.int32)  # [...] (first max, as torch)
+    binary = masks >= mask_threshold  # [..., Q]
+    own = jnp.take_along_axis(binary, winner[..., None], axis=-1)[..., 0]  # [...]
+    won = common.count_per_query(winner, q)
+    original = binary.reshape(-1, q).sum(axis=0, dtype=jnp.int32)
+    final = common.count_per_query(winner, q, own)
+    return winner, own, won, original, final
+
+
+def _panoptic_frame(
+    class_logits, mask_logits, threshold, mask_threshold, overlap, *, target, valid, stride, fuse
+) -> SegmentResult:
+    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q]."""
+    num_labels = class_logits.shape[-1] - 1
+    probs = jax.nn.softmax(class_logits, axis=-1)  # [Q, K+1]
+    score, labels = probs.max(axis=-1), jnp.argmax(probs, axis=-1)  # [Q]
+    keep = (labels != num_labels) & (score > threshold)
+    masks = jax.nn.sigmoid(crop_then_resize(mask_logits, target, valid, stride))  # [H, W, Q]
+    winner, own, won, original, final = panoptic_counts(score, keep, masks, mask_threshold)
+    ratio = won.astype(jnp.float32) / jnp.maximum(original, 1).astype(jnp.float32)  # float32, as torch
+    segment_ok = keep & (won > 0) & (original > 0) & (final > 0) & (ratio > overlap)  # [Q]
+    fused = jnp.isin(labels, jnp.asarray(fuse, jnp.int32)) if fuse else jnp.zeros_like(keep)
+    new, segment = common.number_segments(segment_ok, common.first_in_group(segment_ok, labels, fused))
+    segmentation = jnp.where(own, segment[winner], -1)  # [H, W]
+    return _slots(new, segment, labels, score, fused, segmentation)
+
+
+@partial(jax.jit, static_argnames=("target", "valid", "stride", "fuse", "frames_per_step"))
+def _panoptic(class_logits, mask_logits, thresholds, *, target, valid, stride, fuse, frames_per_step):
+    b, t = class_logits.shape[:2]
+    fn = partial(_panoptic_frame, target=target, valid=valid, stride=stride, fuse=fuse)
+    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
+    res = common.map_frames(lambda x: fn(*x, *thresholds), frames, frames_per_step)
+    return jax.tree_util.tree_map(lambda x: x.reshape((b, t) + x.shape[1:]), res)
+
+
+def post_process_panoptic(
+    out: Any,
+    target_size: Sequence[int],
+    threshold: float = PANOPTIC_THRESHOLD,
+    mask_threshold: float = MASK_THRESHOLD,
+    overlap_mask_area_threshold: float = OVERLAP_MASK_AREA_THRESHOLD,
+    label_ids_to_fuse: Optional[Sequence[int]] = None,
+    *,
+    valid_size: Optional[Sequence[int]] = None,
+    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
+) -> SegmentResult:
+    """Panoptic segmentation per frame (HF `post_process_panoptic_segmentation`).
+
+    label_ids_to_fuse is static under jit (a new set compiles a new program)."""
+    class_logits, mask_logits = common.check_logits(out)
+    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
+    thresholds = (
+        common.f32(threshold),  # tensor > scalar: float32 in torch
+        common.f32(mask_threshold),
+        common.f32_floor(overlap_mask_area_threshold),  # HF: ratio.item() > threshold
+    )
+    return _panoptic(
+        class_logits, mask_logits, thresholds, target=target, valid=valid, stride=int(mask_stride),
+        fuse=common.static_labels(label_ids_to_fuse, "label_ids_to_fuse"),
+        frames_per_step=common.check_frames_per_step(frames_per_step),
+    )

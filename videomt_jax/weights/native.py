@@ -1,0 +1,87 @@
+"""JAX-native checkpoints: `config.json` (HF fields + a "videomt_jax" section) and an orbax `params/`.
+
+Writes are atomic: everything goes to a temporary sibling directory that replaces the target in one
+rename, so an interrupted save leaves either the old checkpoint or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.utils.io import atomic_directory
+from videomt_jax.weights.readers import CheckpointReadError
+from videomt_jax.weights.tables import check_params, expected_shapes, flatten
+
+CONFIG_NAME = "config.json"
+PARAMS_DIR = "params"
+JAX_SECTION = "videomt_jax"  # the config.json key VideomtConfig.to_json_file writes for JAX settings
+
+
+def is_native_dir(path: Path) -> bool:
+    """A directory written by `save_native` (config.json with a JAX section and an orbax params/)."""
+    config = path / CONFIG_NAME
+    if not (path.is_dir() and config.is_file() and (path / PARAMS_DIR).is_dir()):
+        return False
+    try:
+        return JAX_SECTION in json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def write_params(directory: Path, params: Mapping) -> None:
+    """Orbax-save `params` (as float32 jax arrays) into `directory`, which must not exist.
+
+    Orbax refuses zero-size arrays (register tokens [1, 0, D] when there are none): they are left
+    out here and recreated from the config by `read_params`.
+    """
+    flat = {k: jnp.asarray(v, jnp.float32) for k, v in flatten(params).items() if np.size(v)}
+    tree = traverse_util.unflatten_dict(flat, sep="/")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory.absolute(), tree)
+        checkpointer.wait_until_finished()
+
+
+def read_params(directory: Path, config: VideomtConfig) -> dict:
+    """Restore the params of `config` from an orbax directory, as float32 jax arrays."""
+    shapes = expected_shapes(config)
+    flat = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items() if math.prod(s)}
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(directory.absolute(), traverse_util.unflatten_dict(flat, sep="/"))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise CheckpointReadError(f"cannot restore params from {directory} for this config: {e}") from e
+    empty = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items() if not math.prod(s)}
+    return traverse_util.unflatten_dict({**flatten(restored), **empty}, sep="/")
+
+
+def save_native(path: str | Path, config: VideomtConfig, params: Mapping, *, overwrite: bool = True) -> Path:
+    """Atomically write config.json + orbax params to the directory `path`."""
+    check_params(config, params)
+    path = Path(path)
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        config.to_json_file(str(tmp / CONFIG_NAME))
+        write_params(tmp / PARAMS_DIR, params)
+    return path
+
+
+def load_native(path: str | Path, **config_overrides) -> tuple[VideomtConfig, dict]:
+    path = Path(path)
+    config = VideomtConfig.from_json_file(str(path / CONFIG_NAME), **config_overrides)
+    return config, read_params(path / PARAMS_DIR, config)
+
+
+def param_bytes(params: Mapping) -> tuple[int, int]:
+    """(number of parameters, bytes) of a parameter tree."""
+    leaves = jax.tree.leaves(params)
+    sizes = [(math.prod(np.shape(x)), np.dtype(x.dtype).itemsize) for x in leaves]
+    return sum(n for n, _ in sizes), sum(n * itemsize for n, itemsize in sizes)
