@@ -37,6 +37,16 @@ _EXPORTS: dict[str, str] = {
     "evaluate_semantic": "videomt_jax.metrics",
     "evaluate_video_instance": "videomt_jax.metrics",
     "evaluate_panoptic": "videomt_jax.metrics",
+    "post_process_semantic": "videomt_jax.postprocess",
+    "post_process_instance": "videomt_jax.postprocess",
+    "post_process_panoptic": "videomt_jax.postprocess",
+    "to_hf": "videomt_jax.postprocess",
+    "video_instance": "videomt_jax.postprocess",
+    "video_panoptic": "videomt_jax.postprocess",
+    "video_semantic": "videomt_jax.postprocess",
+    "SegmentResult": "videomt_jax.postprocess",
+    "VideoInstanceResult": "videomt_jax.postprocess",
+    "VideoPanopticResult": "videomt_jax.postprocess",
 }
 
 __all__ = sorted(_EXPORTS)
