@@ -21,12 +21,13 @@ import contextlib
 import itertools
 import os
 import re
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
+
+from videomt_jax.utils.io import atomic_path
 
 DEFAULT_FPS = 25.0  # image folders and GIFs without timing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -228,21 +229,6 @@ def _check_frames(frames: np.ndarray, fps: float) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(frames, (*frames.shape[:3], 3)))
 
 
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path` (same suffix) that replaces `path` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _pick_codec(candidates: tuple[str, ...]) -> str:
     import av
 
@@ -299,6 +285,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = DEFAUL
     if writer is None:
         raise ValueError(f"cannot write {path.suffix!r} videos; supported: {', '.join(sorted(WRITERS))}")
     frames = _check_frames(frames, fps)
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         writer(tmp, frames, float(fps), path.suffix.lower(), crf)
     return path

@@ -186,7 +186,9 @@ def videomt_loss(
                 f"[A, *class_logits.shape] = [A, *{class_logits.shape}] / [A, *{mask_logits.shape}]"
             )
         if aux_class_logits.shape[0] != aux_mask_logits.shape[0]:
-            raise ValueError(f"aux_class_logits {aux_class_logits.shape} and aux_mask_logits {aux_mask_logits.shape} differ in A")
+            raise ValueError(
+                f"aux_class_logits {aux_class_logits.shape} and aux_mask_logits {aux_mask_logits.shape} differ in A"
+            )
         indices, weights = _aux_selection(aux_class_logits.shape[0], aux_indices, aux_weights)
         predictions += [(f"_{i}", aux_class_logits[i], aux_mask_logits[i], w) for i, w in zip(indices, weights)]
     elif aux_indices or aux_weights:

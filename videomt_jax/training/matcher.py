@@ -70,7 +70,8 @@ class LossTargets:
         labels = [np.asarray(c).reshape(-1) for c in class_labels]
         sizes = {m.shape[1:] for m in masks}
         if any(m.ndim != 3 for m in masks) or len(sizes) != 1:
-            raise ValueError(f"mask_labels must be [n, H, W] with one (H, W) for all frames, got {[m.shape for m in masks]}")
+            shapes = [m.shape for m in masks]
+            raise ValueError(f"mask_labels must be [n, H, W] with one (H, W) for all frames, got {shapes}")
         counts = [m.shape[0] for m in masks]
         if any(n != len(c) for n, c in zip(counts, labels)):
             raise ValueError(f"masks per frame {counts} differ from labels per frame {[len(c) for c in labels]}")
@@ -107,7 +108,7 @@ class Matching:
 
 
 def check_inputs(class_logits: jax.Array, mask_logits: jax.Array, targets: LossTargets, num_labels: int) -> None:
-    """Shape/dtype checks (always) and label-range checks (when the labels are concrete, not traced)."""
+    """Shape/dtype checks (always) and label-range checks (when the labels are concrete: not traced, all local)."""
     if class_logits.ndim != 4:
         raise ValueError(f"class_logits must be [B, T, Q, K+1], got shape {class_logits.shape}")
     if mask_logits.ndim != 5:
@@ -115,7 +116,9 @@ def check_inputs(class_logits: jax.Array, mask_logits: jax.Array, targets: LossT
     if class_logits.shape[:3] != mask_logits.shape[:3]:
         raise ValueError(f"class_logits {class_logits.shape} and mask_logits {mask_logits.shape} disagree on [B, T, Q]")
     if class_logits.shape[-1] != num_labels + 1:
-        raise ValueError(f"class_logits has {class_logits.shape[-1]} classes, expected num_labels + 1 = {num_labels + 1}")
+        raise ValueError(
+            f"class_logits has {class_logits.shape[-1]} classes, expected num_labels + 1 = {num_labels + 1}"
+        )
     for name, logits in (("class_logits", class_logits), ("mask_logits", mask_logits)):
         if not jnp.issubdtype(logits.dtype, jnp.floating):
             raise TypeError(f"{name} must be floating point, got {logits.dtype}")
@@ -133,7 +136,10 @@ def check_inputs(class_logits: jax.Array, mask_logits: jax.Array, targets: LossT
         raise TypeError(f"targets.class_labels must be integer, got {labels.dtype}")
     if valid.dtype != jnp.bool_:
         raise TypeError(f"targets.valid must be bool, got {valid.dtype}")
-    if not isinstance(labels, jax.core.Tracer) and not isinstance(valid, jax.core.Tracer):
+    concrete = all(
+        not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True) for x in (labels, valid)
+    )
+    if concrete:
         used = np.asarray(labels)[np.asarray(valid)]
         if used.size and (used.min() < 0 or used.max() >= num_labels):
             raise ValueError(

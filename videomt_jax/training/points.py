@@ -127,8 +127,9 @@ def draw_points(
     sizes = [math.prod(shape) for shape in shapes.values()]
     flat = jax.random.uniform(key, (count, sum(sizes)), jnp.float32)
     offsets = np.cumsum([0] + sizes)
+    parts = [(item, offsets[i], offsets[i + 1]) for i, item in enumerate(shapes.items())]
     return [
-        PointDraws(**{name: row[offsets[i] : offsets[i + 1]].reshape(shape) for i, (name, shape) in enumerate(shapes.items())})
+        PointDraws(**{name: row[start:stop].reshape(shape) for (name, shape), start, stop in parts})
         for row in flat
     ]
 

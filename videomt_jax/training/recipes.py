@@ -66,7 +66,7 @@ def _tiny() -> Recipe:
         id2label=data.id2label,
     )
     train = TrainConfig(
-        steps=2000,
+        steps=1500,
         batch_size=4,
         num_frames=3,
         learning_rate=6e-4,  # from scratch: no pretrained backbone, so no small encoder LR

@@ -1,0 +1,246 @@
+"""`videomt_loss` against Hugging Face's `VideomtLoss` with the same random draws, plus gradients and errors.
+
+HF draws its points with `torch.rand`; the test replaces it by a recorder, reads back each draw and
+hands the same numbers to the JAX side as `PointDraws` (re-ordered from HF's matched-pair order into
+target slots). Letters: A aux, B batch, T frames, Q queries, M target slots, K classes, P points.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers.models.videomt import modeling_videomt as hf
+from transformers.models.videomt.configuration_videomt import VideomtConfig as HFVideomtConfig
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.training.losses import LOSS_TERMS, videomt_loss
+from videomt_jax.training.matcher import LossTargets, match_frames
+from videomt_jax.training.points import PointDraws, draw_points
+
+NUM_LABELS = 5
+H = W = 32  # target masks; predicted masks are 8 x 8 (1/4)
+LOSS_JIT = jax.jit(videomt_loss, static_argnames=("config", "aux_indices", "aux_weights"))
+
+
+def _config(points: int) -> VideomtConfig:
+    return VideomtConfig(id2label={i: f"c{i}" for i in range(NUM_LABELS)}, train_num_points=points)
+
+
+def _problem(seed: int, batch: int, frames: int, queries: int, counts: list[int], num_aux: int):
+    rng = np.random.default_rng(seed)
+    shape = (batch, frames, queries)
+    class_logits = rng.normal(size=(num_aux + 1, *shape, NUM_LABELS + 1)).astype(np.float32) * 2
+    mask_logits = rng.normal(size=(num_aux + 1, *shape, 8, 8)).astype(np.float32) * 3
+    masks = [rng.random((n, H, W)) > 0.6 for n in counts]  # per frame, clip 0's frames first
+    labels = [rng.integers(0, NUM_LABELS, n) for n in counts]
+    return class_logits, mask_logits, masks, labels
+
+
+class _RandRecorder:
+    """Stands in for torch.rand: seeded draws, each one kept."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.calls: list[np.ndarray] = []
+        self.rand = torch.rand
+
+    def __call__(self, *size, device=None, **kwargs):
+        out = self.rand(*size, generator=self.generator, **kwargs)
+        self.calls.append(out.numpy().copy())
+        return out
+
+
+def _run_hf(class_logits, mask_logits, masks, labels, points, monkeypatch):
+    """HF loss on frames flattened (B*T); aux = predictions 1.. .
+
+    Returns the unweighted terms, the weighted total, its gradients w.r.t. the class and mask logits
+    (shaped like the inputs), the recorded draws and the matcher's indices per prediction.
+    """
+    config = HFVideomtConfig(num_labels=NUM_LABELS, train_num_points=points)
+    weights = {
+        "loss_cross_entropy": config.class_weight, "loss_mask": config.mask_weight, "loss_dice": config.dice_weight
+    }
+    loss = hf.VideomtLoss(config=config, weight_dict=weights)
+    recorder = _RandRecorder(0)
+    monkeypatch.setattr(torch, "rand", recorder)
+    indices = []
+    matcher_forward = loss.matcher.forward
+    loss.matcher.forward = lambda *a, **k: indices.append(matcher_forward(*a, **k)) or indices[-1]
+    flat = lambda x: torch.tensor(x.reshape(-1, *x.shape[2:]), requires_grad=True)  # [B, T, ...] -> [B*T, ...]
+    cls, msk = [flat(x) for x in class_logits], [flat(x) for x in mask_logits]
+    aux = [{"masks_queries_logits": m, "class_queries_logits": c} for c, m in zip(cls[1:], msk[1:])]
+    terms = loss(
+        masks_queries_logits=msk[0],
+        class_queries_logits=cls[0],
+        mask_labels=[torch.from_numpy(m.astype(np.float32)) for m in masks],
+        class_labels=[torch.from_numpy(c.astype(np.int64)) for c in labels],
+        auxiliary_predictions=aux or None,
+    )
+    monkeypatch.undo()
+    # HF get_loss_dict: each term (aux included) times the weight whose name it contains, then summed
+    total = sum(value * next(w for key, w in weights.items() if key in name) for name, value in terms.items())
+    total.backward()
+    grads = [
+        np.stack([t.grad.numpy().reshape(x.shape) for t, x in zip(ts, xs)])
+        for ts, xs in ((cls, class_logits), (msk, mask_logits))
+    ]
+    return {k: float(v.detach()) for k, v in terms.items()}, float(total.detach()), grads, recorder.calls, indices
+
+
+def _draws_from_hf(calls, indices, batch, frames, slots, config):
+    """Re-orders HF's draws (per frame, then per matched pair in query order) into PointDraws per prediction."""
+    num_frames, draws, calls = batch * frames, [], list(calls)
+    for frame_indices in indices:
+        match = np.concatenate([calls.pop(0) for _ in range(num_frames)])  # [B*T, P, 2]
+        candidates, extra = calls.pop(0), calls.pop(0)  # [pairs, C, 2], [pairs, R, 2]
+        cand = np.zeros((num_frames, slots, *candidates.shape[1:]), np.float32)
+        ext = np.zeros((num_frames, slots, *extra.shape[1:]), np.float32)
+        pair = 0
+        for f, (_, target) in enumerate(frame_indices):
+            for slot in target.tolist():
+                cand[f, slot], ext[f, slot] = candidates[pair], extra[pair]
+                pair += 1
+        assert pair == len(candidates)
+        shape = lambda x: jnp.asarray(x.reshape(batch, frames, *x.shape[1:]))
+        draws.append(PointDraws(match=shape(match), candidates=shape(cand), extra=shape(ext)))
+    assert not calls
+    return draws
+
+
+MATCH_JIT = jax.jit(match_frames, static_argnames=("config",))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _loss_and_grads(class_logits, mask_logits, targets, draws, config):
+    """videomt_loss (default aux selection) and its gradient w.r.t. [final, *aux] logits stacked on axis 0."""
+
+    def loss(c, m):
+        return videomt_loss(c[0], m[0], c[1:], m[1:], targets, None, config, draws=draws)
+
+    return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(class_logits, mask_logits)
+
+
+@pytest.mark.parametrize(
+    "points,queries,counts,num_aux",
+    [
+        (128, 10, [3, 0, 2, 1, 4, 2], 1),  # B=2, T=3, one frame without targets; A=2, aux 0 in the loss
+        (12544, 4, [6, 2, 1, 3], 0),  # default points; B=2, T=2, a frame with more targets than queries; A=1
+    ],
+)
+def test_parity_with_hf_loss(points, queries, counts, num_aux, monkeypatch):
+    batch, frames = 2, len(counts) // 2
+    # JAX gets one more aux prediction than HF and drops it (the authors' default); HF gets the first ones.
+    class_logits, mask_logits, masks, labels = _problem(points + queries, batch, frames, queries, counts, num_aux + 1)
+    hf_terms, hf_total, hf_grads, calls, indices = _run_hf(
+        class_logits[:-1], mask_logits[:-1], masks, labels, points, monkeypatch
+    )
+    config = _config(points)
+    targets = LossTargets.from_frames(masks, labels, frames=frames)
+    draws = _draws_from_hf(calls, indices, batch, frames, max(counts), config)
+    (total, terms), grads = _loss_and_grads(jnp.asarray(class_logits), jnp.asarray(mask_logits), targets, draws, config)
+    assert sorted(terms) == sorted(hf_terms)  # final + aux _0.._{num_aux-1}; the last aux is dropped
+    for name, expected in hf_terms.items():
+        np.testing.assert_allclose(float(terms[name]), expected, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(float(total), hf_total, rtol=1e-5)
+    for ours, theirs in zip(grads, hf_grads):
+        ours = np.asarray(ours)
+        np.testing.assert_allclose(ours[:-1], theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+        assert np.abs(ours[-1]).max() == 0.0  # the dropped aux gets no gradient
+
+    # the matching itself equals HF's, pair for pair
+    final = (jnp.asarray(class_logits[0]), jnp.asarray(mask_logits[0]))
+    matching = MATCH_JIT(*final, targets, draws[0].match, config=config)
+    query_index = np.asarray(matching.query_index).reshape(batch * frames, -1)
+    matched = np.asarray(matching.matched).reshape(batch * frames, -1)
+    for f, (rows, cols) in enumerate(indices[0]):
+        ours = sorted((int(query_index[f, m]), int(m)) for m in np.nonzero(matched[f])[0])
+        assert sorted(zip(rows.tolist(), cols.tolist())) == ours
+
+
+def _small():
+    """The shapes of the first parity case (so `_loss_and_grads` is already compiled), draws from a key."""
+    class_logits, mask_logits, masks, labels = _problem(0, 2, 3, 10, [3, 0, 2, 1, 4, 2], 2)
+    targets = LossTargets.from_frames(masks, labels, frames=3)
+    draws = draw_points(jax.random.PRNGKey(3), 2, 3, 4, CONFIG, count=2)  # final + aux 0
+    return jnp.asarray(class_logits), jnp.asarray(mask_logits), targets, draws
+
+
+CONFIG = _config(128)
+
+
+def test_empty_targets():
+    class_logits, mask_logits, targets, draws = _small()
+    empty = targets.replace(valid=jnp.zeros_like(targets.valid))
+    (total, terms), grads = _loss_and_grads(class_logits, mask_logits, empty, draws, CONFIG)
+    for suffix, logits in (("", class_logits[0]), ("_0", class_logits[1])):
+        assert float(terms["loss_mask" + suffix]) == 0.0 and float(terms["loss_dice" + suffix]) == 0.0
+        logits = np.asarray(logits, np.float64)
+        nll = np.log(np.exp(logits).sum(-1)) - logits[..., NUM_LABELS]  # every query -> no object, equal weights
+        np.testing.assert_allclose(float(terms["loss_cross_entropy" + suffix]), nll.mean(), rtol=1e-5)
+    ce = sum(float(terms[f"loss_cross_entropy{suffix}"]) for suffix in ("", "_0"))
+    np.testing.assert_allclose(float(total), 2.0 * ce, rtol=1e-6)
+    class_grad, mask_grad = (np.asarray(g) for g in grads)
+    assert np.isfinite(class_grad).all() and np.abs(class_grad[:2]).max() > 0
+    assert np.isfinite(mask_grad).all() and np.abs(mask_grad).max() == 0.0  # no mask supervision without targets
+
+
+def test_aux_selection_and_weights():
+    class_logits, mask_logits, targets, draws = _small()
+    (_, default), _ = _loss_and_grads(class_logits, mask_logits, targets, draws, CONFIG)
+    assert sorted(default) == sorted(LOSS_TERMS + tuple(f"{n}_0" for n in LOSS_TERMS))
+    args = (class_logits[0], mask_logits[0], class_logits[1:], mask_logits[1:], targets, None)
+    total, only_last = LOSS_JIT(*args, config=CONFIG, aux_indices=(1,), aux_weights=(0.5,), draws=draws)
+    assert sorted(only_last) == sorted(LOSS_TERMS + tuple(f"{n}_1" for n in LOSS_TERMS))
+    for name in LOSS_TERMS:  # same draws for the final prediction -> same final terms
+        np.testing.assert_allclose(float(only_last[name]), float(default[name]), rtol=1e-6)
+    w = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    by_hand = sum(w[n] * (only_last[n] + 0.5 * only_last[f"{n}_1"]) for n in LOSS_TERMS)
+    np.testing.assert_allclose(float(total), float(by_hand), rtol=1e-6)
+    with pytest.raises(ValueError, match="aux_indices"):
+        videomt_loss(*args, CONFIG, aux_indices=(2,), draws=draws)
+    with pytest.raises(ValueError, match="aux_weights"):
+        videomt_loss(*args, CONFIG, aux_indices=(0,), aux_weights=(1.0, 1.0), draws=draws)
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        videomt_loss(*args, CONFIG)
+
+
+def test_draws_from_key():
+    draws = draw_points(jax.random.PRNGKey(0), 2, 3, 4, CONFIG, count=2)
+    shapes = {"match": (2, 3, 128, 2), "candidates": (2, 3, 4, 384, 2), "extra": (2, 3, 4, 32, 2)}
+    for draw in draws:
+        for name, shape in shapes.items():
+            values = np.asarray(getattr(draw, name))
+            assert values.shape == shape and values.min() >= 0.0 and values.max() < 1.0
+    assert not np.array_equal(np.asarray(draws[0].match), np.asarray(draws[1].match))
+
+
+def test_bad_inputs():
+    class_logits, mask_logits, targets, _ = _small()
+    c, m, key = class_logits[0], mask_logits[0], jax.random.PRNGKey(0)
+    call = functools.partial(videomt_loss, aux_class_logits=None, aux_mask_logits=None, key=key, config=CONFIG)
+    bad_labels = targets.replace(class_labels=targets.class_labels.at[0, 0, 0].set(NUM_LABELS))
+    with pytest.raises(ValueError, match="class_labels"):
+        call(c, m, targets=bad_labels)
+    with pytest.raises(ValueError, match="B, T, Q"):
+        call(c, m[:, :, :5], targets=targets)
+    with pytest.raises(ValueError, match="num_labels"):
+        call(c[..., :-1], m, targets=targets)
+    with pytest.raises(ValueError, match="mask_labels"):
+        call(c, m, targets=targets.replace(mask_labels=targets.mask_labels[:, :1]))
+    with pytest.raises(ValueError, match="valid"):
+        call(c, m, targets=targets.replace(valid=targets.valid[..., :1]))
+    with pytest.raises(TypeError, match="class_labels"):
+        call(c, m, targets=targets.replace(class_labels=targets.class_labels.astype(jnp.float32)))
+    with pytest.raises(TypeError, match="mask_labels"):
+        call(c, m, targets=targets.replace(mask_labels=targets.mask_labels.astype(jnp.int32)))
+    with pytest.raises(TypeError, match="valid"):
+        call(c, m, targets=targets.replace(valid=targets.valid.astype(jnp.int32)))
+    with pytest.raises(TypeError, match="mask_logits"):
+        call(c, m.astype(jnp.int32), targets=targets)
+    with pytest.raises(ValueError, match="PointDraws"):
+        call(c, m, targets=targets, draws=[])
+    with pytest.raises(ValueError, match="together"):
+        videomt_loss(c, m, class_logits, None, targets, key, CONFIG)
