@@ -26,14 +26,16 @@ class Checkpointer:
             save_interval_steps=every, max_to_keep=keep, create=True, enable_async_checkpointing=False
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
-        if metadata is not None:
+        if metadata is not None and jax.process_index() == 0:
             (self.directory / "run.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: TrainState, *, force: bool = False) -> bool:
-        step = int(jax.device_get(state.step))
+    def save(self, state: TrainState, *, step: int | None = None, force: bool = False) -> bool:
+        """Save when `step` is due (every N) or `force`. Pass `step` (the state's step) to avoid
+        reading it back from the device, which would wait for the step to finish."""
+        step = int(jax.device_get(state.step)) if step is None else int(step)
         return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:

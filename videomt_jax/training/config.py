@@ -7,6 +7,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from videomt_jax.config import DTYPES as COMPUTE_DTYPES
+
+EVAL_CLIPS = 32  # held-out clips scored by `evaluate_model` / `videomt-jax eval`
+EVAL_BATCH = 4  # clips per forward pass there
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -31,6 +36,23 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("steps", "batch_size", "num_frames", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_head", "warmup_encoder"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append("learning_rate, weight_decay and grad_clip must be >= 0")
+        if not 0 < self.layer_decay <= 1:
+            problems.append(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            problems.append(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

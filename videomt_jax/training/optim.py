@@ -7,6 +7,14 @@ Parameter groups (REFERENCE.md, "Training recipe"):
 - head: everything else (final LayerNorm, queries, query updater, heads, upscaling), factor 1;
   linear warmup over `warmup_head` steps, then poly decay.
 Encoder blocks are stacked on a leading [L] axis, so a block's factor is a vector over that axis.
+
+The schedule is the authors' `TwoStageWarmupPolySchedule` at optimizer step s (0-based):
+head lr = base * s / W_h for s < W_h, else base * (1 - (s - W_h) / (S - W_h))^p;
+encoder lr = 0 for s < W_h, base * (s - W_h) / W_e for s < W_h + W_e,
+else base * (1 - (s - W_h - W_e) / (S - W_h - W_e))^p  (S = total steps, p = poly power).
+Weight decay (decoupled, scaled by the group LR as torch AdamW) applies to kernels only; the authors'
+AdamW decays every parameter. `freeze_backbone` zeroes the encoder's gradients before clipping, so
+frozen parameters neither move nor count in the clipping norm (as `requires_grad=False` would).
 """
 
 from __future__ import annotations
@@ -62,12 +70,12 @@ def schedules(tc: TrainConfig) -> tuple[optax.Schedule, optax.Schedule]:
         return (1.0 - progress) ** tc.poly_power
 
     def head(step: jax.Array) -> jax.Array:
-        warm = jnp.clip((step + 1) / max(tc.warmup_head, 1), 0.0, 1.0)
+        warm = jnp.clip(step / max(tc.warmup_head, 1), 0.0, 1.0)
         return tc.learning_rate * jnp.where(step < tc.warmup_head, warm, poly(step, tc.warmup_head))
 
     def encoder(step: jax.Array) -> jax.Array:
         start = tc.warmup_head
-        warm = jnp.clip((step - start + 1) / max(tc.warmup_encoder, 1), 0.0, 1.0)
+        warm = jnp.clip((step - start) / max(tc.warmup_encoder, 1), 0.0, 1.0)
         end = start + tc.warmup_encoder
         lr = jnp.where(step < start, 0.0, jnp.where(step < end, warm, poly(step, end)))
         return tc.learning_rate * lr * (0.0 if tc.freeze_backbone else 1.0)
@@ -99,9 +107,11 @@ def scale_by_group_lr(factors: Any, is_encoder: Any, tc: TrainConfig) -> optax.G
 
 
 def make_optimizer(params: Any, config: VideomtConfig, tc: TrainConfig) -> optax.GradientTransformation:
+    is_encoder = is_encoder_tree(params)
     return optax.chain(
+        optax.masked(optax.set_to_zero(), is_encoder) if tc.freeze_backbone else optax.identity(),
         optax.clip_by_global_norm(tc.grad_clip) if tc.grad_clip > 0 else optax.identity(),
         optax.scale_by_adam(b1=tc.adam_b1, b2=tc.adam_b2, eps=tc.adam_eps),
         optax.add_decayed_weights(tc.weight_decay, mask=decay_mask(params)),
-        scale_by_group_lr(layer_factors(params, config, tc.layer_decay), is_encoder_tree(params), tc),
+        scale_by_group_lr(layer_factors(params, config, tc.layer_decay), is_encoder, tc),
     )

@@ -36,9 +36,13 @@ def training_model_config(config: VideomtConfig, tc: TrainConfig) -> VideomtConf
     return config.replace(dtype=tc.compute_dtype)
 
 
-def create_train_state(params: Any, config: VideomtConfig, tc: TrainConfig) -> tuple[TrainState, optax.GradientTransformation]:
-    tx = make_optimizer(params, config, tc)
-    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+def create_train_state(
+    params: Any, config: VideomtConfig, tc: TrainConfig, tx: optax.GradientTransformation | None = None
+) -> tuple[TrainState, optax.GradientTransformation]:
+    """Step 0 of a run: float32 params, fresh optimizer state (of `tx`, default `make_optimizer`), seed key."""
+    tx = make_optimizer(params, config, tc) if tx is None else tx
+    # a copy: the step donates the state, which must not delete the caller's arrays
+    params = jax.tree.map(lambda p: jnp.array(p, jnp.float32, copy=True), params)
     state = TrainState(
         step=jnp.zeros([], jnp.int32),
         params=params,
@@ -50,8 +54,44 @@ def create_train_state(params: Any, config: VideomtConfig, tc: TrainConfig) -> t
 
 def batch_arrays(batch: Any) -> dict[str, np.ndarray]:
     """The fields the step needs, from a `Batch` or a dict."""
-    get = batch.get if isinstance(batch, dict) else lambda k: getattr(batch, k)
-    return {k: get(k) for k in BATCH_FIELDS}
+    get = batch.get if isinstance(batch, dict) else lambda k: getattr(batch, k, None)
+    out = {k: get(k) for k in BATCH_FIELDS}
+    missing = [k for k, v in out.items() if v is None]
+    if missing:
+        raise ValueError(f"training batch lacks the fields {missing} (needs {list(BATCH_FIELDS)})")
+    return out
+
+
+def check_batch(batch: dict[str, Any], config: VideomtConfig) -> None:
+    """Host-side checks of a training batch (under jit, label values can no longer be checked).
+
+    pixel_values [B, T, H, W, C] float; mask_labels [B, T, M, H', W'] bool/float;
+    class_labels [B, T, M] int in [0, num_labels) where valid; valid [B, T, M] bool.
+    """
+    pixels, masks = batch["pixel_values"], batch["mask_labels"]
+    labels, valid = batch["class_labels"], batch["valid"]
+    if pixels.ndim != 5 or pixels.shape[-1] != config.num_channels:
+        raise ValueError(f"pixel_values must be [B, T, H, W, {config.num_channels}], got shape {pixels.shape}")
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise TypeError(f"pixel_values must be floating point (normalized), got {pixels.dtype}")
+    (ph, pw), (h, w) = config.patch_hw, pixels.shape[2:4]
+    if h % ph or w % pw:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
+    if masks.ndim != 5 or masks.shape[:2] != pixels.shape[:2]:
+        raise ValueError(f"mask_labels must be [B, T, M, H, W] with B, T = {pixels.shape[:2]}, got shape {masks.shape}")
+    for name, array in (("class_labels", labels), ("valid", valid)):
+        if array.shape != masks.shape[:3]:
+            raise ValueError(f"{name} must be [B, T, M] = {masks.shape[:3]}, got shape {array.shape}")
+    if not (masks.dtype == np.bool_ or np.issubdtype(masks.dtype, np.floating)):
+        raise TypeError(f"mask_labels must be bool or float, got {masks.dtype}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"class_labels must be integer, got {labels.dtype}")
+    if valid.dtype != np.bool_:
+        raise TypeError(f"valid must be bool, got {valid.dtype}")
+    used = np.asarray(labels)[np.asarray(valid)]
+    if used.size and (used.min() < 0 or used.max() >= config.num_labels):
+        bad = np.unique(used[(used < 0) | (used >= config.num_labels)]).tolist()
+        raise ValueError(f"class_labels {bad} of valid targets are outside [0, num_labels={config.num_labels})")
 
 
 def loss_and_metrics(
@@ -121,18 +161,33 @@ def make_train_step(
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh named "data" over the first `num_devices` devices (all by default)."""
+    """A 1-D mesh named "data" over the first `num_devices` devices (all by default).
+
+    With several processes (`jax.distributed.initialize`) the devices are global and the mesh
+    must span all of them: every process then feeds its own slice of the batch (`shard_batch`).
+    """
     devices = jax.devices()
     n = len(devices) if num_devices is None else num_devices
     if not 1 <= n <= len(devices):
         raise ValueError(f"asked for {n} devices, {len(devices)} available")
+    if jax.process_count() > 1 and n != len(devices):
+        raise ValueError(f"with {jax.process_count()} processes the mesh must use all {len(devices)} devices, not {n}")
     return Mesh(np.array(devices[:n]), ("data",))
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    n = mesh.devices.size
+    """This process's batch (global batch / process count, B_local) -> global arrays split over "data"."""
+    local_devices = len(mesh.local_devices)
     size = batch["pixel_values"].shape[0]
-    if size % n:
-        raise ValueError(f"batch size {size} is not divisible by the {n} devices of the mesh")
+    if size % local_devices:
+        raise ValueError(
+            f"batch size {size} (per process) is not divisible by the {local_devices} local devices of the mesh"
+        )
     sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Copy a pytree (identical on every process) onto every device of the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)

@@ -1,0 +1,400 @@
+"""Training stack: LR schedule, layer factors and optimizer groups, freezing, loss descent, resume
+identity across processes, 8-device data parallel = 1 device, input errors, recipes, CLI.
+
+Whatever compiles the train step runs in subprocesses (tests/training_worker.py: 8 host devices,
+fast XLA compilation, a shared compilation cache); they start with the module's first test and
+run while the light tests here go on. Expected numbers come from the authors' formulas
+(TwoStageWarmupPolySchedule, LLRD 0.6^(L-1-i), torch AdamW), written out by hand below.
+Letters: L layers, B clips, T frames, M target slots, H/W pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from training_worker import NUM_DEVICES, TINY_RECIPE, worker_env
+from videomt_jax.modeling.videomt import init_params
+from videomt_jax.training.config import TrainConfig
+from videomt_jax.training.loop import fit
+from videomt_jax.training.optim import decay_mask, is_encoder_tree, layer_factors, make_optimizer, schedules
+from videomt_jax.training.recipes import load_recipe
+from videomt_jax.training.step import batch_arrays, check_batch, data_mesh
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("training_worker.py")
+WORKER_TIMEOUT_S = 1500
+# worker task -> fixtures that need it
+HEAVY = {"main": ("main_run", "resume_run"), "cli": ("cli_run",)}
+
+
+# ------------------------------------------------------------------------------------------ workers
+class Workers:
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = worker_env(root / "cache")
+        self.env["PYTHONPATH"] = f"{REPO}:{self.env.get('PYTHONPATH', '')}"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, task: str) -> None:
+        if task not in self.procs:
+            log = open(self.root / f"{task}.log", "w")
+            self.procs[task] = subprocess.Popen(
+                [sys.executable, str(WORKER), task, str(self.root)], env=self.env, cwd=REPO, stdout=log, stderr=log
+            )
+
+    def wait(self, task: str) -> None:
+        self.start(task)
+        rc = self.procs[task].wait(timeout=WORKER_TIMEOUT_S)
+        if rc:
+            tail = (self.root / f"{task}.log").read_text()[-4000:]
+            pytest.fail(f"training worker {task!r} exited with {rc}:\n{tail}")
+
+    def load(self, name: str) -> tuple[dict, dict]:
+        info = json.loads((self.root / f"{name}.json").read_text())
+        with np.load(self.root / f"{name}.npz") as arrays:
+            return info, dict(arrays)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def workers(request, tmp_path_factory):
+    w = Workers(tmp_path_factory.mktemp("training_runs"))
+    wanted = {f for item in request.session.items if item.module is request.module for f in item.fixturenames}
+    for task, fixtures in HEAVY.items():
+        if wanted & set(fixtures):
+            w.start(task)
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def main_run(workers):
+    workers.wait("main")
+    return workers.load("main")
+
+
+@pytest.fixture(scope="module")
+def resume_run(workers, main_run):
+    workers.wait("resume")
+    return workers.load("resume")
+
+
+@pytest.fixture(scope="module")
+def cli_run(workers):
+    workers.wait("cli")
+    return json.loads((workers.root / "cli.json").read_text()), workers.root
+
+
+# ------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recipe") / "tiny.json"
+    path.write_text(json.dumps(TINY_RECIPE))
+    return load_recipe(path)
+
+
+@pytest.fixture(scope="module")
+def params(recipe):
+    """Random float32 parameters with the tiny model's tree (no model compile)."""
+    shapes = jax.eval_shape(lambda k: init_params(recipe.model, k), jax.random.key(0))
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)
+
+
+def _leaves(tree) -> dict[str, object]:
+    return {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def expected_factor(path: str, leaf, decay: float, num_layers: int = 3, query_start: int = 1) -> np.ndarray:
+    """Authors' LLRD, broadcastable against `leaf`: block i -> decay^(L-1-i) along the stacked [L]
+    axis; patch/position embeddings, CLS and registers -> block 0's factor; the rest -> 1."""
+    blocks = {"['encoder']": range(query_start), "['query_encoder']": range(query_start, num_layers)}
+    root = path.split("]")[0] + "]"
+    if root == "['embeddings']":
+        return np.asarray(decay ** (num_layers - 1))
+    if root in blocks:
+        factors = np.asarray([decay ** (num_layers - 1 - i) for i in blocks[root]])
+        return factors.reshape((-1,) + (1,) * (leaf.ndim - 1))
+    return np.asarray(1.0)
+
+
+# ------------------------------------------------------------------------------------------ (a) LR
+def test_two_stage_warmup_poly_schedule_matches_authors():
+    tc = TrainConfig(steps=100, warmup_head=10, warmup_encoder=20, learning_rate=1e-3, poly_power=0.9)
+    head, enc = schedules(tc)
+    steps = jnp.arange(101)
+    h, e = np.asarray(head(steps), np.float64), np.asarray(enc(steps), np.float64)
+    # head: linear from 0 over 10 steps, then (1 - (s-10)/90)^0.9 down to 0 at the end
+    np.testing.assert_allclose(h[:11], 1e-4 * np.arange(11), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(h[55], 1e-3 * 0.5**0.9, rtol=1e-6)
+    np.testing.assert_allclose(h[99], 1e-3 * (1 / 90) ** 0.9, rtol=1e-5)
+    assert h[100] == 0.0
+    # encoder: 0 through the head warmup (step 10 included), linear over 20 steps, then poly to 0
+    assert np.all(e[:11] == 0.0)
+    np.testing.assert_allclose(e[10:31], 5e-5 * np.arange(21), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(e[65], 1e-3 * 0.5**0.9, rtol=1e-6)
+    assert e[100] == 0.0
+    assert np.all(np.diff(h[10:]) <= 0) and np.all(np.diff(e[30:]) <= 0)
+    frozen_head, frozen_enc = schedules(tc.replace(freeze_backbone=True))
+    assert np.all(np.asarray(frozen_enc(steps)) == 0.0)
+    np.testing.assert_array_equal(np.asarray(frozen_head(steps)), np.asarray(head(steps)))
+
+
+def test_layer_factors_groups_and_decay_mask(recipe, params):
+    cfg = recipe.model
+    factors, encoder, decayed = (_leaves(f(params)) for f in (lambda p: layer_factors(p, cfg, 0.6), is_encoder_tree, decay_mask))
+    roots = {path.split("]")[0] + "]" for path in factors}
+    assert roots == {"['embeddings']", "['encoder']", "['query_encoder']", "['layernorm']", "['query']",
+                     "['query_updater']", "['heads']"}
+    for path, leaf in _leaves(params).items():
+        want = expected_factor(path, leaf, 0.6)
+        np.testing.assert_allclose(np.broadcast_to(factors[path], leaf.shape), np.broadcast_to(want, leaf.shape),
+                                   rtol=1e-6, err_msg=path)
+        assert encoder[path] == path.startswith(("['embeddings']", "['encoder']", "['query_encoder']")), path
+        assert decayed[path] == path.endswith("['kernel']"), path
+    assert not encoder["['layernorm']['scale']"]  # the encoder's final norm trains at the base LR
+
+
+def test_adamw_step_uses_group_lr_layer_factor_and_kernel_only_decay(recipe, params):
+    """Step 0 with no warmup: both groups at the base LR. Zero gradients leave only the decoupled
+    decay (torch AdamW: p -= lr * wd * p, per group LR); unit-free Adam on non-zero gradients
+    gives -lr * factor * sign(g) at the first step (bias-corrected m / sqrt(v) = g / |g|)."""
+    cfg, lr, wd = recipe.model, 1e-3, 0.05
+    tc = TrainConfig(steps=10, warmup_head=0, warmup_encoder=0, learning_rate=lr, weight_decay=wd, layer_decay=0.6, grad_clip=1.0)
+    tx = make_optimizer(params, cfg, tc)
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p)[0])
+    flat = _leaves(params)
+    decay_only = _leaves(update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params))
+    rng = np.random.default_rng(1)
+    grads = jax.tree.map(  # |g| >= 1 before clipping, so Adam's eps is negligible
+        lambda p: jnp.asarray(rng.choice([-1.0, 1.0], p.shape) * (1 + rng.random(p.shape)), jnp.float32), params
+    )
+    adam = make_optimizer(params, cfg, tc.replace(weight_decay=0.0))
+    sign = _leaves(jax.jit(lambda g, s, p: adam.update(g, s, p)[0])(grads, adam.init(params), params))
+    grads = _leaves(grads)
+    for path, p in flat.items():
+        factor = expected_factor(path, p, 0.6)
+        if path.endswith("['kernel']"):
+            np.testing.assert_allclose(decay_only[path], -lr * factor * wd * np.asarray(p), rtol=1e-5, atol=1e-12, err_msg=path)
+        else:
+            assert np.all(np.asarray(decay_only[path]) == 0.0), path
+        np.testing.assert_allclose(sign[path], -lr * factor * np.sign(np.asarray(grads[path])), rtol=1e-4, err_msg=path)
+
+
+def test_freeze_backbone_keeps_encoder_exactly_and_clips_without_it(recipe, params):
+    cfg = recipe.model
+    tc = TrainConfig(steps=10, warmup_head=0, warmup_encoder=0, learning_rate=1e-2, grad_clip=1.0, freeze_backbone=True)
+    tx = make_optimizer(params, cfg, tc)
+    encoder = is_encoder_tree(params)
+    rng = np.random.default_rng(2)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
+
+    @jax.jit
+    def run(grads, params):
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = tx.update(grads, state, params)
+            params = jax.tree.map(lambda p, u: p + u, params, updates)
+        return params
+
+    big = jax.tree.map(lambda g, enc: g * 1e4 if enc else g, grads, encoder)  # huge frozen gradients
+    none = jax.tree.map(lambda g, enc: jnp.zeros_like(g) if enc else g, grads, encoder)
+    after_big, after_none = _leaves(run(big, params)), _leaves(run(none, params))
+    for path, p in _leaves(params).items():
+        if path.startswith(("['embeddings']", "['encoder']", "['query_encoder']")):
+            assert np.array_equal(after_big[path], p), path
+        else:
+            assert not np.array_equal(after_big[path], p), path
+            # frozen gradients take no part in the clipping norm
+            np.testing.assert_array_equal(after_big[path], after_none[path], err_msg=path)
+
+
+# ------------------------------------------------------------------------------------------ (b)-(d) runs
+def test_loss_falls_on_a_fixed_batch(main_run):
+    info, arrays = main_run
+    losses = np.asarray([h["loss"] for h in info["curve"]])
+    norms = np.asarray([h["grad_norm"] for h in info["curve"]])
+    assert len(losses) == 30 and np.isfinite(losses).all()
+    assert np.isfinite(norms).all() and (norms > 0).all()
+    assert losses[-3:].mean() < 0.7 * losses[0], losses
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("curve/"))
+    assert info["caller_params_intact"]  # the donated train state never aliases the caller's params
+
+
+def test_resume_in_a_new_process_matches_the_straight_run(main_run, resume_run):
+    info, arrays = main_run
+    resumed_info, resumed = resume_run
+    assert info["split_first_step"] == 10 and info["straight_step"] == 20
+    assert resumed_info == {"resumed_from": 10, "step": 20}
+    for key, value in resumed.items():
+        np.testing.assert_allclose(value, arrays[f"straight/{key}"], rtol=0, atol=1e-6, err_msg=key)
+    moved = max(np.abs(value - arrays[f"single/{key}"]).max() for key, value in resumed.items())
+    assert moved > 1e-3  # steps 4..20 changed the parameters
+
+
+def test_data_parallel_on_8_devices_matches_one_device(main_run):
+    info, arrays = main_run
+    assert info["devices"] == NUM_DEVICES and info["sharded_param_devices"] == NUM_DEVICES
+    single = np.asarray([h["loss"] for h in info["single"]])
+    sharded = np.asarray([h["loss"] for h in info["sharded"]])
+    assert len(single) == 3
+    np.testing.assert_allclose(sharded, single, rtol=1e-5)
+    for key in (k for k in arrays if k.startswith("single/")):
+        np.testing.assert_allclose(arrays["sharded/" + key[7:]], arrays[key], rtol=0, atol=1e-5, err_msg=key)
+
+
+def test_all_invalid_targets_give_a_finite_loss(main_run):
+    info, _ = main_run
+    for h in info["empty"]:
+        assert np.isfinite([h["loss"], h["grad_norm"]]).all()
+        assert h["loss_mask"] == 0.0 and h["loss_dice"] == 0.0 and h["loss_cross_entropy"] > 0
+    assert info["empty_params_finite"]
+
+
+# ------------------------------------------------------------------------------------------ (e) errors
+def test_bad_batches_raise_clear_errors(recipe):
+    cfg = recipe.model
+    good = batch_arrays(recipe.batches()(0))
+    check_batch(good, cfg)  # padded slots carry the no-object label; only valid slots are checked
+
+    def broken(**changes):
+        return {**good, **changes}
+
+    labels = good["class_labels"].copy()
+    labels[good["valid"]] = cfg.num_labels  # out of range for a real target
+    with pytest.raises(ValueError, match=r"class_labels \[4\] of valid targets are outside \[0, num_labels=4\)"):
+        check_batch(broken(class_labels=labels), cfg)
+    with pytest.raises(ValueError, match=r"class_labels \[-1\]"):
+        check_batch(broken(class_labels=np.where(good["valid"], -1, labels)), cfg)
+    with pytest.raises(ValueError, match="mask_labels must be"):
+        check_batch(broken(mask_labels=good["mask_labels"][:, :1]), cfg)
+    with pytest.raises(ValueError, match=r"valid must be \[B, T, M\]"):
+        check_batch(broken(valid=good["valid"][..., :2]), cfg)
+    with pytest.raises(TypeError, match="pixel_values must be floating"):
+        check_batch(broken(pixel_values=good["pixel_values"].astype(np.uint8)), cfg)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        check_batch(broken(pixel_values=good["pixel_values"][:, :, :30]), cfg)
+    with pytest.raises(TypeError, match="valid must be bool"):
+        check_batch(broken(valid=good["valid"].astype(np.int32)), cfg)
+    with pytest.raises(ValueError, match=r"lacks the fields \['valid'\]"):
+        batch_arrays({k: v for k, v in good.items() if k != "valid"})
+    with pytest.raises(ValueError, match="class_labels"):  # fit checks before it builds anything
+        fit(cfg, recipe.train, lambda step: broken(class_labels=labels), None, log=None)
+    with pytest.raises(ValueError, match="devices"):
+        data_mesh(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+# ------------------------------------------------------------------------------------------ (f) recipes
+def test_recipe_json_fills_from_base_and_converts_lists(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({
+        "model": {"hidden_size": 64, "num_attention_heads": 2, "image_size": [32, 48]},
+        "train": {"steps": 7},
+        "data": {"kind": "synthetic", "num_frames": 4, "thing_classes": ["circle", "cross"], "stuff_classes": ["sand"]},
+        "augment": None,
+    }))
+    r = load_recipe(path, batch_size=2)
+    assert r.name == "mine" and r.train.steps == 7 and r.train.batch_size == 2
+    assert r.train.num_frames == r.data.num_frames == 4  # one value, given on either side
+    assert r.data.thing_classes == ("circle", "cross") and r.data.stuff_classes == ("sand",)
+    assert r.model.id2label == {0: "circle", 1: "cross", 2: "sand"} and r.model.image_size == (32, 48)
+    assert r.model.hidden_size == 64 and r.model.num_hidden_layers == 6  # the rest from synthetic-tiny
+    assert r.augment is None
+    batch = r.batches()(0)
+    assert batch.pixel_values.shape == (2, 4, 64, 64, 3)  # data image size from the base (64)
+    again = tmp_path / "again.json"
+    again.write_text(r.to_json())
+    assert load_recipe(again) == r  # the resolved form loads back to the same recipe
+
+
+def test_recipe_errors_name_the_problem(tmp_path):
+    cases = {
+        "top": ({"trian": {}}, r"unknown keys \['trian'\]"),
+        "train": ({"train": {"stepz": 1}}, r"unknown TrainConfig keys: \['stepz'\]"),
+        "data": ({"data": {"colour": 1}}, r"unknown SyntheticConfig keys \['colour'\]"),
+        "kind": ({"data": {"kind": "ytvis"}}, "data kind 'ytvis'"),
+        "frames": ({"train": {"num_frames": 2}, "data": {"num_frames": 3}}, "num_frames differ"),
+        "labels": ({"model": {"id2label": {"0": "a"}}}, "1 labels but the data 6 classes"),
+        "model": ({"model": {"hiden_size": 3}}, "bad model keys"),
+        "base": ({"base": "huge"}, "unknown base 'huge'"),
+    }
+    for name, (spec, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(spec))
+        with pytest.raises(ValueError, match=message):
+            load_recipe(path)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_recipe(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="neither a recipe name"):
+        load_recipe("no-such-recipe")
+
+
+def test_recipe_batches_split_over_processes(recipe):
+    whole = recipe.batches()(3)
+    parts = [recipe.batches(process_index=p, process_count=2)(3) for p in range(2)]
+    for field in ("pixel_values", "mask_labels", "class_labels", "valid"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
+    with pytest.raises(ValueError, match="cannot be split over 3 processes"):
+        recipe.batches(process_index=0, process_count=3)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_parser_flags():
+    from videomt_jax.training.cli import add_parsers
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "r.json", "--no-resume", "--devices", "all", "--distributed", "--steps", "5"])
+    assert (args.resume, args.devices, args.distributed, args.steps) == (False, None, True, 5)
+    args = parser.parse_args(["eval", "m", "--clips", "3"])
+    assert (args.split, args.clips, args.out) == ("heldout", 3, None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "r.json", "--devices", "0"])
+
+
+def test_cli_train_resume_and_eval(cli_run):
+    from videomt_jax.training.evaluate import load_data_config
+    from videomt_jax.weights.api import load_pretrained
+
+    info, root = cli_run
+    train = info["train"]
+    assert train["rc"] == 0, train["stderr"][-2000:]
+    assert "step 3/3  loss" in train["stdout"] and "steps/s  ETA" in train["stdout"]
+    run = root / "cli_run"
+    recipe = load_recipe(run / "recipe.json")
+    assert recipe.name == "test-tiny" and recipe.train.steps == 3 and recipe.train.batch_size == 2
+    config, params = load_pretrained(run / "model")
+    assert config.replace(extra=recipe.model.extra) == recipe.model  # save_pretrained adds HF's "architectures"
+    assert jax.tree.structure(params) == jax.tree.structure(
+        jax.eval_shape(lambda k: init_params(config, k), jax.random.key(0)))
+    assert load_data_config(run / "model") == recipe.data
+    assert info["again"]["rc"] == 0 and "resumed from step 3" in info["again"]["stdout"]
+    assert info["no_resume"]["rc"] == 1 and "pass --resume" in info["no_resume"]["stderr"]
+    ev = info["eval"]
+    assert ev["rc"] == 0, ev["stderr"][-2000:]
+    assert "mIoU" in ev["stdout"] and "AP" in ev["stdout"] and "PQ" in ev["stdout"]
+    results = json.loads((root / "results.json").read_text())
+    assert results["num_clips"] == 3 and results["split"] == "heldout"
+    assert 0.0 <= results["semantic"]["miou"] <= 1.0
+    assert set(results["semantic"]["iou"]) == {"circle", "square", "sky", "grass"}
+    for value in (results["video_instance"]["AP"], results["panoptic"]["pq"]):
+        assert value is None or 0.0 <= value <= 1.0

@@ -1,0 +1,171 @@
+"""`videomt-jax train CONFIG` and `videomt-jax eval MODEL`.
+
+train: a recipe (name or JSON file, see `recipes.py`) -> OUT/checkpoints (resumable), progress lines
+       (loss, steps/s, ETA), then OUT/model (`save_pretrained` + data.json) and OUT/recipe.json
+       (the resolved recipe; `videomt-jax train OUT/recipe.json --out OUT` continues the run).
+eval:  a saved model -> semantic mIoU, video instance AP, panoptic PQ on held-out synthetic clips.
+jax and the training code are imported only when a command runs, so `videomt-jax --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from videomt_jax.data.synthetic import SPLITS
+from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
+
+RUNS_DIR = "runs"  # default parent of OUT: runs/<recipe name>
+MODEL_DIR = "model"  # OUT/model: the final weights
+RECIPE_FILE = "recipe.json"  # OUT/recipe.json: the resolved recipe
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+
+
+def _devices(text: str) -> int | None:
+    if text == "all":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--devices must be a positive int or 'all', got {text!r}")
+    return value
+
+
+def _has_checkpoints(directory: Path) -> bool:
+    return directory.is_dir() and any(p.is_dir() and p.name.isdigit() for p in directory.iterdir())
+
+
+def _check_init(params: Any, config: Any, image_hw: tuple[int, int]) -> None:
+    """--init weights must have exactly the parameters of the recipe's model."""
+    import jax
+
+    from videomt_jax.modeling.videomt import init_params
+
+    want = jax.eval_shape(lambda key: init_params(config, key, image_hw=image_hw), jax.random.key(0))
+    flat_want = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(want)}
+    flat_have = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(params)}
+    problems = sorted(set(flat_want) ^ set(flat_have))
+    problems += [f"{k}: {flat_have[k]} vs {flat_want[k]}" for k in flat_want.keys() & flat_have.keys() if flat_have[k] != flat_want[k]]
+    if problems:
+        raise ValueError(f"--init weights do not fit the recipe's model: {problems[:8]}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train a recipe; resumable from OUT/checkpoints; writes OUT/model and OUT/recipe.json."""
+    import jax
+
+    cluster = (args.coordinator, args.num_processes, args.process_id)
+    distributed = args.distributed or any(v is not None for v in cluster)
+    if distributed:  # before anything touches a device: every process then sees all devices
+        jax.distributed.initialize(*cluster)
+    from videomt_jax.training.evaluate import save_data_config
+    from videomt_jax.training.loop import fit
+    from videomt_jax.training.recipes import load_recipe
+    from videomt_jax.utils.io import atomic_write_text
+    from videomt_jax.weights.api import export_hf, load_pretrained, save_pretrained
+
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+    recipe = load_recipe(args.config, **overrides)
+    out = Path(args.out) if args.out else Path(RUNS_DIR) / recipe.name
+    main_process = jax.process_index() == 0
+    if not args.resume and _has_checkpoints(out / "checkpoints"):
+        raise FileExistsError(f"{out / 'checkpoints'} holds checkpoints; pass --resume or choose another --out")
+    params = None
+    if args.init:
+        _, params = load_pretrained(args.init)
+        _check_init(params, recipe.model, recipe.data.image_hw)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RECIPE_FILE, recipe.to_json() + "\n")
+        tc = recipe.train
+        print(
+            f"train {recipe.name}: {tc.steps} steps, batch {tc.batch_size} x {tc.num_frames} frames "
+            f"of {recipe.data.image_hw[0]}x{recipe.data.image_hw[1]}, lr {tc.learning_rate:g}, "
+            f"{jax.process_count()} process(es), {jax.device_count()} device(s) -> {out}",
+            flush=True,
+        )
+    batches = recipe.batches("train", process_index=jax.process_index(), process_count=jax.process_count())
+    num_devices = None if distributed else args.devices
+    result = fit(recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices, stop_after=args.stop_after)
+    step = int(jax.device_get(result.state.step))
+    if main_process:
+        host_params = jax.device_get(result.state.params)  # replicated on every device: any copy
+        # save_pretrained's orbax writer waits for every process; with several, process 0 writes
+        # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
+        write = save_pretrained if jax.process_count() == 1 else export_hf
+        model_dir = write(out / MODEL_DIR, recipe.model, host_params)
+        save_data_config(model_dir, recipe.data)
+        last = result.history[-1] if result.history else {}
+        loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
+        print(f"step {step}/{recipe.train.steps}{loss}; {result.seconds:.1f} s; model -> {model_dir}", flush=True)
+    if jax.process_count() > 1:  # the others wait for the model, then all leave together
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("videomt-jax train: model written")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Score a saved model on held-out synthetic clips: mIoU, video AP, PQ."""
+    from videomt_jax.training.evaluate import evaluate_model, format_results, json_ready, load_data_config
+    from videomt_jax.training.recipes import load_recipe
+    from videomt_jax.utils.io import atomic_write_text
+    from videomt_jax.weights.api import load_pretrained
+
+    config, params = load_pretrained(args.model)
+    data_cfg = load_recipe(args.recipe).data if args.recipe else load_data_config(args.model)
+    results = evaluate_model(config, params, data_cfg, args.split, args.clips, args.batch_size)
+    print(format_results(results), flush=True)
+    if args.out:
+        atomic_write_text(args.out, json.dumps(json_ready(results), indent=2, sort_keys=True) + "\n")
+        print(f"results -> {args.out}", flush=True)
+    return 0
+
+
+def _guarded(run: Callable[[argparse.Namespace], int], name: str) -> Callable[[argparse.Namespace], int]:
+    def main(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except USER_ERRORS as e:
+            print(f"videomt-jax {name}: error: {e}", file=sys.stderr)
+            return 1
+
+    return main
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add `train` and `eval`; each sets `func(args) -> exit code`."""
+    train = subparsers.add_parser("train", help="train a recipe (resumable)", description=run_train.__doc__)
+    train.add_argument("config", metavar="CONFIG", help="recipe name (synthetic-tiny) or recipe JSON file")
+    train.add_argument("--out", help=f"run directory (default {RUNS_DIR}/<recipe name>)")
+    train.add_argument("--steps", type=int, help="total optimizer steps (schedule length)")
+    train.add_argument("--batch-size", type=int, help="global batch: clips per step over all devices and processes")
+    train.add_argument(
+        "--devices", type=_devices, default=1, help="data-parallel devices of this host: N or 'all' (default 1)"
+    )
+    train.add_argument(
+        "--resume", action=argparse.BooleanOptionalAction, default=True,
+        help="continue from OUT/checkpoints (default); --no-resume refuses to run over existing checkpoints",
+    )
+    train.add_argument("--init", metavar="PATH", help="initial weights: anything load_pretrained reads")
+    train.add_argument("--stop-after", type=int, help="stop after this many steps of this call (resume later)")
+    multi = train.add_argument_group("multi-host (docs/training.md)")
+    multi.add_argument(
+        "--distributed", action="store_true",
+        help="call jax.distributed.initialize() first and train on every device of every process",
+    )
+    multi.add_argument("--coordinator", help="host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS or auto-detect)")
+    multi.add_argument("--num-processes", type=int, help="number of processes (default: auto-detect, e.g. SLURM)")
+    multi.add_argument("--process-id", type=int, help="this process's index in [0, num-processes) (default: auto-detect)")
+    train.set_defaults(func=_guarded(run_train, "train"))
+
+    ev = subparsers.add_parser("eval", help="evaluate a model on held-out synthetic clips", description=run_eval.__doc__)
+    ev.add_argument("model", metavar="MODEL", help="model directory (OUT/model of `train`) or anything load_pretrained reads")
+    ev.add_argument("--split", default="heldout", choices=sorted(SPLITS), help="synthetic split (default heldout)")
+    ev.add_argument("--clips", type=int, default=EVAL_CLIPS, help=f"clips to evaluate (default {EVAL_CLIPS})")
+    ev.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=f"clips per forward pass (default {EVAL_BATCH})")
+    ev.add_argument("--recipe", help="recipe whose data to use when MODEL has no data.json")
+    ev.add_argument("--out", help="write the results as JSON here")
+    ev.set_defaults(func=_guarded(run_eval, "eval"))

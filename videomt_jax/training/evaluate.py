@@ -1,0 +1,193 @@
+"""Evaluate a model on synthetic clips: semantic mIoU, video instance AP, panoptic PQ.
+
+Letters: B clips per batch, T frames, H/W frame size, Q queries, N top-k instances,
+M ground-truth thing instances.
+
+- semantic: `post_process_semantic` (per frame, HF semantics) against `Clip.semantic`, mIoU over
+  all classes (things and stuff).
+- video instance: `video_instance` (the authors' YouTube-VIS inference: frame-averaged class
+  scores, top-k (query, class) pairs, the query is the track) against the clip's thing instances,
+  YouTube-VIS AP (`metrics.vis`). Only thing classes are evaluated: predicted pairs of stuff
+  classes are dropped before matching.
+- panoptic: `post_process_panoptic` per frame (stuff classes fused into one segment per class)
+  against `Clip.panoptic`, PQ accumulated over all frames (`metrics.panoptic`).
+The data config a model was trained on is stored next to it (`DATA_CONFIG_NAME`), so `eval` and
+the demo rebuild the same kind of clips from the model directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.data.batching import Clip, normalize_frames
+from videomt_jax.data.synthetic import SPLITS, SyntheticConfig, make_clip
+from videomt_jax.metrics.panoptic import PanopticAccumulator, panoptic_from_segments
+from videomt_jax.metrics.semantic import SemanticAccumulator
+from videomt_jax.metrics.vis import VideoInstanceAccumulator
+from videomt_jax.modeling.outputs import VideomtOutput
+from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.postprocess.frame import post_process_panoptic, post_process_semantic
+from videomt_jax.postprocess.video import TOP_K, video_instance
+from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
+from videomt_jax.training.recipes import dataclass_from_dict
+from videomt_jax.utils.io import atomic_write_text
+
+DATA_CONFIG_NAME = "data.json"  # SyntheticConfig of the training data, inside a saved model directory
+
+
+def save_data_config(model_dir: str | Path, data: SyntheticConfig) -> Path:
+    """Write `data` as `model_dir/data.json` (the directory must exist)."""
+    path = Path(model_dir) / DATA_CONFIG_NAME
+    atomic_write_text(path, json.dumps({"kind": "synthetic", **dataclasses.asdict(data)}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_data_config(model_dir: str | Path) -> SyntheticConfig:
+    """The SyntheticConfig stored by `save_data_config` in `model_dir`."""
+    path = Path(model_dir) / DATA_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the model directory holds no data config (pass --recipe)")
+    spec = json.loads(path.read_text())
+    kind = spec.pop("kind", "synthetic")
+    if kind != "synthetic":
+        raise ValueError(f"{path}: data kind {kind!r} is not supported (only 'synthetic')")
+    return dataclass_from_dict(SyntheticConfig, spec, str(path))
+
+
+def json_ready(value: Any) -> Any:
+    """Metric dicts -> plain JSON: numpy to lists/numbers, NaN to None, keys to str."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) else [json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _named(values: dict[int, Any], id2label: dict[int, str]) -> dict[str, Any]:
+    return {id2label.get(int(k), str(k)): v for k, v in values.items()}
+
+
+class EvalAccumulator:
+    """Scores model outputs against synthetic clips, batch by batch; `compute` gives the metrics."""
+
+    def __init__(self, data_cfg: SyntheticConfig, mask_stride: int, top_k: int = TOP_K):
+        self.data_cfg = data_cfg
+        self.mask_stride = int(mask_stride)
+        self.top_k = int(top_k)
+        self.num_clips = 0
+        self.semantic = SemanticAccumulator(data_cfg.num_classes)
+        self.instances = VideoInstanceAccumulator()
+        self.panoptic = PanopticAccumulator(data_cfg.thing_ids, data_cfg.stuff_ids)
+
+    def update(self, out: Any, clips: list[Clip]) -> None:
+        """out: class_logits [B', T, Q, K+1] and mask_logits [B', T, Q, h, w] with B' >= len(clips)
+        (extra rows are padding and ignored)."""
+        target, stride, stuff_ids = self.data_cfg.image_hw, self.mask_stride, self.data_cfg.stuff_ids
+        pairs = out.class_logits.shape[2] * (out.class_logits.shape[3] - 1)
+        sem = np.asarray(post_process_semantic(out, target, mask_stride=stride))  # [B, T, H, W]
+        inst = jax.device_get(video_instance(out, target, min(self.top_k, pairs), mask_stride=stride))
+        pan = jax.device_get(post_process_panoptic(out, target, label_ids_to_fuse=stuff_ids, mask_stride=stride))
+        for b, clip in enumerate(clips):
+            self.semantic.update(clip.semantic, sem[b])
+            thing = np.isin(inst.label_id[b], self.data_cfg.thing_ids)  # [N]
+            self.instances.update(
+                {"masks": clip.masks, "classes": clip.classes},
+                {
+                    "masks": np.ascontiguousarray(inst.masks[b][thing].transpose(1, 0, 2, 3)),  # [T, N', H, W]
+                    "scores": inst.score[b][thing],
+                    "classes": inst.label_id[b][thing],
+                },
+            )
+            frames = [
+                panoptic_from_segments(pan.segmentation[b, t], pan.label_id[b, t], stuff_ids)
+                for t in range(clip.num_frames)
+            ]
+            self.panoptic.update(clip.panoptic, np.stack(frames))
+        self.num_clips += len(clips)
+
+    def compute(self) -> dict[str, Any]:
+        names = self.data_cfg.id2label
+        sem = self.semantic.compute()
+        vis = self.instances.compute()
+        pan = self.panoptic.compute()
+        return {
+            "num_clips": self.num_clips,
+            "semantic": {
+                "miou": sem["miou"],
+                "pixel_accuracy": sem["pixel_accuracy"],
+                "iou": {names[k]: float(v) for k, v in enumerate(sem["iou"])},
+            },
+            "video_instance": {**vis, "per_class_ap": _named(vis["per_class_ap"], names)},
+            "panoptic": {**pan, "per_class": _named(pan["per_class"], names)},
+        }
+
+
+def evaluate_model(
+    config: VideomtConfig,
+    params: Any,
+    data_cfg: SyntheticConfig,
+    split: str = "heldout",
+    num_clips: int = EVAL_CLIPS,
+    batch_size: int = EVAL_BATCH,
+) -> dict[str, Any]:
+    """Run the model (jitted) on clips 0 .. num_clips-1 of `split` and score it.
+
+    Returns {"split", "num_clips", "semantic": {"miou", "pixel_accuracy", "iou": {class: IoU}},
+    "video_instance": {"AP", "AP50", "AP75", "AR1", "AR10", "AR100", "per_class_ap"},
+    "panoptic": {"pq", "sq", "rq", "n", "things", "stuff", "per_class"}, "seconds"}
+    (NaN where a metric is undefined, e.g. no thing instance in any clip).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+    if num_clips < 1 or batch_size < 1:
+        raise ValueError(f"num_clips and batch_size must be >= 1, got {num_clips}, {batch_size}")
+    if config.num_labels != data_cfg.num_classes:
+        raise ValueError(
+            f"the model predicts {config.num_labels} labels but the data has {data_cfg.num_classes} classes"
+        )
+    start = time.perf_counter()
+    model = VideomtModel(config)
+    forward = jax.jit(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
+    acc = EvalAccumulator(data_cfg, config.mask_stride)
+    for first in range(0, num_clips, batch_size):
+        clips = [make_clip(data_cfg, split, i) for i in range(first, min(first + batch_size, num_clips))]
+        padded = clips + [clips[-1]] * (batch_size - len(clips))  # one static shape for every batch
+        pixels = normalize_frames(np.stack([c.frames for c in padded]))  # [B, T, H, W, 3]
+        acc.update(forward(params, pixels), clips)
+    return {"split": split, **acc.compute(), "seconds": time.perf_counter() - start}
+
+
+def _logits(out: VideomtOutput) -> VideomtOutput:
+    """Only what post-processing reads leaves the device."""
+    return VideomtOutput(class_logits=out.class_logits, mask_logits=out.mask_logits)
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """One line per task, for the command line."""
+    sem, vis, pan = results["semantic"], results["video_instance"], results["panoptic"]
+
+    def pct(x: Any) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+    return "\n".join(
+        [
+            f"{results['split']}: {results['num_clips']} clips, {results['seconds']:.1f} s",
+            f"  semantic   mIoU {pct(sem['miou'])}  pixel acc {pct(sem['pixel_accuracy'])}",
+            f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  AR10 {pct(vis['AR10'])}",
+            f"  panoptic   PQ {pct(pan['pq'])}  SQ {pct(pan['sq'])}  RQ {pct(pan['rq'])}  "
+            f"PQ things {pct(pan['things']['pq'])}  PQ stuff {pct(pan['stuff']['pq'])}",
+        ]
+    )
