@@ -77,9 +77,23 @@ def targets() -> dict[Path, Path]:
     return {src: HERE / f"{src.stem}.ipynb" for src in sources}
 
 
+def content(nb: nbformat.NotebookNode) -> tuple:
+    """What a reviewer reads: the kernel and every cell's id, type, source and outputs (if any).
+
+    Compared instead of the raw JSON, so another nbformat version's formatting is not staleness."""
+    cells = tuple(
+        (c.get("id"), c.cell_type, c.source, len(c.get("outputs", ())), c.get("execution_count")) for c in nb.cells
+    )
+    return nb.metadata.get("kernelspec", {}).get("name"), cells
+
+
 def stale() -> list[str]:
-    """Notebooks that are missing or differ from what their source builds (outputs included)."""
-    return [nb.name for src, nb in targets().items() if not nb.is_file() or nb.read_text() != render(build(src))]
+    """Notebooks that are missing, differ from what their source builds, or hold outputs."""
+    return [
+        path.name
+        for src, path in targets().items()
+        if not path.is_file() or content(nbformat.read(path, as_version=4)) != content(build(src))
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,14 +68,15 @@ def test_notebooks_built_from_sources_without_outputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs(name: str, kernel_specs: KernelSpecManager, capsys):
+def test_notebook_runs(name: str, kernel_specs: KernelSpecManager, tmp_path, capsys):
     nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
     km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=kernel_specs)
     client = NotebookClient(
         nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
     )
     start = time.perf_counter()
-    client.execute()  # raises CellExecutionError, with the cell's traceback, if a cell fails
+    # the notebooks' scratch directories (tempfile) go under pytest's tmp_path, which pytest prunes
+    client.execute(env={**os.environ, "TMPDIR": str(tmp_path)})  # raises CellExecutionError if a cell fails
     TIMES[name] = time.perf_counter() - start
     with capsys.disabled():
         print(f"\n{name}: executed in {TIMES[name]:.1f} s", flush=True)

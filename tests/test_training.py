@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from training_worker import NUM_DEVICES, TINY_RECIPE, worker_env
+from training_worker import NUM_DEVICES, TINY_RECIPE, Workers
 from videomt_jax.modeling.videomt import init_params
 from videomt_jax.training.config import TrainConfig
 from videomt_jax.training.loop import fit
@@ -29,54 +26,18 @@ from videomt_jax.training.optim import decay_mask, is_encoder_tree, layer_factor
 from videomt_jax.training.recipes import load_recipe
 from videomt_jax.training.step import batch_arrays, check_batch, data_mesh
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("training_worker.py")
-WORKER_TIMEOUT_S = 1500
-# worker task -> fixtures that need it
+# worker task -> the fixtures that need it (`main` starts `resume` itself)
 HEAVY = {"main": ("main_run", "resume_run"), "cli": ("cli_run",)}
 
 
 # ------------------------------------------------------------------------------------------ workers
-class Workers:
-    def __init__(self, root: Path):
-        self.root = root
-        self.env = worker_env(root / "cache")
-        self.env["PYTHONPATH"] = f"{REPO}:{self.env.get('PYTHONPATH', '')}"
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, task: str) -> None:
-        if task not in self.procs:
-            log = open(self.root / f"{task}.log", "w")
-            self.procs[task] = subprocess.Popen(
-                [sys.executable, str(WORKER), task, str(self.root)], env=self.env, cwd=REPO, stdout=log, stderr=log
-            )
-
-    def wait(self, task: str) -> None:
-        self.start(task)
-        rc = self.procs[task].wait(timeout=WORKER_TIMEOUT_S)
-        if rc:
-            tail = (self.root / f"{task}.log").read_text()[-4000:]
-            pytest.fail(f"training worker {task!r} exited with {rc}:\n{tail}")
-
-    def load(self, name: str) -> tuple[dict, dict]:
-        info = json.loads((self.root / f"{name}.json").read_text())
-        with np.load(self.root / f"{name}.npz") as arrays:
-            return info, dict(arrays)
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture(scope="module", autouse=True)
 def workers(request, tmp_path_factory):
     w = Workers(tmp_path_factory.mktemp("training_runs"))
     wanted = {f for item in request.session.items if item.module is request.module for f in item.fixturenames}
-    for task, fixtures in HEAVY.items():
-        if wanted & set(fixtures):
-            w.start(task)
+    needed = [task for task, fixtures in HEAVY.items() if wanted & set(fixtures)]
+    for task in needed:  # the CLI reuses the train step `main` compiles, when `main` runs too
+        w.start(task, *(["--after-main"] if task == "cli" and "main" in needed else []))
     yield w
     w.close()
 
@@ -89,7 +50,8 @@ def main_run(workers):
 
 @pytest.fixture(scope="module")
 def resume_run(workers, main_run):
-    workers.wait("resume")
+    if main_run[0]["resume_returncode"]:
+        pytest.fail("resume worker failed:\n" + (workers.root / "resume.log").read_text()[-4000:])
     return workers.load("resume")
 
 
@@ -113,6 +75,9 @@ def params(recipe):
     shapes = jax.eval_shape(lambda k: init_params(recipe.model, k), jax.random.key(0))
     rng = np.random.default_rng(0)
     return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)
+
+
+ENCODER_ROOTS = ("['embeddings']", "['encoder']", "['query_encoder']")
 
 
 def _leaves(tree) -> dict[str, object]:
@@ -156,15 +121,14 @@ def test_two_stage_warmup_poly_schedule_matches_authors():
 
 def test_layer_factors_groups_and_decay_mask(recipe, params):
     cfg = recipe.model
-    factors, encoder, decayed = (_leaves(f(params)) for f in (lambda p: layer_factors(p, cfg, 0.6), is_encoder_tree, decay_mask))
+    factors = _leaves(layer_factors(params, cfg, 0.6))
+    encoder, decayed = _leaves(is_encoder_tree(params)), _leaves(decay_mask(params))
     roots = {path.split("]")[0] + "]" for path in factors}
-    assert roots == {"['embeddings']", "['encoder']", "['query_encoder']", "['layernorm']", "['query']",
-                     "['query_updater']", "['heads']"}
+    assert roots == set(ENCODER_ROOTS) | {"['layernorm']", "['query']", "['query_updater']", "['heads']"}
     for path, leaf in _leaves(params).items():
-        want = expected_factor(path, leaf, 0.6)
-        np.testing.assert_allclose(np.broadcast_to(factors[path], leaf.shape), np.broadcast_to(want, leaf.shape),
-                                   rtol=1e-6, err_msg=path)
-        assert encoder[path] == path.startswith(("['embeddings']", "['encoder']", "['query_encoder']")), path
+        want = np.broadcast_to(expected_factor(path, leaf, 0.6), leaf.shape)
+        np.testing.assert_allclose(np.broadcast_to(factors[path], leaf.shape), want, rtol=1e-6, err_msg=path)
+        assert encoder[path] == path.startswith(ENCODER_ROOTS), path
         assert decayed[path] == path.endswith("['kernel']"), path
     assert not encoder["['layernorm']['scale']"]  # the encoder's final norm trains at the base LR
 
@@ -174,7 +138,7 @@ def test_adamw_step_uses_group_lr_layer_factor_and_kernel_only_decay(recipe, par
     decay (torch AdamW: p -= lr * wd * p, per group LR); unit-free Adam on non-zero gradients
     gives -lr * factor * sign(g) at the first step (bias-corrected m / sqrt(v) = g / |g|)."""
     cfg, lr, wd = recipe.model, 1e-3, 0.05
-    tc = TrainConfig(steps=10, warmup_head=0, warmup_encoder=0, learning_rate=lr, weight_decay=wd, layer_decay=0.6, grad_clip=1.0)
+    tc = TrainConfig(steps=10, warmup_head=0, warmup_encoder=0, learning_rate=lr, weight_decay=wd, grad_clip=1.0)
     tx = make_optimizer(params, cfg, tc)
     update = jax.jit(lambda g, s, p: tx.update(g, s, p)[0])
     flat = _leaves(params)
@@ -189,10 +153,12 @@ def test_adamw_step_uses_group_lr_layer_factor_and_kernel_only_decay(recipe, par
     for path, p in flat.items():
         factor = expected_factor(path, p, 0.6)
         if path.endswith("['kernel']"):
-            np.testing.assert_allclose(decay_only[path], -lr * factor * wd * np.asarray(p), rtol=1e-5, atol=1e-12, err_msg=path)
+            want = -lr * factor * wd * np.asarray(p)
+            np.testing.assert_allclose(decay_only[path], want, rtol=1e-5, atol=1e-12, err_msg=path)
         else:
             assert np.all(np.asarray(decay_only[path]) == 0.0), path
-        np.testing.assert_allclose(sign[path], -lr * factor * np.sign(np.asarray(grads[path])), rtol=1e-4, err_msg=path)
+        want = -lr * factor * np.sign(np.asarray(grads[path]))
+        np.testing.assert_allclose(sign[path], want, rtol=1e-4, err_msg=path)
 
 
 def test_freeze_backbone_keeps_encoder_exactly_and_clips_without_it(recipe, params):
@@ -215,7 +181,7 @@ def test_freeze_backbone_keeps_encoder_exactly_and_clips_without_it(recipe, para
     none = jax.tree.map(lambda g, enc: jnp.zeros_like(g) if enc else g, grads, encoder)
     after_big, after_none = _leaves(run(big, params)), _leaves(run(none, params))
     for path, p in _leaves(params).items():
-        if path.startswith(("['embeddings']", "['encoder']", "['query_encoder']")):
+        if path.startswith(ENCODER_ROOTS):
             assert np.array_equal(after_big[path], p), path
         else:
             assert not np.array_equal(after_big[path], p), path
@@ -378,10 +344,10 @@ def test_cli_train_resume_and_eval(cli_run):
     info, root = cli_run
     train = info["train"]
     assert train["rc"] == 0, train["stderr"][-2000:]
-    assert "step 3/3  loss" in train["stdout"] and "steps/s  ETA" in train["stdout"]
+    assert "step 3/30  loss" in train["stdout"] and "steps/s  ETA" in train["stdout"]
     run = root / "cli_run"
     recipe = load_recipe(run / "recipe.json")
-    assert recipe.name == "test-tiny" and recipe.train.steps == 3 and recipe.train.batch_size == 2
+    assert recipe.name == "test-tiny" and recipe.train.steps == 30 and recipe.train.batch_size == 8
     config, params = load_pretrained(run / "model")
     assert config.replace(extra=recipe.model.extra) == recipe.model  # save_pretrained adds HF's "architectures"
     assert jax.tree.structure(params) == jax.tree.structure(
@@ -389,6 +355,11 @@ def test_cli_train_resume_and_eval(cli_run):
     assert load_data_config(run / "model") == recipe.data
     assert info["again"]["rc"] == 0 and "resumed from step 3" in info["again"]["stdout"]
     assert info["no_resume"]["rc"] == 1 and "pass --resume" in info["no_resume"]["stderr"]
+    assert "step 4/30  loss" in info["again"]["stdout"]
+    assert info["init"]["rc"] == 0 and "step 1/30  loss" in info["init"]["stdout"]
+    mismatch = info["init_mismatch"]
+    assert mismatch["rc"] == 1 and "--init weights do not fit" in mismatch["stderr"]
+    assert "(1, 32, 32) vs (1, 64, 64)" in mismatch["stderr"]
     ev = info["eval"]
     assert ev["rc"] == 0, ev["stderr"][-2000:]
     assert "mIoU" in ev["stdout"] and "AP" in ev["stdout"] and "PQ" in ev["stdout"]

@@ -1,10 +1,11 @@
 """Heavy training runs for tests/test_training.py, each in a fresh Python process.
 
 `python tests/training_worker.py TASK OUT` with TASK one of:
-  main    30 steps on one fixed batch (loss curve); 20 steps straight; the first 10 steps of a
-          split run (checkpoints in OUT/split); 3 steps on 8 devices vs 1 device; 2 steps on a
-          batch whose targets are all invalid. Results: OUT/main.npz, OUT/main.json.
-  resume  the last 10 steps of the split run, in this new process. Results: OUT/resume.npz/json.
+  main    the first 10 steps of a split run (checkpoints in OUT/split), then starts `resume` in a
+          new process and goes on: 20 steps straight; 30 steps on one fixed batch (loss curve);
+          3 steps on 8 devices vs 1 device; 2 steps on a batch whose targets are all invalid.
+          Results: OUT/main.npz, OUT/main.json (after `resume` has finished).
+  resume  the last 10 steps of the split run, in a new process. Results: OUT/resume.npz/json.
   cli     `videomt-jax train` (a recipe JSON) then `eval` through `videomt_jax.cli.main`.
 `worker_env(cache)` gives the environment: 8 host devices, fast XLA compilation (-O0: only the
 speed of the generated code changes) and a compilation cache shared by the workers. The tiny model
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 NUM_DEVICES = 8
+WORKER_TIMEOUT_S = 1500
+COMPILED = "compiled"  # marker file: `main` has compiled (and cached) the single-device train step
 TINY_RECIPE = {
     "name": "test-tiny",
     "model": {
@@ -46,7 +50,9 @@ TINY_RECIPE = {
         "log_every": 10,
         "checkpoint_every": 10,
     },
-    "data": {"image_size": 32, "max_objects": 3, "thing_classes": ["circle", "square"], "stuff_classes": ["sky", "grass"]},
+    "data": {
+        "image_size": 32, "max_objects": 3, "thing_classes": ["circle", "square"], "stuff_classes": ["sky", "grass"]
+    },
     "augment": {"flip_prob": 0.5, "scale_range": [0.8, 1.2]},
     "max_instances": 6,
 }
@@ -85,7 +91,7 @@ def _save(out: Path, name: str, arrays: dict, info: dict) -> None:
     (out / f"{name}.json").write_text(json.dumps(info))
 
 
-def task_main(out: Path) -> None:
+def task_main(out: Path, *flags: str) -> None:
     import time
 
     import jax
@@ -103,6 +109,19 @@ def task_main(out: Path) -> None:
     cfg, tc, batches = recipe.model, recipe.train, recipe.batches()
     quiet = {"log": None}
     arrays, info = {}, {"devices": jax.device_count()}
+    # resume identity: the first half of a split run, continued by a new process (`resume`, started
+    # now so that it runs beside the rest), and 20 steps straight
+    try:
+        first = fit(cfg, tc, batches, out / "split", stop_after=10, **quiet)
+    finally:
+        (out / COMPILED).touch()  # the train step is in the compilation cache now: `cli --after-main` goes
+    info["split_first_step"] = int(first.state.step)
+    with open(out / "resume.log", "w") as log:
+        resume = subprocess.Popen([sys.executable, __file__, "resume", str(out)], stdout=log, stderr=log)
+    straight = fit(cfg, tc, batches, None, stop_after=20, **quiet)
+    arrays.update({f"straight/{k}": v for k, v in _flat(straight.state.params).items()})
+    info["straight_step"] = int(straight.state.step)
+    lap("split+straight")
     # loss curve: every step on the same batch, from parameters the caller keeps using
     from videomt_jax.modeling.videomt import init_params
 
@@ -112,15 +131,8 @@ def task_main(out: Path) -> None:
     curve = fit(cfg, tc.replace(log_every=1), lambda step: fixed, None, params=init, **quiet)
     info["curve"] = curve.history
     info["caller_params_intact"] = all(np.array_equal(v, init_copy[k]) for k, v in _flat(init).items())
-    lap("curve")
     arrays.update({f"curve/{k}": v for k, v in _flat(curve.state.params).items()})
-    # resume identity: 20 steps straight, and the first half of a split run
-    straight = fit(cfg, tc, batches, None, stop_after=20, **quiet)
-    arrays.update({f"straight/{k}": v for k, v in _flat(straight.state.params).items()})
-    info["straight_step"] = int(straight.state.step)
-    first = fit(cfg, tc, batches, out / "split", stop_after=10, **quiet)
-    info["split_first_step"] = int(first.state.step)
-    lap("straight+split")
+    lap("curve")
     # data parallel: 8 devices vs 1, 3 steps, global batch 8
     for name, n in (("single", 1), ("sharded", NUM_DEVICES)):
         res = fit(cfg, tc.replace(log_every=1), batches, None, num_devices=n, stop_after=3, **quiet)
@@ -130,15 +142,18 @@ def task_main(out: Path) -> None:
             info["sharded_param_devices"] = len(jax.tree.leaves(res.state.params)[0].sharding.device_set)
         lap(name)
     # no valid target at all: the loss must stay finite
-    empty = fixed._replace(valid=np.zeros_like(fixed.valid), class_labels=np.full_like(fixed.class_labels, cfg.num_labels))
+    empty = fixed._replace(
+        valid=np.zeros_like(fixed.valid), class_labels=np.full_like(fixed.class_labels, cfg.num_labels)
+    )
     res = fit(cfg, tc.replace(log_every=1), lambda step: empty, None, stop_after=2, **quiet)
     info["empty"] = res.history
     info["empty_params_finite"] = bool(all(np.isfinite(v).all() for v in _flat(res.state.params).values()))
     lap("empty")
+    info["resume_returncode"] = resume.wait()
     _save(out, "main", arrays, info)
 
 
-def task_resume(out: Path) -> None:
+def task_resume(out: Path, *flags: str) -> None:
     from videomt_jax.training.loop import fit
 
     recipe = _recipe(out)
@@ -146,20 +161,32 @@ def task_resume(out: Path) -> None:
     _save(out, "resume", _flat(res.state.params), {"resumed_from": res.resumed_from, "step": int(res.state.step)})
 
 
-def task_cli(out: Path) -> None:
+def task_cli(out: Path, *flags: str) -> None:
+    """The recipe's own train step (30-step schedule, batch 8), so that after `main` has compiled
+    it (`--after-main`) this process finds it in the compilation cache; --stop-after keeps runs short."""
     import contextlib
     import io
+    import time
 
+    if "--after-main" in flags:
+        deadline = time.monotonic() + WORKER_TIMEOUT_S
+        while not (out / COMPILED).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
     import videomt_jax.cli as cli
 
     cli.SUBCOMMANDS = ("videomt_jax.training.cli",)  # only this command set; the others are tested elsewhere
     recipe_path = out / "cli_recipe.json"
     recipe_path.write_text(json.dumps(TINY_RECIPE))
     run = out / "cli_run"
+    wider = out / "cli_wider.json"  # a recipe whose model the trained weights do not fit
+    wider.write_text(json.dumps({**TINY_RECIPE, "model": {**TINY_RECIPE["model"], "hidden_size": 64}}))
     calls = {
-        "train": ["train", str(recipe_path), "--out", str(run), "--steps", "3", "--batch-size", "2"],
-        "again": ["train", str(run / "recipe.json"), "--out", str(run)],
+        "train": ["train", str(recipe_path), "--out", str(run), "--stop-after", "3"],
+        "again": ["train", str(run / "recipe.json"), "--out", str(run), "--stop-after", "1"],
         "no_resume": ["train", str(recipe_path), "--out", str(run), "--no-resume"],
+        "init": ["train", str(run / "recipe.json"), "--out", str(out / "cli_init"), "--init", str(run / "model"),
+                 "--stop-after", "1"],
+        "init_mismatch": ["train", str(wider), "--out", str(out / "cli_wider"), "--init", str(run / "model")],
         "eval": ["eval", str(run / "model"), "--clips", "3", "--batch-size", "2", "--out", str(out / "results.json")],
     }
     info = {}
@@ -172,6 +199,49 @@ def task_cli(out: Path) -> None:
 
 
 TASKS = {"main": task_main, "resume": task_resume, "cli": task_cli}
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Workers:
+    """The test side: starts tasks as subprocesses in `root` (logs in root/TASK.log), waits, loads results."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = worker_env(root / "cache")
+        self.env["PYTHONPATH"] = f"{REPO}:{self.env.get('PYTHONPATH', '')}"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: list = []
+
+    def start(self, task: str, *flags: str) -> None:
+        if task not in self.procs:
+            self.logs.append(open(self.root / f"{task}.log", "w"))
+            self.procs[task] = subprocess.Popen(
+                [sys.executable, __file__, task, str(self.root), *flags], env=self.env, cwd=REPO,
+                stdout=self.logs[-1], stderr=self.logs[-1],
+            )
+
+    def wait(self, task: str) -> None:
+        self.start(task)
+        rc = self.procs[task].wait(timeout=WORKER_TIMEOUT_S)
+        if rc:
+            tail = (self.root / f"{task}.log").read_text()[-4000:]
+            raise RuntimeError(f"training worker {task!r} exited with {rc}:\n{tail}")
+
+    def load(self, name: str) -> tuple[dict, dict]:
+        import numpy as np
+
+        info = json.loads((self.root / f"{name}.json").read_text())
+        with np.load(self.root / f"{name}.npz") as arrays:
+            return info, dict(arrays)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
+
 
 if __name__ == "__main__":
-    TASKS[sys.argv[1]](Path(sys.argv[2]))
+    TASKS[sys.argv[1]](Path(sys.argv[2]), *sys.argv[3:])

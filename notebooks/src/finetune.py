@@ -27,6 +27,7 @@ from pathlib import Path
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 
 import videomt_jax as vm
 from videomt_jax.data.batching import PIXEL_MEAN, PIXEL_STD
@@ -74,19 +75,21 @@ print("classes:", data.id2label)
 # %% [markdown]
 # A batch holds normalised pixels `(B, T, H, W, 3)` and, per frame, up to `M = 6` target slots:
 # a mask, a class, and whether the slot holds an object in that frame (`valid`); plus the semantic
-# and panoptic maps. Here is the first clip of the first batch with its semantic ground truth.
+# and panoptic maps. Here is frame 0 of the four clips of the first batch, with their classes.
 
 # %%
-pixels = np.clip(batch.pixel_values[0] * PIXEL_STD + PIXEL_MEAN, 0, 255).astype(np.uint8)  # (T, H, W, 3)
-fig, axes = plt.subplots(1, 4, figsize=(8, 2.2))
-for t in range(data.num_frames):
-    axes[t].imshow(pixels[t])
-    axes[t].set_title(f"frame {t}", fontsize=9)
-    axes[2 + t].imshow(batch.semantic[0, t], cmap="tab10", vmin=0, vmax=9)
-    axes[2 + t].set_title(f"classes, frame {t}", fontsize=9)
-for ax in axes:
+pixels = np.clip(batch.pixel_values[:, 0] * PIXEL_STD + PIXEL_MEAN, 0, 255).astype(np.uint8)  # (B, H, W, 3)
+cmap = plt.get_cmap("tab10")
+fig, axes = plt.subplots(2, train_config.batch_size, figsize=(8, 4.4))
+for b in range(train_config.batch_size):
+    axes[0, b].imshow(pixels[b])
+    axes[0, b].set_title(f"clip {b}, frame 0", fontsize=9)
+    axes[1, b].imshow(batch.semantic[b, 0], cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
+for ax in axes.ravel():
     ax.axis("off")
-fig.tight_layout()
+fig.legend(handles=[Patch(color=cmap(k), label=name) for k, name in data.id2label.items()],
+           loc="lower center", ncol=data.num_classes, fontsize=8, frameon=False)
+fig.tight_layout(rect=(0, 0.06, 1, 1))
 plt.show()
 
 # %% [markdown]
@@ -103,7 +106,9 @@ heldout = [vm.make_clip(data, "heldout", i) for i in range(16)]
 heldout_videos = np.stack([normalize_frames(c.frames) for c in heldout])  # (16, 2, 32, 32, 3)
 heldout_truth = np.stack([c.semantic for c in heldout])  # (16, 2, 32, 32)
 model = vm.VideomtModel(config)
-predict = jax.jit(lambda p, v: vm.post_process_semantic(model.apply({"params": p}, v), (32, 32), mask_stride=config.mask_stride))
+predict = jax.jit(
+    lambda p, v: vm.post_process_semantic(model.apply({"params": p}, v), (32, 32), mask_stride=config.mask_stride)
+)
 
 
 def evaluate(params) -> dict:
@@ -113,6 +118,7 @@ def evaluate(params) -> dict:
 # init_params is a pure function of (config, key): jitted, it compiles once instead of running op by op
 initial_params = jax.jit(vm.init_params, static_argnums=0)(config, jax.random.key(train_config.seed))
 before = evaluate(initial_params)
+print(f"{sum(x.size for x in jax.tree.leaves(initial_params)):,} parameters")
 print(f"mIoU before training: {before['miou']:.3f} (pixel accuracy {before['pixel_accuracy']:.3f})")
 
 # %% [markdown]
@@ -122,7 +128,8 @@ print(f"mIoU before training: {before['miou']:.3f} (pixel accuracy {before['pixe
 # logged interval includes that compilation, hence its low steps/s), then trains, printing the loss
 # and its parts (class cross-entropy, mask BCE, mask dice). Every `checkpoint_every` steps it
 # writes an orbax checkpoint of the whole train state (parameters, optimizer moments, step, PRNG
-# key) to `out_dir/checkpoints`, keeping the last `keep_checkpoints`.
+# key) to `out_dir/checkpoints`, keeping the last `keep_checkpoints` (orbax's default policy also
+# saves the first step).
 
 # %%
 run_dir = WORK / "run"

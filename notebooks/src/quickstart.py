@@ -50,8 +50,8 @@ config, params = vm.load_pretrained(MODEL_DIR)
 train_data = load_data_config(MODEL_DIR)  # data.json -> vm.SyntheticConfig
 
 n_params = sum(x.size for x in jax.tree.leaves(params))
-print(f"{n_params:,} parameters: {config.num_hidden_layers} blocks of width {config.hidden_size}, "
-      f"the last {config.num_blocks} with {config.num_queries} queries; input {config.image_hw}, patch {config.patch_hw}")
+print(f"{n_params:,} parameters: {config.num_hidden_layers} blocks of width {config.hidden_size}, the last "
+      f"{config.num_blocks} with {config.num_queries} queries; input {config.image_hw}, patch {config.patch_hw}")
 print("classes:", config.id2label)
 assert config.id2label == train_data.id2label
 

@@ -64,9 +64,11 @@ def run_demo(args: argparse.Namespace) -> int:
     clip = make_clip(dataclasses.replace(data_cfg, num_frames=args.frames), "heldout", args.clip)
     segmenter = Segmenter(config, params, task="panoptic", task_kwargs={"label_ids_to_fuse": data_cfg.stuff_ids})
     run, fps = _stream_speed(segmenter, clip.frames)
-    overlay = overlay_video(clip.frames, run.segmentation, run.segment_labels, config.id2label)
-    big = np.repeat(np.repeat(overlay, 4, axis=1), 4, axis=2)  # 4x nearest upscale so the tiny clip is visible
-    gif = write_video(out_dir / "overlay.gif", big, fps=4)
+    def upscale(x: np.ndarray) -> np.ndarray:  # nearest 4x, so the tiny clip and its legend are readable
+        return np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)
+
+    overlay = overlay_video(upscale(clip.frames), upscale(run.segmentation), run.segment_labels, config.id2label)
+    gif = write_video(out_dir / "overlay.gif", overlay, fps=4)
 
     num_clips = EVAL_CLIPS if args.clips is None else args.clips
     metrics = evaluate_model(config, params, data_cfg, "heldout", num_clips=num_clips)

@@ -164,4 +164,5 @@ def init_params(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int]
     """Fresh float32 parameters (random), e.g. for training from scratch or tests."""
     h, w = image_hw or config.image_hw
     dummy = jnp.zeros((1, 1, h, w, config.num_channels), jnp.float32)
-    return VideomtModel(config).init(key, dummy, interpolate_pos_encoding=True)["params"]
+    init = jax.jit(lambda k: VideomtModel(config).init(k, dummy, interpolate_pos_encoding=True)["params"])
+    return init(key)

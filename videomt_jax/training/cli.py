@@ -47,7 +47,8 @@ def _check_init(params: Any, config: Any, image_hw: tuple[int, int]) -> None:
     flat_want = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(want)}
     flat_have = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(params)}
     problems = sorted(set(flat_want) ^ set(flat_have))
-    problems += [f"{k}: {flat_have[k]} vs {flat_want[k]}" for k in flat_want.keys() & flat_have.keys() if flat_have[k] != flat_want[k]]
+    common = flat_want.keys() & flat_have.keys()
+    problems += [f"{k}: {flat_have[k]} vs {flat_want[k]}" for k in sorted(common) if flat_have[k] != flat_want[k]]
     if problems:
         raise ValueError(f"--init weights do not fit the recipe's model: {problems[:8]}")
 
@@ -88,7 +89,9 @@ def run_train(args: argparse.Namespace) -> int:
         )
     batches = recipe.batches("train", process_index=jax.process_index(), process_count=jax.process_count())
     num_devices = None if distributed else args.devices
-    result = fit(recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices, stop_after=args.stop_after)
+    result = fit(
+        recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices, stop_after=args.stop_after
+    )
     step = int(jax.device_get(result.state.step))
     if main_process:
         host_params = jax.device_get(result.state.params)  # replicated on every device: any copy
@@ -156,13 +159,21 @@ def add_parsers(subparsers: Any) -> None:
         "--distributed", action="store_true",
         help="call jax.distributed.initialize() first and train on every device of every process",
     )
-    multi.add_argument("--coordinator", help="host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS or auto-detect)")
+    multi.add_argument(
+        "--coordinator", help="host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS or auto-detect)"
+    )
     multi.add_argument("--num-processes", type=int, help="number of processes (default: auto-detect, e.g. SLURM)")
-    multi.add_argument("--process-id", type=int, help="this process's index in [0, num-processes) (default: auto-detect)")
+    multi.add_argument(
+        "--process-id", type=int, help="this process's index in [0, num-processes) (default: auto-detect)"
+    )
     train.set_defaults(func=_guarded(run_train, "train"))
 
-    ev = subparsers.add_parser("eval", help="evaluate a model on held-out synthetic clips", description=run_eval.__doc__)
-    ev.add_argument("model", metavar="MODEL", help="model directory (OUT/model of `train`) or anything load_pretrained reads")
+    ev = subparsers.add_parser(
+        "eval", help="evaluate a model on held-out synthetic clips", description=run_eval.__doc__
+    )
+    ev.add_argument(
+        "model", metavar="MODEL", help="model directory (OUT/model of `train`) or anything load_pretrained reads"
+    )
     ev.add_argument("--split", default="heldout", choices=sorted(SPLITS), help="synthetic split (default heldout)")
     ev.add_argument("--clips", type=int, default=EVAL_CLIPS, help=f"clips to evaluate (default {EVAL_CLIPS})")
     ev.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=f"clips per forward pass (default {EVAL_BATCH})")

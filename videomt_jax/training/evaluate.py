@@ -47,7 +47,8 @@ DATA_CONFIG_NAME = "data.json"  # SyntheticConfig of the training data, inside a
 def save_data_config(model_dir: str | Path, data: SyntheticConfig) -> Path:
     """Write `data` as `model_dir/data.json` (the directory must exist)."""
     path = Path(model_dir) / DATA_CONFIG_NAME
-    atomic_write_text(path, json.dumps({"kind": "synthetic", **dataclasses.asdict(data)}, indent=2, sort_keys=True) + "\n")
+    spec = {"kind": "synthetic", **dataclasses.asdict(data)}
+    atomic_write_text(path, json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -67,8 +68,10 @@ def json_ready(value: Any) -> Any:
     """Metric dicts -> plain JSON: numpy to lists/numbers, NaN to None, keys to str."""
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_ready(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) else [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(float(value)) else float(value)
     if isinstance(value, np.integer):
@@ -186,7 +189,8 @@ def format_results(results: dict[str, Any]) -> str:
         [
             f"{results['split']}: {results['num_clips']} clips, {results['seconds']:.1f} s",
             f"  semantic   mIoU {pct(sem['miou'])}  pixel acc {pct(sem['pixel_accuracy'])}",
-            f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  AR10 {pct(vis['AR10'])}",
+            f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  "
+            f"AR10 {pct(vis['AR10'])}",
             f"  panoptic   PQ {pct(pan['pq'])}  SQ {pct(pan['sq'])}  RQ {pct(pan['rq'])}  "
             f"PQ things {pct(pan['things']['pq'])}  PQ stuff {pct(pan['stuff']['pq'])}",
         ]

@@ -71,7 +71,9 @@ class Recipe:
         if self.max_instances < 1:
             raise ValueError(f"recipe {self.name!r}: max_instances must be >= 1, got {self.max_instances}")
 
-    def batches(self, split: str = "train", *, process_index: int = 0, process_count: int = 1) -> Callable[[int], Batch]:
+    def batches(
+        self, split: str = "train", *, process_index: int = 0, process_count: int = 1
+    ) -> Callable[[int], Batch]:
         """`batches(step)`: a pure function of the step (resumable, reproducible).
 
         With several processes, process p gets clips [p * b, (p + 1) * b) of the step's global
