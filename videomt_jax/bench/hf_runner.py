@@ -22,7 +22,6 @@ from videomt_jax.config import VideomtConfig
 from videomt_jax.weights.hf import params_to_hf_state_dict
 
 HF_ONLY_KEYS = ("model_type", "architectures", "label2id")  # set by transformers itself
-TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def torch_device(jax_backend: str) -> tuple[str | None, str | None]:
@@ -47,7 +46,7 @@ def build_hf_model(config: VideomtConfig, params: Any, device: str, attn_impleme
     model = transformers.VideomtForUniversalSegmentation(hf_config)
     state = {k: torch.from_numpy(np.array(v)) for k, v in params_to_hf_state_dict(config, jax.device_get(params)).items()}
     model.load_state_dict(state, strict=True)
-    return model.to(device=device, dtype=getattr(torch, TORCH_DTYPES[config.dtype])).eval()
+    return model.to(device=device, dtype=getattr(torch, config.dtype)).eval()
 
 
 def online_step(model: Any) -> Callable:
@@ -113,7 +112,7 @@ def prepare_hf(
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     model = build_hf_model(config, params, device, settings.hf_attention)
-    dtype = getattr(torch, TORCH_DTYPES[config.dtype])
+    dtype = getattr(torch, config.dtype)
     pixels = torch.from_numpy(np.ascontiguousarray(videos)).permute(0, 1, 4, 2, 3).contiguous().to(device, dtype)  # [B, T, C, H, W]
     clip = pixels[:1]
     forward = torch.compile(model) if compiled else model
@@ -124,7 +123,7 @@ def prepare_hf(
     def online() -> None:
         propagated = None
         for t in range(clip.shape[1]):
-            masks, classes, propagated = step(clip[:, t], propagated)
+            _, _, propagated = step(clip[:, t], propagated)
             _sync(device)
 
     def call(x: Any) -> Callable[[], None]:
