@@ -11,12 +11,12 @@ torch for .pth files) is imported only when a command runs, so `videomt-jax --he
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from videomt_jax.config import DTYPES, VideomtConfig
+from videomt_jax.utils.cli import guarded
 
 if TYPE_CHECKING:
     from videomt_jax.weights.api import LoadReport
@@ -27,8 +27,6 @@ OVERRIDE_FLAGS = {
     "image_size": "image_size",
     "num_blocks": "num_blocks",
 }
-# Errors reported as one line (exit code 1) instead of a traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,19 +111,8 @@ def run_export(args: argparse.Namespace) -> int:
     return _run(args, "exported", "hugging face", export_hf)
 
 
-def _guarded(run: Callable[[argparse.Namespace], int], name: str) -> Callable[[argparse.Namespace], int]:
-    def main(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except USER_ERRORS as e:
-            print(f"videomt-jax {name}: error: {e}", file=sys.stderr)
-            return 1
-
-    return main
-
-
-convert_command = _guarded(run_convert, "convert")
-export_command = _guarded(run_export, "export")
+convert_command = guarded(run_convert, "convert")
+export_command = guarded(run_export, "export")
 
 
 def add_convert_parsers(subparsers: Any) -> None:

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from videomt_jax.data.synthetic import SPLITS
 from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
+from videomt_jax.utils.cli import guarded
 
 RUNS_DIR = "runs"  # default parent of OUT: runs/<recipe name>
 MODEL_DIR = "model"  # OUT/model: the final weights
 RECIPE_FILE = "recipe.json"  # OUT/recipe.json: the resolved recipe
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
 
 def _devices(text: str) -> int | None:
@@ -127,17 +126,6 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(run: Callable[[argparse.Namespace], int], name: str) -> Callable[[argparse.Namespace], int]:
-    def main(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except USER_ERRORS as e:
-            print(f"videomt-jax {name}: error: {e}", file=sys.stderr)
-            return 1
-
-    return main
-
-
 def add_parsers(subparsers: Any) -> None:
     """Add `train` and `eval`; each sets `func(args) -> exit code`."""
     train = subparsers.add_parser("train", help="train a recipe (resumable)", description=run_train.__doc__)
@@ -166,7 +154,7 @@ def add_parsers(subparsers: Any) -> None:
     multi.add_argument(
         "--process-id", type=int, help="this process's index in [0, num-processes) (default: auto-detect)"
     )
-    train.set_defaults(func=_guarded(run_train, "train"))
+    train.set_defaults(func=guarded(run_train, "train"))
 
     ev = subparsers.add_parser(
         "eval", help="evaluate a model on held-out synthetic clips", description=run_eval.__doc__
@@ -179,4 +167,4 @@ def add_parsers(subparsers: Any) -> None:
     ev.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=f"clips per forward pass (default {EVAL_BATCH})")
     ev.add_argument("--recipe", help="recipe whose data to use when MODEL has no data.json")
     ev.add_argument("--out", help="write the results as JSON here")
-    ev.set_defaults(func=_guarded(run_eval, "eval"))
+    ev.set_defaults(func=guarded(run_eval, "eval"))
