@@ -24,6 +24,10 @@ from videomt_jax.modeling.heads import Heads
 from videomt_jax.modeling.layers import BlockStack, dense, layer_norm
 from videomt_jax.modeling.outputs import StreamState, VideomtOutput
 
+# Frames per iteration of the frame loop: short clips (online, 8-frame clips) become straight-line
+# code with no device-side loop; long chunks stay a loop so compile time does not grow with T.
+FRAME_UNROLL = 8
+
 
 def init_state(config: VideomtConfig, batch_size: int) -> StreamState:
     """The state before the first frame of a video."""
@@ -76,9 +80,12 @@ class VideomtModel(nn.Module):
 
     # ------------------------------------------------------------------ one frame
     def _frame(
-        self, state: StreamState, tokens: jax.Array, grid_hw: tuple[int, int], return_aux: bool
+        self, state: StreamState, tokens: jax.Array, return_aux: bool, return_blocks: bool
     ) -> tuple[StreamState, dict[str, jax.Array]]:
-        """tokens [B, P+g*g, D] of one frame -> new state and this frame's predictions."""
+        """tokens [B, P+g*g, D] of one frame -> new state and this frame's normed tokens.
+
+        Only the recurrence lives here; the heads run afterwards on all frames at once.
+        """
         cfg = self.config
         learned = jnp.broadcast_to(self.query, state.queries.shape)  # [B, Q, D]
         updated = self.query_updater(state.queries).astype(jnp.float32) + learned
@@ -86,21 +93,21 @@ class VideomtModel(nn.Module):
         x_in = jnp.concatenate([queries, tokens], axis=1)  # [B, N, D]
         x, block_outputs = self.query_encoder(x_in)  # [B, N, D], [A, B, N, D]
         normed = self.layernorm(x)
-        class_logits, mask_logits = self.heads(normed, grid_hw)
-        out = {
-            "class_logits": class_logits,
-            "mask_logits": mask_logits,
-            "last_hidden_state": normed,
-            "query_hidden_states": block_outputs,
-        }
+        out = {"last_hidden_state": normed}
+        if return_blocks:
+            out["query_hidden_states"] = block_outputs
         if return_aux:  # deep supervision: predict from the tokens entering every query block
             block_inputs = jnp.concatenate([x_in[None], block_outputs[:-1]], axis=0)  # [A, B, N, D]
-            aux_in = self.layernorm(block_inputs) if cfg.norm_queries else block_inputs
-            aux_cls, aux_mask = jax.vmap(lambda tok: self.heads(tok, grid_hw))(aux_in)
-            out.update(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
+            out["aux_tokens"] = self.layernorm(block_inputs) if cfg.norm_queries else block_inputs
         # The authors' NORM_QUERIES (off in every released config) propagates normalized queries.
         queries_out = (normed if cfg.norm_queries else x)[:, : cfg.num_queries].astype(jnp.float32)
         return StreamState(queries=queries_out, started=jnp.ones_like(state.started)), out
+
+    def _heads(self, tokens: jax.Array, grid_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+        """tokens [..., N, D] (any leading axes) -> class logits [..., Q, K+1], mask logits [..., Q, h, w]."""
+        lead = tokens.shape[:-2]
+        cls, mask = self.heads(tokens.reshape(-1, *tokens.shape[-2:]), grid_hw)
+        return cls.reshape(*lead, *cls.shape[1:]), mask.reshape(*lead, *mask.shape[1:])
 
     # ------------------------------------------------------------------ whole clip
     def __call__(
@@ -136,23 +143,18 @@ class VideomtModel(nn.Module):
         frames = jnp.swapaxes(tokens.reshape(b, t, *tokens.shape[1:]), 0, 1)  # [T, B, P+g*g, D]
 
         scan = nn.scan(
-            lambda mdl, carry, x: mdl._frame(carry, x, grid_hw, return_aux),
+            lambda mdl, carry, x: mdl._frame(carry, x, return_aux, return_hidden_states),
             variable_broadcast="params",
             split_rngs={"params": False, "dropout": True},
+            unroll=min(t, FRAME_UNROLL),
         )
         state, per_frame = scan(self, state, frames)  # per_frame values: [T, B, ...]
-
-        out = VideomtOutput(
-            class_logits=jnp.swapaxes(per_frame["class_logits"], 0, 1),  # [B, T, Q, K+1]
-            mask_logits=jnp.swapaxes(per_frame["mask_logits"], 0, 1),  # [B, T, Q, h, w]
-            last_hidden_state=jnp.swapaxes(per_frame["last_hidden_state"], 0, 1),  # [B, T, N, D]
-            state=state,
-        )
-        if return_aux:  # [T, A, B, ...] -> [A, B, T, ...]
-            out = out.replace(
-                aux_class_logits=jnp.moveaxis(per_frame["aux_class_logits"], 0, 2),
-                aux_mask_logits=jnp.moveaxis(per_frame["aux_mask_logits"], 0, 2),
-            )
+        normed = jnp.swapaxes(per_frame["last_hidden_state"], 0, 1)  # [B, T, N, D]
+        class_logits, mask_logits = self._heads(normed, grid_hw)  # [B, T, Q, K+1], [B, T, Q, h, w]
+        out = VideomtOutput(class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state)
+        if return_aux:  # [T, A, B, N, D] -> [A, B, T, N, D] -> heads
+            aux_cls, aux_mask = self._heads(jnp.moveaxis(per_frame["aux_tokens"], 0, 2), grid_hw)
+            out = out.replace(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
         if return_hidden_states:
             q_out = jnp.moveaxis(per_frame["query_hidden_states"], 0, 2)  # [A, B, T, N, D]
             q_out = q_out.reshape(q_out.shape[0], b * t, *q_out.shape[3:])
