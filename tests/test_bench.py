@@ -104,7 +104,7 @@ def test_cli_end_to_end_writes_json(tmp_path, capsys):
     rows = {row["impl"]: row for row in report["results"]}
     assert set(rows) == {"videomt-jax", "hf-eager"}
     for row in rows.values():
-        assert set(ROW_KEYS) <= set(row) and set(row["modes"]) == {"online", "clip", "batch"}
+        assert set(ROW_KEYS) <= set(row) and set(row["modes"]) == {"online", "online_sync", "clip", "batch"}
         for name, mode in row["modes"].items():
             assert set(MODE_KEYS) <= set(mode)
             assert len(mode["times_s"]) == 2 and all(t > 0 for t in mode["times_s"])

@@ -119,12 +119,17 @@ def prepare_hf(
     step = torch.compile(online_step(model)) if compiled else online_step(model)
     h, w = config.image_hw
 
-    @torch.no_grad()
-    def online() -> None:
-        propagated = None
-        for t in range(clip.shape[1]):
-            _, _, propagated = step(clip[:, t], propagated)
+    def online(sync_each: bool) -> Callable[[], None]:
+        @torch.no_grad()
+        def run() -> None:
+            propagated = None
+            for t in range(clip.shape[1]):
+                _, _, propagated = step(clip[:, t], propagated)
+                if sync_each:
+                    _sync(device)
             _sync(device)
+
+        return run
 
     def call(x: Any) -> Callable[[], None]:
         @torch.no_grad()
@@ -136,7 +141,8 @@ def prepare_hf(
 
     on_cuda = device == "cuda"
     plans = {
-        "online": (online, 1, clip.shape[1]),
+        "online": (online(False), 1, clip.shape[1]),
+        "online_sync": (online(True), 1, clip.shape[1]),
         "clip": (call(clip), 1, clip.shape[1]),
         "batch": (call(pixels), pixels.shape[0], pixels.shape[1]),
     }

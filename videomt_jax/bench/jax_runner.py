@@ -88,17 +88,24 @@ def device_peak_mb() -> float | None:
     return stats["peak_bytes_in_use"] / MIB if stats and "peak_bytes_in_use" in stats else None
 
 
-def _online(config: VideomtConfig, params: Any, clip: jax.Array, settings: BenchSettings) -> Unit:
-    """Batch 1, one frame per call, state carried by VideoStreamer (donated buffers); clip [1, T, H, W, C]."""
+def _online(config: VideomtConfig, params: Any, clip: jax.Array, settings: BenchSettings, sync_each: bool) -> Unit:
+    """Batch 1, one frame per call, state carried by VideoStreamer (donated buffers); clip [1, T, H, W, C].
+
+    sync_each: wait for every frame's outputs before the next call (latency), else once per pass.
+    """
     streamer = VideoStreamer(VideomtModel(config), params)
     t = clip.shape[1]
     frames = [clip[:, i : i + 1] for i in range(t)]  # T x [1, 1, H, W, C], already on the device
 
     def one_pass() -> None:
         state = streamer.init(batch_size=1)
+        outs = []
         for frame in frames:
             out, state = streamer.step(state, frame)
-            jax.block_until_ready(out)
+            if sync_each:
+                jax.block_until_ready(out)
+            outs.append(out)
+        jax.block_until_ready(outs)
 
     first = warm_up(one_pass, settings.warmup)
     return Unit(one_pass, t, flops(config, *config.image_hw, t), first, device_peak_mb=device_peak_mb)
@@ -132,8 +139,8 @@ def prepare_videomt_jax(
     units: dict[str, Unit] = {}
     clip_fn = logits_fn(config)
     for name in settings.modes:
-        if name == "online":
-            units[name] = _online(config, params, clip, settings)
+        if name.startswith("online"):
+            units[name] = _online(config, params, clip, settings, sync_each=name == "online_sync")
         else:
             units[name], compiled = _call(config, params, clip if name == "clip" else dev_videos, settings)
             clip_fn = compiled if name == "clip" else clip_fn

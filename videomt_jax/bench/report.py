@@ -87,12 +87,13 @@ def _peak(row: dict[str, Any]) -> str:
 
 def format_table(rows: Iterable[dict[str, Any]]) -> str:
     rows = list(rows)
-    header = ("preset", "impl", "online fps", "clip fps", "batch fps", "clip TFLOP/s", "peak MiB", "compile s")
+    header = ("preset", "impl", "online fps", "online-sync fps", "clip fps", "batch fps", "clip TFLOP/s", "peak MiB", "compile s")
     body = [
         (
             r["preset"],
             r["impl"],
             _cell(r, "online", "fps", ".2f"),
+            _cell(r, "online_sync", "fps", ".2f"),
             _cell(r, "clip", "fps", ".2f"),
             _cell(r, "batch", "fps", ".2f"),
             _cell(r, "clip", "tflops", ".3f"),

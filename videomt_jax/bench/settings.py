@@ -24,7 +24,9 @@ BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": dict(presets=("small",), size=320, frames=8, batch=2, dtype="float32", iters=3, warmup=1, hf=True, compile_hf=False),
 }
 HF_ATTENTION = ("sdpa", "eager")  # `sdpa` is what transformers picks by default for VidEoMT
-MODES = ("online", "clip", "batch")
+# online: batch 1, one frame per call, carried state, outputs awaited once per pass (frames pipelined);
+# online_sync: the same, but each frame's outputs are awaited before the next frame goes in (latency).
+MODES = ("online", "online_sync", "clip", "batch")
 
 
 @dataclass(frozen=True)
