@@ -318,3 +318,40 @@ def test_safetensors_written_by_numpy_loads(hf_sd, tmp_path):
     config, params = load_pretrained(path)
     assert config.id2label == CONFIG.id2label
     np.testing.assert_array_equal(params["query"], hf_sd["query.weight"])
+
+
+
+def _flat(params) -> dict:
+    return {"/".join(str(getattr(p, "key", p)) for p in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+SAVE_ON_DEVICE_5 = """
+import sys, jax, numpy as np
+from test_weights import _flat
+from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.videomt import init_params
+from videomt_jax.weights.api import save_pretrained
+cfg = VideomtConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_blocks=1, num_queries=4,
+                    image_size=32, patch_size=8)
+params = jax.device_put(init_params(cfg, jax.random.PRNGKey(3)), jax.devices()[5])
+save_pretrained(sys.argv[1], cfg, params)
+np.savez(sys.argv[2], **{k: np.asarray(v) for k, v in _flat(params).items()})
+"""
+
+
+def test_checkpoint_saved_on_other_devices_loads_here(tmp_path):
+    """Saved from device 5 of 8 (as from a GPU box), loaded in a 1-device process: same numbers, on our device."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", SAVE_ON_DEVICE_5, str(tmp_path / "m"), str(tmp_path / "ref.npz")], env=env, check=True)
+    _, params = load_pretrained(tmp_path / "m")
+    ref = np.load(tmp_path / "ref.npz")
+    flat = _flat(params)
+    assert set(flat) == set(ref.files)
+    for key, leaf in flat.items():
+        assert leaf.devices() == {jax.local_devices()[0]}, key
+        np.testing.assert_array_equal(np.asarray(leaf), ref[key], err_msg=key)

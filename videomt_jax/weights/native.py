@@ -52,9 +52,14 @@ def write_params(directory: Path, params: Mapping) -> None:
 
 
 def read_params(directory: Path, config: VideomtConfig) -> dict:
-    """Restore the params of `config` from an orbax directory, as float32 jax arrays."""
+    """Restore the params of `config` from an orbax directory, as float32 jax arrays.
+
+    They land on this process's first device, whatever devices they were saved from (a checkpoint
+    written on a CPU loads on a GPU and the other way round).
+    """
     shapes = expected_shapes(config)
-    flat = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items() if math.prod(s)}
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    flat = {k: jax.ShapeDtypeStruct(s, jnp.float32, sharding=device) for k, s in shapes.items() if math.prod(s)}
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             restored = checkpointer.restore(directory.absolute(), traverse_util.unflatten_dict(flat, sep="/"))
