@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from videomt_jax.bench.jax_runner import random_params
+from videomt_jax.bench.jax_runner import online_pass, random_params
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.streaming import VideoStreamer
@@ -29,15 +29,8 @@ def per_frame_ms(streamer: VideoStreamer, frames: list, sync_each: bool, iters: 
     """Median over `iters` passes of (pass time / frames), in ms."""
     times = []
     for _ in range(iters):
-        state = streamer.init(1)
         start = time.perf_counter()
-        outs = []
-        for frame in frames:
-            out, state = streamer.step(state, frame)
-            if sync_each:
-                jax.block_until_ready(out)
-            outs.append(out)
-        jax.block_until_ready(outs)
+        online_pass(streamer, frames, sync_each)
         times.append((time.perf_counter() - start) / len(frames) * 1e3)
     return statistics.median(times)
 

@@ -11,7 +11,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from transformers.models.videomt import modeling_videomt as hf
 
-from videomt_jax.training.matcher import LossTargets, hungarian_match, pairwise_mask_costs
+from videomt_jax.training.matcher import LossTargets, clip_match, hungarian_match, pairwise_mask_costs
 from videomt_jax.training.points import sample_points, uncertain_points
 
 HUNGARIAN = jax.jit(hungarian_match)
@@ -125,6 +125,39 @@ def test_hungarian_ignores_padded_slots(queries, slots, num_valid):
     if num_valid:
         ours = _total(cost, query_index, matched)
         np.testing.assert_allclose(ours, _scipy_total(cost[:, valid]), rtol=1e-6, atol=1e-5)
+
+
+def test_clip_match_is_one_assignment_of_summed_present_costs():
+    """Per clip: the scipy optimum of costs summed over the frames where each track is present;
+    the same query in every frame, matched only where its track is present."""
+    rng = np.random.default_rng(11)
+    b, t, q, m = 3, 4, 7, 5
+    cost = rng.normal(size=(b, t, q, m)).astype(np.float32)
+    valid = rng.random((b, t, m)) < 0.7
+    valid[:, :, 4] = False  # a padded slot
+    valid[0, :, :] = False  # a clip without targets
+    valid[1, :, 0] = [True, False, False, False]  # a track seen in one frame only
+    matching = jax.jit(clip_match)(jnp.asarray(cost), jnp.asarray(valid))
+    query_index, matched = np.asarray(matching.query_index), np.asarray(matching.matched)
+    np.testing.assert_array_equal(matched, matched & valid)
+    assert not matched[0].any()
+    for i in range(1, b):
+        tracks = np.flatnonzero(valid[i].any(0))
+        assert (query_index[i] == query_index[i, :1]).all()  # one query per track, all frames
+        np.testing.assert_array_equal(matched[i][:, tracks], valid[i][:, tracks])
+        summed = np.where(valid[i][:, None, :], cost[i], 0).sum(0)[:, tracks]  # [Q, tracks]
+        ours = summed[query_index[i, 0, tracks], np.arange(len(tracks))].sum()
+        np.testing.assert_allclose(ours, _scipy_total(summed), rtol=1e-6, atol=1e-5)
+        assert len(set(query_index[i, 0, tracks].tolist())) == len(tracks)
+
+
+def test_clip_match_of_one_frame_is_frame_match():
+    rng = np.random.default_rng(12)
+    cost = jnp.asarray(rng.normal(size=(2, 1, 6, 4)).astype(np.float32))
+    valid = jnp.asarray(rng.random((2, 1, 4)) < 0.8)
+    a, b = clip_match(cost, valid), HUNGARIAN(cost, valid)
+    np.testing.assert_array_equal(np.asarray(a.matched), np.asarray(b.matched))
+    np.testing.assert_array_equal(np.asarray(a.query_index)[np.asarray(a.matched)], np.asarray(b.query_index)[np.asarray(b.matched)])
 
 
 def test_hungarian_avoids_nonfinite_costs_like_hf():

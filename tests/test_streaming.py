@@ -106,3 +106,22 @@ def test_any_resolution(model_params):
     a = apply(model, params, y)
     b = apply(model, params, y, interpolate_pos_encoding=True)
     assert np.array_equal(np.asarray(a.mask_logits), np.asarray(b.mask_logits))
+
+
+def test_inference_params_cast_kernels_only_and_change_nothing(model_params, videos):
+    """bf16 compute: kernels pre-cast once give bit-identical outputs; norms, biases, embeddings stay float32."""
+    from videomt_jax.modeling.videomt import inference_params
+
+    _, params = model_params
+    cfg = CFG.replace(dtype="bfloat16")
+    cast = inference_params(cfg, params)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(cast)[0]:
+        want = jnp.bfloat16 if path[-1].key == "kernel" else jnp.float32
+        assert leaf.dtype == want, jax.tree_util.keystr(path)
+    assert inference_params(CFG, params) is params  # float32 compute: untouched
+    model = vm.VideomtModel(cfg)
+    ref, got = apply(model, params, videos[:, :3]), apply(model, cast, videos[:, :3])
+    np.testing.assert_array_equal(np.asarray(got.class_logits), np.asarray(ref.class_logits))
+    np.testing.assert_array_equal(np.asarray(got.mask_logits), np.asarray(ref.mask_logits))
+    streamed = next(vm.VideoStreamer(model, params).run([videos[:, :3]]))
+    np.testing.assert_array_equal(streamed.mask_logits, np.asarray(ref.mask_logits))

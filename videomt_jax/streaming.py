@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from videomt_jax.modeling.outputs import StreamState, VideomtOutput
-from videomt_jax.modeling.videomt import VideomtModel, init_state
+from videomt_jax.modeling.videomt import VideomtModel, inference_params, init_state
 
 
 @dataclass
@@ -32,9 +32,11 @@ class VideoStreamer:
     params: Any
     interpolate_pos_encoding: bool = False
     _step: Callable = field(init=False, repr=False)
+    _run_params: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         model, interp = self.model, self.interpolate_pos_encoding
+        self._run_params = inference_params(model.config, self.params)  # kernels cast once, not per call
 
         def step(params: Any, state: StreamState, chunk: jax.Array) -> tuple[VideomtOutput, StreamState]:
             out = model.apply({"params": params}, chunk, state, interpolate_pos_encoding=interp)
@@ -52,7 +54,7 @@ class VideoStreamer:
             raise ValueError(f"a chunk must be 5-D (B, t, H, W, C), got shape {chunk.shape}")
         if chunk.shape[0] != state.queries.shape[0]:
             raise ValueError(f"chunk batch {chunk.shape[0]} differs from the state's batch {state.queries.shape[0]}")
-        return self._step(self.params, state, chunk)
+        return self._step(self._run_params, state, chunk)
 
     def run(self, chunks: Iterable[Any], state: StreamState | None = None) -> Iterator[VideomtOutput]:
         """Yield one output per chunk; the state flows through. Outputs are moved to host memory."""

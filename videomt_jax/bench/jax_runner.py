@@ -18,7 +18,7 @@ from videomt_jax.bench.flops import flops
 from videomt_jax.bench.measure import MIB, Unit, warm_up
 from videomt_jax.bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import VideomtModel, init_params
+from videomt_jax.modeling.videomt import VideomtModel, inference_params, init_params
 from videomt_jax.streaming import VideoStreamer
 
 # CPU XLA cannot always reuse a donated buffer; the streamer donates its state on every backend.
@@ -88,6 +88,21 @@ def device_peak_mb() -> float | None:
     return stats["peak_bytes_in_use"] / MIB if stats and "peak_bytes_in_use" in stats else None
 
 
+def online_pass(streamer: VideoStreamer, frames: list, sync_each: bool) -> None:
+    """Feed frames ([1, 1, H, W, C] each, on the device) one per call from a fresh state; returns when done.
+
+    sync_each: wait for every frame's outputs before the next call (latency), else once per pass.
+    """
+    state = streamer.init(batch_size=1)
+    outs = []
+    for frame in frames:
+        out, state = streamer.step(state, frame)
+        if sync_each:
+            jax.block_until_ready(out)
+        outs.append(out)
+    jax.block_until_ready(outs)
+
+
 def _online(config: VideomtConfig, params: Any, clip: jax.Array, settings: BenchSettings, sync_each: bool) -> Unit:
     """Batch 1, one frame per call, state carried by VideoStreamer (donated buffers); clip [1, T, H, W, C].
 
@@ -98,14 +113,7 @@ def _online(config: VideomtConfig, params: Any, clip: jax.Array, settings: Bench
     frames = [clip[:, i : i + 1] for i in range(t)]  # T x [1, 1, H, W, C], already on the device
 
     def one_pass() -> None:
-        state = streamer.init(batch_size=1)
-        outs = []
-        for frame in frames:
-            out, state = streamer.step(state, frame)
-            if sync_each:
-                jax.block_until_ready(out)
-            outs.append(out)
-        jax.block_until_ready(outs)
+        online_pass(streamer, frames, sync_each)
 
     first = warm_up(one_pass, settings.warmup)
     return Unit(one_pass, t, flops(config, *config.image_hw, t), first, device_peak_mb=device_peak_mb)
@@ -136,6 +144,7 @@ def prepare_videomt_jax(
     """
     dev_videos = jax.device_put(jnp.asarray(videos))
     clip = dev_videos[:1]
+    params = inference_params(config, params)  # what VideoStreamer runs with; the same numbers
     units: dict[str, Unit] = {}
     clip_fn = logits_fn(config)
     for name in settings.modes:

@@ -28,6 +28,31 @@ def resample_pos_embed(pos: jax.Array, src_hw: tuple[int, int], dst_hw: tuple[in
     return out.reshape(dst_hw[0] * dst_hw[1], d).astype(pos.dtype)
 
 
+class PatchEmbed(nn.Module):
+    """Non-overlapping p_h x p_w patches -> D features: the stride-p convolution written as one matmul.
+
+    Same parameters as `nn.Conv` (kernel [p_h, p_w, C, D], bias [D]) and the same numbers up to
+    float summation order; a patchify reshape and a GEMM run faster than a strided convolution
+    (on the H100 the cuDNN kernel took 70-100 us per 640x640 frame).
+    """
+
+    config: VideomtConfig
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        """pixels [B, H, W, C] -> [B, g_h, g_w, D] in the compute dtype."""
+        cfg = self.config
+        (ph, pw), c, d = cfg.patch_hw, pixels.shape[-1], cfg.hidden_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (ph, pw, c, d), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
+        cdt = compute_dtype(cfg)
+        b, h, w = pixels.shape[:3]
+        gh, gw = h // ph, w // pw
+        x = pixels.astype(cdt).reshape(b, gh, ph, gw, pw, c).transpose(0, 1, 3, 2, 4, 5)  # [B, g_h, g_w, p_h, p_w, C]
+        x = x.reshape(b, gh, gw, ph * pw * c) @ kernel.reshape(ph * pw * c, d).astype(cdt)
+        return x + bias.astype(cdt)
+
+
 class Embeddings(nn.Module):
     config: VideomtConfig
     deterministic: bool = True
@@ -39,15 +64,7 @@ class Embeddings(nn.Module):
         d = cfg.hidden_size
         ph, pw = cfg.patch_hw
         grid_hw = (pixels.shape[1] // ph, pixels.shape[2] // pw)
-        patches = nn.Conv(
-            d,
-            (ph, pw),
-            strides=(ph, pw),
-            padding="VALID",
-            dtype=compute_dtype(cfg),
-            param_dtype=jnp.float32,
-            name="patch_embeddings",
-        )(pixels.astype(compute_dtype(cfg)))  # [B, g_h, g_w, D]
+        patches = PatchEmbed(cfg, name="patch_embeddings")(pixels)  # [B, g_h, g_w, D]
         patches = patches.reshape(patches.shape[0], -1, d).astype(jnp.float32)
         init = nn.initializers.truncated_normal(cfg.initializer_range)
         cls = self.param("cls_token", init, (1, 1, d), jnp.float32)

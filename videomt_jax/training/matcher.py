@@ -235,9 +235,30 @@ def hungarian_match(cost: jax.Array, valid: jax.Array) -> Matching:
     return Matching(query_index=query_index.reshape(lead + (slots,)), matched=matched.reshape(lead + (slots,)))
 
 
+def clip_match(cost: jax.Array, valid: jax.Array) -> Matching:
+    """One assignment per clip, used in every frame: a query follows one target slot (track) throughout.
+
+    cost [B, T, Q, M], valid [B, T, M]. The clip cost of (query, slot) sums the frame costs over
+    the frames where the slot is present; a slot present in no frame takes no query. In each frame
+    only the slots present there count as matched (elsewhere the query is trained as no-object).
+    """
+    present = valid[:, :, None, :]  # [B, T, 1, M]
+    clip_cost = jnp.where(present, jax.lax.stop_gradient(cost).astype(jnp.float32), 0.0).sum(axis=1)  # [B, Q, M]
+    per_clip = hungarian_match(clip_cost, valid.any(axis=1))  # [B, M]
+    frames = valid.shape[1]
+    query_index = jnp.repeat(per_clip.query_index[:, None], frames, axis=1)  # [B, T, M]
+    return Matching(query_index=query_index, matched=per_clip.matched[:, None] & valid)
+
+
 def match_frames(
-    class_logits: jax.Array, mask_logits: jax.Array, targets: LossTargets, points: jax.Array, config: VideomtConfig
+    class_logits: jax.Array,
+    mask_logits: jax.Array,
+    targets: LossTargets,
+    points: jax.Array,
+    config: VideomtConfig,
+    per_clip: bool = False,
 ) -> Matching:
-    """Costs on `points` [B, T, P, 2], then per-frame Hungarian matching."""
+    """Costs on `points` [B, T, P, 2], then Hungarian matching per frame (the authors'), or once
+    per clip (`per_clip`, see `clip_match`)."""
     cost = match_costs(class_logits, mask_logits, targets, points, config)
-    return hungarian_match(cost, targets.valid)
+    return clip_match(cost, targets.valid) if per_clip else hungarian_match(cost, targets.valid)

@@ -120,6 +120,7 @@ def loss_and_metrics(
         point_key,
         cfg,
         aux_indices=aux_indices,
+        match_per_clip=tc.match_per_clip,
     )
     return total, terms
 
