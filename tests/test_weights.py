@@ -355,3 +355,14 @@ def test_checkpoint_saved_on_other_devices_loads_here(tmp_path):
     for key, leaf in flat.items():
         assert leaf.devices() == {jax.local_devices()[0]}, key
         np.testing.assert_array_equal(np.asarray(leaf), ref[key], err_msg=key)
+
+
+def test_config_json_round_trip_of_a_fresh_config(tmp_path):
+    """to_json_file writes HF's "architectures"; reading it back gives the same config (nothing in extra)."""
+    config = VideomtConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_blocks=1, num_queries=4)
+    config.to_json_file(str(tmp_path / "a.json"))
+    again = VideomtConfig.from_json_file(str(tmp_path / "a.json"))
+    assert again == config and again.extra == {}
+    other = config.replace(extra={"architectures": ["SomethingElse"], "torch_dtype": "float32"})
+    other.to_json_file(str(tmp_path / "b.json"))
+    assert VideomtConfig.from_json_file(str(tmp_path / "b.json")) == other

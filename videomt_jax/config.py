@@ -70,6 +70,9 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+# What `to_hf_dict` writes as "architectures" unless `extra` holds another value.
+DEFAULT_ARCHITECTURES = ("VideomtForUniversalSegmentation",)
+
 @dataclass(frozen=True)
 class VideomtConfig:
     # --- Hugging Face VideomtConfig fields (same names and defaults) ---
@@ -217,7 +220,7 @@ class VideomtConfig:
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["label2id"] = {v: k for k, v in self.id2label.items()}
         out["model_type"] = "videomt"
-        out.setdefault("architectures", ["VideomtForUniversalSegmentation"])
+        out.setdefault("architectures", list(DEFAULT_ARCHITECTURES))
         return out
 
     @classmethod
@@ -235,6 +238,8 @@ class VideomtConfig:
             id2label = {i: f"LABEL_{i}" for i in range(int(num_labels))}
         kwargs["id2label"] = id2label
         kwargs.update({k: jax_side[k] for k in JAX_FIELDS if k in jax_side})
+        if tuple(data.get("architectures") or ()) == DEFAULT_ARCHITECTURES:
+            data.pop("architectures")  # written by to_hf_dict itself: not an extra setting
         kwargs["extra"] = {k: v for k, v in data.items() if k != "model_type"}
         kwargs.update(overrides)
         return cls(**kwargs)

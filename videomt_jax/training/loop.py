@@ -113,8 +113,9 @@ def fit(
     mesh = None if num_devices == 1 and jax.process_count() == 1 else data_mesh(num_devices)
     tx, step_fn = train_program(config, tc, params, mesh)
     state, _ = create_train_state(params, config, tc, tx)
-    if mesh is not None:
-        state = replicate(state, mesh)
+    # Committed to devices either way, like a restored state: a resumed run then hits the same
+    # (persistent) compilation cache entry as a fresh one instead of compiling again.
+    state = jax.device_put(state, jax.local_devices()[0]) if mesh is None else replicate(state, mesh)
     log = (sys.stdout if log == "stdout" else log) if jax.process_index() == 0 else None
 
     ckpt = None
