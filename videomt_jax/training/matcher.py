@@ -19,7 +19,7 @@ h/w predicted mask grid, H/W target mask size, P points.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -122,29 +122,32 @@ def check_inputs(class_logits: jax.Array, mask_logits: jax.Array, targets: LossT
     for name, logits in (("class_logits", class_logits), ("mask_logits", mask_logits)):
         if not jnp.issubdtype(logits.dtype, jnp.floating):
             raise TypeError(f"{name} must be floating point, got {logits.dtype}")
-    masks, labels, valid = targets.mask_labels, targets.class_labels, targets.valid
-    batch_frames = class_logits.shape[:2]
-    if masks.ndim != 5 or masks.shape[:2] != batch_frames:
-        raise ValueError(f"targets.mask_labels must be [B, T, M, H, W] with B, T = {batch_frames}, got {masks.shape}")
-    if labels.shape != masks.shape[:3] or valid.shape != masks.shape[:3]:
-        raise ValueError(
-            f"targets.class_labels {labels.shape} and targets.valid {valid.shape} must be [B, T, M] = {masks.shape[:3]}"
-        )
+    check_targets(targets.mask_labels, targets.class_labels, targets.valid, class_logits.shape[:2], num_labels, "targets.")
+
+
+def check_targets(masks: Any, labels: Any, valid: Any, batch_frames: tuple, num_labels: int, prefix: str = "") -> None:
+    """Padded targets (numpy or jax): mask_labels [B, T, M, H, W] bool/float, class_labels [B, T, M]
+    int in [0, num_labels) where valid, valid [B, T, M] bool. Label values are checked only when
+    concrete (not traced, all on this process). `prefix` starts every name in the errors."""
+    if masks.ndim != 5 or tuple(masks.shape[:2]) != tuple(batch_frames):
+        raise ValueError(f"{prefix}mask_labels must be [B, T, M, H, W] with B, T = {tuple(batch_frames)}, got shape {masks.shape}")
+    for name, array in (("class_labels", labels), ("valid", valid)):
+        if array.shape != masks.shape[:3]:
+            raise ValueError(f"{prefix}{name} must be [B, T, M] = {masks.shape[:3]}, got shape {array.shape}")
     if not (masks.dtype == jnp.bool_ or jnp.issubdtype(masks.dtype, jnp.floating)):
-        raise TypeError(f"targets.mask_labels must be bool or float, got {masks.dtype}")
+        raise TypeError(f"{prefix}mask_labels must be bool or float, got {masks.dtype}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"targets.class_labels must be integer, got {labels.dtype}")
+        raise TypeError(f"{prefix}class_labels must be integer, got {labels.dtype}")
     if valid.dtype != jnp.bool_:
-        raise TypeError(f"targets.valid must be bool, got {valid.dtype}")
-    concrete = all(
-        not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True) for x in (labels, valid)
-    )
-    if concrete:
-        used = np.asarray(labels)[np.asarray(valid)]
-        if used.size and (used.min() < 0 or used.max() >= num_labels):
-            raise ValueError(
-                f"targets.class_labels of valid slots must lie in [0, {num_labels}), found {used.min()}..{used.max()}"
-            )
+        raise TypeError(f"{prefix}valid must be bool, got {valid.dtype}")
+    if any(isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True) for x in (labels, valid)):
+        return
+    used = np.asarray(labels)[np.asarray(valid)]
+    bad = used[(used < 0) | (used >= num_labels)]
+    if bad.size:
+        raise ValueError(
+            f"{prefix}class_labels {np.unique(bad).tolist()} of valid targets are outside [0, num_labels={num_labels})"
+        )
 
 
 def pairwise_mask_costs(pred_points: jax.Array, target_points: jax.Array) -> tuple[jax.Array, jax.Array]:

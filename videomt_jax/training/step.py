@@ -18,7 +18,7 @@ from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.training.config import TrainConfig
 from videomt_jax.training.losses import videomt_loss
-from videomt_jax.training.matcher import LossTargets
+from videomt_jax.training.matcher import LossTargets, check_targets
 from videomt_jax.training.optim import make_optimizer
 
 BATCH_FIELDS = ("pixel_values", "mask_labels", "class_labels", "valid")
@@ -77,21 +77,7 @@ def check_batch(batch: dict[str, Any], config: VideomtConfig) -> None:
     (ph, pw), (h, w) = config.patch_hw, pixels.shape[2:4]
     if h % ph or w % pw:
         raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
-    if masks.ndim != 5 or masks.shape[:2] != pixels.shape[:2]:
-        raise ValueError(f"mask_labels must be [B, T, M, H, W] with B, T = {pixels.shape[:2]}, got shape {masks.shape}")
-    for name, array in (("class_labels", labels), ("valid", valid)):
-        if array.shape != masks.shape[:3]:
-            raise ValueError(f"{name} must be [B, T, M] = {masks.shape[:3]}, got shape {array.shape}")
-    if not (masks.dtype == np.bool_ or np.issubdtype(masks.dtype, np.floating)):
-        raise TypeError(f"mask_labels must be bool or float, got {masks.dtype}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"class_labels must be integer, got {labels.dtype}")
-    if valid.dtype != np.bool_:
-        raise TypeError(f"valid must be bool, got {valid.dtype}")
-    used = np.asarray(labels)[np.asarray(valid)]
-    if used.size and (used.min() < 0 or used.max() >= config.num_labels):
-        bad = np.unique(used[(used < 0) | (used >= config.num_labels)]).tolist()
-        raise ValueError(f"class_labels {bad} of valid targets are outside [0, num_labels={config.num_labels})")
+    check_targets(masks, labels, valid, pixels.shape[:2], config.num_labels)
 
 
 def loss_and_metrics(
