@@ -136,11 +136,11 @@ def _tiny() -> Recipe:
         num_queries=24,
         num_register_tokens=2,
         num_upscale_blocks=2,
-        train_num_points=1024,
+        train_num_points=512,  # half the 32x32 mask grid; 1024 cost 25% more per step
         id2label=data.id2label,
     )
     train = TrainConfig(
-        steps=3000,  # 27 minutes on a quiet 2-core CPU
+        steps=6000,  # 27 minutes on a quiet 2-core CPU
         batch_size=4,
         num_frames=3,
         learning_rate=6e-4,  # from scratch: no pretrained backbone, so no small encoder LR
@@ -150,6 +150,9 @@ def _tiny() -> Recipe:
         grad_clip=1.0,
         compute_dtype="float32",  # bf16 is emulated (slow) on CPU
         match_per_clip=True,  # no pretrained image model: teach each query to keep its instance
+        # The auxiliary prediction's heads and loss doubled the CPU step (0.36 vs 0.18 s); twice the
+        # steps without it gave video AP 0.537 against 0.418 with it, in the same 27 minutes.
+        deep_supervision=False,
         checkpoint_every=250,
         log_every=25,
     )
