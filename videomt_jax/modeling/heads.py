@@ -35,8 +35,10 @@ class ConvTranspose2x2(nn.Module):
 class DepthwiseConv3x3(nn.Module):
     """3x3 depthwise cross-correlation, zero padding 1, no bias, as 9 shifted multiply-adds.
 
-    Same numbers as a grouped `lax.conv` but far faster on CPU (forward and backward), where
-    XLA's grouped convolution is slow.
+    Same numbers as a grouped `lax.conv` but far faster on CPU, where XLA's grouped convolution is
+    slow. The shifts are offsets along the flattened rows of the padded map (row stride w + 2): 1-D
+    slices fuse into one loop, where 2-D window slices were each copied out first (the GELU before
+    and LayerNorm after the conv at [8, 80, 80, 384]: 111 ms against 394 ms; bit-identical).
     """
 
     config: VideomtConfig
@@ -46,13 +48,16 @@ class DepthwiseConv3x3(nn.Module):
         d = self.config.hidden_size
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, 1, d), jnp.float32)  # [i, j, 1, D]
         k = kernel[:, :, 0, :].astype(x.dtype)
-        h, w = x.shape[1:3]
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        out = jnp.zeros_like(x)
+        b, h, w, _ = x.shape
+        stride = w + 2
+        # One extra bottom row so that every shifted window of h * stride elements stays inside.
+        flat = jnp.pad(x, ((0, 0), (1, 2), (1, 1), (0, 0))).reshape(b, (h + 3) * stride, d)  # [B, (h+3)(w+2), D]
+        out = jnp.zeros((b, h * stride, d), x.dtype)
         for i in range(3):
             for j in range(3):
-                out = out + xp[:, i : i + h, j : j + w, :] * k[i, j]
-        return out
+                offset = i * stride + j
+                out = out + jax.lax.slice_in_dim(flat, offset, offset + h * stride, axis=1) * k[i, j]
+        return out.reshape(b, h, stride, d)[:, :, :w]  # drop the 2 wrap-around columns of each row
 
 
 class ScaleLayer(nn.Module):
