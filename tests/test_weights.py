@@ -320,7 +320,6 @@ def test_safetensors_written_by_numpy_loads(hf_sd, tmp_path):
     np.testing.assert_array_equal(params["query"], hf_sd["query.weight"])
 
 
-
 def _flat(params) -> dict:
     return {"/".join(str(getattr(p, "key", p)) for p in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 

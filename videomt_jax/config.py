@@ -73,6 +73,7 @@ def _freeze(value: Any) -> Any:
 # What `to_hf_dict` writes as "architectures" unless `extra` holds another value.
 DEFAULT_ARCHITECTURES = ("VideomtForUniversalSegmentation",)
 
+
 @dataclass(frozen=True)
 class VideomtConfig:
     # --- Hugging Face VideomtConfig fields (same names and defaults) ---
