@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import videomt_jax as vm
 from videomt_jax.modeling.embeddings import resample_pos_embed
+from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.streaming import split_chunks
 
 CFG = vm.VideomtConfig(
@@ -30,7 +31,8 @@ def model_params():
 
 
 def apply(model, params, x, **kw):
-    return jax.jit(lambda p, v: model.apply({"params": p}, v, **kw))(params, x)
+    """The model's forward compiled as `VideoStreamer` compiles it (same XLA options)."""
+    return jit_model(lambda p, v: model.apply({"params": p}, v, **kw))(params, x)
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ HF_FIELDS: tuple[str, ...] = (
 JAX_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers", "norm_queries")
 
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "einsum", "einsum_map", "xla", "cudnn")
 
 PRESETS: dict[str, dict[str, int]] = {
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, num_blocks=3),
@@ -107,7 +107,7 @@ class VideomtConfig:
     id2label: Mapping[int, str] | None = None
     # --- JAX-side settings ---
     dtype: str = "float32"  # compute dtype; params stay float32, norms/softmax/logits float32
-    attention_impl: str = "auto"  # auto: cudnn flash attention on GPU, einsum elsewhere
+    attention_impl: str = "auto"  # auto: cudnn flash attention on GPU (16-bit), einsum_map on CPU, einsum elsewhere
     scan_layers: bool = False  # lax.scan over encoder layers (faster compile, same numbers)
     norm_queries: bool = False  # authors' NORM_QUERIES: final LayerNorm before aux heads and propagation
     # --- everything else found in an HF config.json, kept for a lossless round trip ---

@@ -22,6 +22,7 @@ import numpy as np
 
 from videomt_jax.modeling.outputs import StreamState, VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel, inference_params, init_state
+from videomt_jax.modeling.xla_options import jit_model
 
 
 @dataclass
@@ -42,7 +43,7 @@ class VideoStreamer:
             out = model.apply({"params": params}, chunk, state, interpolate_pos_encoding=interp)
             return out.replace(state=None, last_hidden_state=None), out.state
 
-        self._step = jax.jit(step, donate_argnums=(1,))
+        self._step = jit_model(step, donate_argnums=(1,))
 
     def init(self, batch_size: int = 1) -> StreamState:
         return init_state(self.model.config, batch_size)

@@ -19,6 +19,7 @@ from videomt_jax.bench.measure import MIB, Unit, warm_up
 from videomt_jax.bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.videomt import VideomtModel, inference_params, init_params
+from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.streaming import VideoStreamer
 
 # CPU XLA cannot always reuse a donated buffer; the streamer donates its state on every backend.
@@ -57,7 +58,7 @@ def logits_fn(config: VideomtConfig) -> Callable:
         out = model.apply({"params": params}, videos)
         return out.class_logits, out.mask_logits
 
-    return jax.jit(forward)
+    return jit_model(forward)
 
 
 def compile_time(config: VideomtConfig, batch: int, frames: int, params: Any | None = None) -> tuple[float, Any]:

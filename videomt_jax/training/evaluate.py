@@ -35,6 +35,7 @@ from videomt_jax.metrics.semantic import SemanticAccumulator
 from videomt_jax.metrics.vis import VideoInstanceAccumulator
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.postprocess.frame import post_process_panoptic, post_process_semantic
 from videomt_jax.postprocess.video import TOP_K, video_instance
 from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
@@ -163,7 +164,7 @@ def evaluate_model(
         )
     start = time.perf_counter()
     model = VideomtModel(config)
-    forward = jax.jit(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
+    forward = jit_model(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
     acc = EvalAccumulator(data_cfg, config.mask_stride)
     for first in range(0, num_clips, batch_size):
         clips = [make_clip(data_cfg, split, i) for i in range(first, min(first + batch_size, num_clips))]
