@@ -21,6 +21,7 @@ from videomt_jax.bench.jax_runner import random_params
 from videomt_jax.bench.report import MODE_KEYS, REQUIRED_KEYS, ROW_KEYS
 from videomt_jax.bench.settings import BenchSettings, preset_config
 from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling import xla_options
 from videomt_jax.modeling.videomt import VideomtModel, init_params
 
 # Wide enough that matmuls dominate XLA's count (it also counts element-wise work, which the
@@ -101,6 +102,7 @@ def test_cli_end_to_end_writes_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert set(REQUIRED_KEYS) <= set(report)
     assert report["meta"]["backend"] == "cpu" and report["meta"]["versions"]["jax"] == jax.__version__
+    assert report["meta"]["xla_compiler_options"] == xla_options.CPU_OPTIONS  # recorded with the results
     rows = {row["impl"]: row for row in report["results"]}
     assert set(rows) == {"videomt-jax", "hf-eager"}
     for row in rows.values():

@@ -50,6 +50,8 @@ def _cpu_name() -> str:
 def run_meta() -> dict[str, Any]:
     import jax
 
+    from videomt_jax.modeling.xla_options import compiler_options
+
     dev = jax.devices()[0]
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -61,6 +63,7 @@ def run_meta() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {p: _version(p) for p in PACKAGES},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_compiler_options": compiler_options(),  # what videomt-jax's own jits compile with
         "argv": sys.argv,
     }
 
