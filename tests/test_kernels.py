@@ -79,3 +79,19 @@ def test_unknown_option_is_dropped(fresh_options):
     fresh_options.setitem(xla_options.OPTIONS, "cpu", {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"})
     assert xla_options.compiler_options() == {}
     assert float(xla_options.jit_model(lambda x: x + 1)(1.0)) == 2.0
+
+
+def test_gelu_matches_torch_and_float64():
+    import torch
+
+    x = np.random.default_rng(0).normal(scale=4.0, size=(4096,)).astype(np.float32)
+    exact = torch.nn.functional.gelu(torch.from_numpy(x.astype(np.float64))).numpy()
+    ours = np.asarray(layers.ACTIVATIONS["gelu"](jnp.asarray(x)))
+    np.testing.assert_allclose(ours, exact, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(ours, torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), rtol=0, atol=2e-6)
+    # bfloat16 in, bfloat16 out, evaluated in float32: the negative tail keeps its relative accuracy
+    tail = jnp.asarray([-4.0, -3.0, -2.0, -1.0], jnp.bfloat16)
+    got = np.asarray(layers.ACTIVATIONS["gelu"](tail), np.float32)
+    want = torch.nn.functional.gelu(torch.tensor(np.asarray(tail, np.float32), dtype=torch.float64)).numpy()
+    assert layers.ACTIVATIONS["gelu"](tail).dtype == jnp.bfloat16
+    np.testing.assert_allclose(got, want, rtol=1e-2)

@@ -13,11 +13,23 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from videomt_jax.config import VideomtConfig
 
+
+def gelu_erf(x: jax.Array) -> jax.Array:
+    """Exact GELU, x * Phi(x), written with erf as torch writes it, computed in float32.
+
+    `jax.nn.gelu(approximate=False)` goes through erfc, which XLA:CPU evaluates about 3x slower
+    (10.1 vs 2.6-3.6 ms on [3240, 1536]); both are within 1.1e-6 of a float64 GELU.
+    """
+    x32 = x.astype(jnp.float32)
+    return (x32 * (0.5 + 0.5 * jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu_erf,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
