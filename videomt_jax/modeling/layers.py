@@ -70,7 +70,8 @@ def _einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) ->
 
 
 # einsum_map: the batch goes through attention in groups whose float32 scores take at most this
-# many bytes (about the L2 cache of one core); XLA:CPU runs a whole [8, 6, 405, 405] batch ~1.5x slower.
+# many bytes (the L2 cache of the 2-core CPU it was tuned on); XLA:CPU runs a whole
+# [8, 6, 405, 405] batch of scores about 1.5x slower than one frame at a time.
 SCORES_BYTES_PER_GROUP = 4 * 2**20
 
 

@@ -9,7 +9,9 @@ the ViT-S clip forward 8% faster at 320x320 and left the training step unchanged
 
 The options are per compilation (`jax.jit(..., compiler_options=...)`), so the rest of the
 process is untouched. They are left out when `XLA_FLAGS` already sets the same option, and
-when this jaxlib does not know them.
+when this jaxlib does not know them. JAX takes compiler options on the outermost jit only: a
+`jit_model` function cannot be called inside another jit. To get the same speed from your own
+jit of `model.apply`, pass `compiler_options=compiler_options()` to it.
 """
 
 from __future__ import annotations
