@@ -35,36 +35,3 @@ def test_depthwise_conv_equals_grouped_conv(hw):
     grads = [jax.grad(lambda x, k: jnp.sum(f(x, k) * weight), argnums=(0, 1))(x, kernel) for f in (ours, grouped_conv)]
     for got, want in zip(*grads):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-
-
-
-def test_heads_in_frame_groups_equal_all_frames_at_once(monkeypatch):
-    """On CPU the heads take a few frames at a time; logits and gradients must not change."""
-    from videomt_jax.modeling import heads
-
-    cfg = vm.VideomtConfig(
-        hidden_size=D, num_hidden_layers=2, num_attention_heads=2, num_blocks=1, num_queries=4,
-        image_size=32, patch_size=8, num_upscale_blocks=1,
-    )
-    model = vm.VideomtModel(cfg)
-    params = vm.init_params(cfg, jax.random.key(0))
-    n = cfg.num_queries + cfg.num_prefix_tokens + 4 * 4
-    tokens = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, n, D)).astype(np.float32))  # [A, F, N, D]
-    per_frame = 8 * 8 * D * 4  # the [G, G, D] float32 feature map after one upscale block
-
-    def run(frames_per_group: int):
-        monkeypatch.setattr(heads, "FEATURE_BYTES_PER_GROUP", frames_per_group * per_frame)
-        assert heads.heads_group_size(cfg, 6, (4, 4)) == frames_per_group
-
-        def loss(p, x):
-            cls, mask = model.apply({"params": p}, x, (4, 4), method=vm.VideomtModel._heads)
-            return jnp.sum(jnp.sin(mask)) + jnp.sum(cls**2), (cls, mask)
-
-        return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(params, tokens)
-
-    want_grads, want = run(6)
-    assert want[0].shape == (2, 3, cfg.num_queries, 3) and want[1].shape == (2, 3, cfg.num_queries, 8, 8)
-    for frames_per_group in (1, 2, 3):
-        grads, got = run(frames_per_group)
-        for g, w in zip(jax.tree.leaves((got, grads)), jax.tree.leaves((want, want_grads))):
-            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)

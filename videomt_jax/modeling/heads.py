@@ -11,22 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.layers import ACTIVATIONS, compute_dtype, dense, group_size, layer_norm
-
-# On CPU the heads take the frames a group at a time, the group's upscaled feature map at most this
-# many bytes: XLA:CPU runs the upscaling of one frame's [80, 80, 384] float32 map (ViT-S at 320²,
-# 9.8 MB) out of cache far better than eight at once (the heads of an 8-frame clip: 277 vs 386 ms).
-# Accelerators take all frames at once.
-FEATURE_BYTES_PER_GROUP = 4 * 2**20
-
-
-def heads_group_size(config: VideomtConfig, frames: int, grid_hw: tuple[int, int]) -> int:
-    """How many of `frames` frames go through the heads together (a divisor of `frames`)."""
-    if jax.default_backend() != "cpu":
-        return frames
-    side = 2**config.num_upscale_blocks
-    per_frame = grid_hw[0] * side * grid_hw[1] * side * config.hidden_size * compute_dtype(config).itemsize
-    return group_size(frames, per_frame, FEATURE_BYTES_PER_GROUP)
+from videomt_jax.modeling.layers import ACTIVATIONS, compute_dtype, dense, layer_norm
 
 
 class ConvTranspose2x2(nn.Module):

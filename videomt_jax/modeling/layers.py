@@ -75,16 +75,11 @@ def _einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) ->
 SCORES_BYTES_PER_GROUP = 4 * 2**20
 
 
-def group_size(batch: int, bytes_per_item: int, budget: int) -> int:
-    """The largest divisor of `batch` whose items take at most `budget` bytes together (at least 1)."""
-    fits = max(1, budget // max(1, bytes_per_item))
-    return max(g for g in range(1, min(batch, fits) + 1) if batch % g == 0)
-
-
 def _einsum_attention_grouped(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
     # q, k, v: [B, H, N, E] -> [B, H, N, E], computed G items at a time (G divides B).
     b, h, n, _ = q.shape
-    group = group_size(b, h * n * n * 4, SCORES_BYTES_PER_GROUP)
+    fits = max(1, SCORES_BYTES_PER_GROUP // (h * n * n * 4))
+    group = max(g for g in range(1, min(b, fits) + 1) if b % g == 0)
     if group == b:
         return _einsum_attention(q, k, v, scale)
     grouped = tuple(t.reshape(b // group, group, *t.shape[1:]) for t in (q, k, v))  # [B/G, G, H, N, E]

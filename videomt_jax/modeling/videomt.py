@@ -20,7 +20,7 @@ import numpy as np
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.embeddings import Embeddings
-from videomt_jax.modeling.heads import Heads, heads_group_size
+from videomt_jax.modeling.heads import Heads
 from videomt_jax.modeling.layers import BlockStack, dense, layer_norm
 from videomt_jax.modeling.outputs import StreamState, VideomtOutput
 
@@ -104,23 +104,10 @@ class VideomtModel(nn.Module):
         return StreamState(queries=queries_out, started=jnp.ones_like(state.started)), out
 
     def _heads(self, tokens: jax.Array, grid_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-        """tokens [..., N, D] (any leading axes) -> class logits [..., Q, K+1], mask logits [..., Q, h, w].
-
-        The frames go through the heads `heads_group_size` at a time (all at once off CPU).
-        """
+        """tokens [..., N, D] (any leading axes) -> class logits [..., Q, K+1], mask logits [..., Q, h, w]."""
         lead = tokens.shape[:-2]
-        frames = tokens.reshape(-1, *tokens.shape[-2:])  # [F, N, D]
-        group = heads_group_size(self.config, frames.shape[0], grid_hw)
-        if group == frames.shape[0]:
-            cls, mask = self.heads(frames, grid_hw)
-        else:
-            scan = nn.scan(
-                lambda mdl, carry, x: (carry, mdl.heads(x, grid_hw)),
-                variable_broadcast="params",
-                split_rngs={"params": False},
-            )
-            _, (cls, mask) = scan(self, None, frames.reshape(-1, group, *frames.shape[1:]))  # [F/G, G, ...]
-        return cls.reshape(*lead, *cls.shape[-2:]), mask.reshape(*lead, *mask.shape[-3:])
+        cls, mask = self.heads(tokens.reshape(-1, *tokens.shape[-2:]), grid_hw)
+        return cls.reshape(*lead, *cls.shape[1:]), mask.reshape(*lead, *mask.shape[1:])
 
     # ------------------------------------------------------------------ whole clip
     def __call__(
