@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from videomt_jax.bench.jax_runner import logits_fn
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import VideomtModel
-from videomt_jax.modeling.xla_options import jit_model
 
 REFERENCE_PRECISION = "highest"  # float32 matmuls without TF32 on GPU
 
@@ -40,9 +39,7 @@ def _decisions(class_logits: np.ndarray, mask_logits: np.ndarray) -> tuple[np.nd
 
 
 def _logits(config: VideomtConfig, params: Any, videos: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    model = VideomtModel(config)
-    fn = jit_model(lambda p, v: (lambda o: (o.class_logits, o.mask_logits))(model.apply({"params": p}, v)))
-    return jax.device_get(fn(params, videos))
+    return jax.device_get(logits_fn(config)(params, videos))
 
 
 def fidelity(config: VideomtConfig, params: Any, videos: Any, dtype: str = "bfloat16") -> dict[str, float]:
