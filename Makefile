@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/videomt-jax demo
 
 bench: $(STAMP)
-	$(BIN)/videomt-jax bench
+	$(BIN)/python bench/run_bench.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -20,7 +20,7 @@ PY=${PY:-python3}
 DEADLINE=$((SECONDS + ${DEADLINE:-570}))
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/bench:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/videomt_jax_cache}
 LOG="$OUT/log.txt"
@@ -55,7 +55,7 @@ environment() {
 core() {
     environment
     step speed-vs-eager 240 "${BENCH[@]}" --presets "$PRESETS_TARGET" --modes online,clip --iters 20 --no-compile --json "$OUT/speed_eager.json"
-    step fidelity 150 "$PY" -m videomt_jax.bench.fidelity --size "$SIZE" --frames 2 --json "$OUT/fidelity.json"
+    step fidelity 150 "$PY" -m videomt_bench.fidelity --size "$SIZE" --frames 2 --json "$OUT/fidelity.json"
 }
 
 probe() {  # probe PRESET [XLA flags...]
@@ -71,7 +71,7 @@ extra() {
     probe small "$CMDBUF_OFF"
     probe small "$CMDBUF_ALL"
     step speed-vs-compile 220 "${BENCH[@]}" --presets "$PRESETS_TARGET" --modes online,online_sync,clip --iters 10 --compile --json "$OUT/speed_compile.json"
-    step fidelity 120 "$PY" -m videomt_jax.bench.fidelity --size "$SIZE" --frames 2 --json "$OUT/fidelity.json"
+    step fidelity 120 "$PY" -m videomt_bench.fidelity --size "$SIZE" --frames 2 --json "$OUT/fidelity.json"
     step lever-xla-attention 60 "${BENCH[@]}" --presets "$PRESETS_TARGET" --modes online,clip --iters 10 --no-hf --attention-impl xla --json "$OUT/lever_xla_attention.json"
     step batch-and-base 90 "${BENCH[@]}" --presets "$PRESETS_ALL" --modes online,clip,batch --batch 4 --iters 5 --no-compile --json "$OUT/speed_batch.json"
 }

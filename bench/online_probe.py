@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from videomt_jax.bench.jax_runner import online_pass, random_params
+from videomt_bench.jax_runner import online_pass, random_params
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.streaming import VideoStreamer

@@ -1,6 +1,6 @@
 """Convert an HF directory / Hub id / authors' .pth to a videomt-jax (orbax) directory.
 
-    python -m convert.to_jax SRC OUT [--dtype bfloat16] [--overwrite] [--num-heads N] ...
+    python convert/to_jax.py SRC OUT [--dtype bfloat16] [--overwrite] [--num-heads N] ...
 """
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from videomt_jax.cli_convert import add_convert_arguments, convert_command
+from videomt_jax.cli.convert import add_convert_arguments, convert_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convert.to_jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python convert/to_jax.py", description=__doc__.splitlines()[0])
     add_convert_arguments(parser)
     return convert_command(parser.parse_args(argv))
 

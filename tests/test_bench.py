@@ -5,7 +5,6 @@ Letters: B videos, T frames, H/W pixels, C channels, Q queries, K+1 classes, h/w
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -15,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from videomt_jax.bench import add_parsers, flops, flops_breakdown, main
-from videomt_jax.bench.hf_runner import build_hf_model, online_step
-from videomt_jax.bench.jax_runner import random_params
-from videomt_jax.bench.report import MODE_KEYS, REQUIRED_KEYS, ROW_KEYS
-from videomt_jax.bench.settings import BenchSettings, preset_config
+from videomt_bench import flops, flops_breakdown, main
+from videomt_bench.hf_runner import build_hf_model, online_step
+from videomt_bench.jax_runner import random_params
+from videomt_bench.report import MODE_KEYS, REQUIRED_KEYS, ROW_KEYS
+from videomt_bench.settings import BenchSettings, preset_config
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling import xla_options
 from videomt_jax.modeling.videomt import VideomtModel, init_params
@@ -88,11 +87,16 @@ def test_preset_names_and_config_files(tmp_path):
         BenchSettings.for_backend("cpu", iters=0)
 
 
-def test_bench_registers_a_subcommand():
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["bench", "--presets", "small,large", "--no-hf", "--size", "64"])
-    assert args.presets == ("small", "large") and args.hf is False and args.size == 64 and callable(args.func)
+def test_bench_subcommand_forwards_to_the_harness(capsys):
+    from videomt_bench.cli import build_parser
+
+    from videomt_jax.cli import main as cli_main
+
+    args = build_parser().parse_args(["--presets", "small,large", "--no-hf", "--size", "64"])
+    assert args.presets == ("small", "large") and args.hf is False and args.size == 64
+    # `videomt-jax bench ARGS` hands ARGS to the harness; its errors come back as one line and exit code 1
+    assert cli_main(["bench", "--presets", "huge", "--no-hf"]) == 1
+    assert "videomt-jax bench: error: unknown preset 'huge'" in capsys.readouterr().err
 
 
 def test_cli_end_to_end_writes_json(tmp_path, capsys):

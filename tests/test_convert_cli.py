@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -13,8 +14,7 @@ import torch
 import transformers
 from hf_utils import build_hf_model, hf_to_original_state_dict
 
-from convert import to_hf, to_jax
-from videomt_jax import cli_convert
+from videomt_jax import cli
 from videomt_jax.config import VideomtConfig
 from videomt_jax.weights import api, native
 from videomt_jax.weights.api import load_pretrained
@@ -35,6 +35,18 @@ def hf_dir(hf_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "hf"
     hf_model.save_pretrained(path)
     return path
+
+
+def _script(name: str):
+    """A converter script of the repository's convert/ folder, loaded by path (it is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "convert" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"convert_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+to_jax, to_hf = _script("to_jax"), _script("to_hf")
 
 
 def _files(root: Path) -> dict[Path, bytes]:
@@ -143,8 +155,7 @@ def test_authors_pth_with_overrides(hf_model, hf_dir, tmp_path, capsys):
 
 
 def test_subcommands_registered_on_a_parser(hf_dir, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="videomt-jax")
-    cli_convert.add_convert_parsers(parser.add_subparsers(dest="command", required=True))
+    parser = cli.build_parser(("convert", "export"))
     args = parser.parse_args(["convert", str(hf_dir), str(tmp_path / "jax"), "--dtype", "float16"])
     assert args.func(args) == 0
     assert load_pretrained(tmp_path / "jax")[0].dtype == "float16"

@@ -10,7 +10,6 @@ Letters: L layers, B clips, T frames, M target slots, H/W pixels.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import jax
@@ -325,10 +324,9 @@ def test_recipe_batches_split_over_processes(recipe):
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_parser_flags():
-    from videomt_jax.training.cli import add_parsers
+    from videomt_jax.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command"))
+    parser = build_parser(("train", "eval"))
     args = parser.parse_args(["train", "r.json", "--no-resume", "--devices", "all", "--distributed", "--steps", "5"])
     assert (args.resume, args.devices, args.distributed, args.steps) == (False, None, True, 5)
     args = parser.parse_args(["eval", "m", "--clips", "3"])

@@ -14,20 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
-
-DEMO_FRAMES = 12  # frames of the clip drawn as the overlay
 DEMO_CHUNK = 4  # frames per streamed model call
-
-
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("demo", help="segment held-out synthetic clips with the shipped model (make demo)")
-    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out/)")
-    p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model directory with data.json")
-    p.add_argument("--clip", type=int, default=0, help="held-out clip index drawn in the overlay")
-    p.add_argument("--frames", type=int, default=DEMO_FRAMES, help="frames of the overlay clip")
-    p.add_argument("--clips", type=int, default=None, help="held-out clips scored (default: the eval default)")
-    p.set_defaults(func=run_demo)
 
 
 def _stream_speed(segmenter: Any, frames: Any) -> tuple[Any, float]:

@@ -1,4 +1,4 @@
-"""`videomt-jax segment VIDEO --model M --task T --out DIR`: overlay video + results.json."""
+"""The work of `videomt-jax segment` (parser in `videomt_jax.cli.segment`): overlay video + results.json."""
 
 from __future__ import annotations
 
@@ -9,26 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR, FRAME_TASKS, SegmentationRun, video_instance_map
-
-OVERLAY_FORMATS = ("mp4", "gif", "webm")
-
-
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("segment", help="segment a video file or a folder of frames")
-    p.add_argument("video", help="video file (mp4, webm, gif, ...) or a folder of images")
-    p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="checkpoint dir, .pth or Hub id (default: shipped tiny model)")
-    p.add_argument("--task", choices=sorted(FRAME_TASKS), default="panoptic")
-    p.add_argument("--video-level", action="store_true", help="also compute video-level results (tracks over the video)")
-    p.add_argument("--out", default="segment_out", help="output directory")
-    p.add_argument("--chunk", type=int, default=8, help="frames per model call (streaming; queries carry over)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
-    p.add_argument("--keep-aspect", action="store_true", help="shorter side to the model size, pad to the patch size")
-    p.add_argument("--threshold", type=float, default=None, help="score threshold (instance / panoptic)")
-    p.add_argument("--format", choices=OVERLAY_FORMATS, default="mp4", help="overlay file format")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
-    p.set_defaults(func=run_segment)
+from videomt_jax.apps.pipeline import SegmentationRun, video_instance_map
 
 
 def _fail(message: str) -> int:

@@ -1,11 +1,10 @@
-"""`videomt-jax convert SRC OUT` and `videomt-jax export SRC OUT`: checkpoint conversion commands.
+"""`videomt-jax convert SRC OUT`: any checkpoint `load_pretrained` reads (HF dir, Hub id, authors'
+.pth, videomt-jax dir) -> a videomt-jax (orbax) directory.
 
-convert: any checkpoint `load_pretrained` reads (HF dir, Hub id, authors' .pth, videomt-jax dir)
-         -> a videomt-jax (orbax) directory.
-export:  any of those -> a Hugging Face directory that `transformers` loads.
-Both write atomically (an interrupted run leaves OUT as it was) and print a summary. The
-standalone scripts in `convert/` reuse these parsers and runners. The weight code (jax, orbax,
-torch for .pth files) is imported only when a command runs, so `videomt-jax --help` stays quick.
+Writes atomically (an interrupted run leaves OUT as it was) and prints a summary. The source
+arguments and the runner are shared with `export` (`videomt_jax.cli.export`) and the standalone
+scripts in the repository's `convert/` folder. The weight code (jax, orbax, torch for .pth files)
+is imported only when a command runs, so `videomt-jax --help` stays quick.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from videomt_jax.config import DTYPES, VideomtConfig
-from videomt_jax.utils.cli import guarded
+from videomt_jax.cli.common import guarded
 
 if TYPE_CHECKING:
     from videomt_jax.weights.api import LoadReport
@@ -82,7 +81,7 @@ def _summary(
     )
 
 
-def _run(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..., Path]) -> int:
+def run_writer(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..., Path]) -> int:
     from videomt_jax.weights.api import load_pretrained_with_report
 
     out = Path(args.out)
@@ -101,29 +100,15 @@ def run_convert(args: argparse.Namespace) -> int:
     """SRC -> videomt-jax (orbax) directory OUT; raises on bad input."""
     from videomt_jax.weights.api import save_pretrained
 
-    return _run(args, "converted", "videomt-jax (orbax)", save_pretrained)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """SRC -> Hugging Face directory OUT; raises on bad input."""
-    from videomt_jax.weights.api import export_hf
-
-    return _run(args, "exported", "hugging face", export_hf)
+    return run_writer(args, "converted", "videomt-jax (orbax)", save_pretrained)
 
 
 convert_command = guarded(run_convert, "convert")
-export_command = guarded(run_export, "export")
 
 
-def add_convert_parsers(subparsers: Any) -> None:
-    """Add `convert` and `export` to an argparse subparsers object; each sets `func(args) -> exit code`."""
-    convert = subparsers.add_parser(
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
         "convert", help="convert a checkpoint to a videomt-jax (orbax) directory", description=run_convert.__doc__
     )
-    add_convert_arguments(convert)
-    convert.set_defaults(func=convert_command)
-    export = subparsers.add_parser(
-        "export", help="export a checkpoint to a Hugging Face directory", description=run_export.__doc__
-    )
-    add_source_arguments(export)
-    export.set_defaults(func=export_command)
+    add_convert_arguments(parser)
+    parser.set_defaults(func=convert_command)

@@ -15,9 +15,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from videomt_jax.bench.flops import flops
-from videomt_jax.bench.measure import MIB, Unit, warm_up
-from videomt_jax.bench.settings import BenchSettings
+from videomt_bench.flops import flops
+from videomt_bench.measure import MIB, Unit, warm_up
+from videomt_bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
 from videomt_jax.weights.hf import params_to_hf_state_dict
 

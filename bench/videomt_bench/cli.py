@@ -1,4 +1,4 @@
-"""`videomt-jax bench`: videomt-jax against Hugging Face transformers, in one process on one device.
+"""The benchmark harness (`python bench/run_bench.py`, `make bench`, `videomt-jax bench`): videomt-jax against Hugging Face transformers, in one process on one device.
 
 For each preset: online FPS (batch 1, one frame per call, state carried), clip FPS (T frames per
 call), batch-of-videos throughput (B x T frames per call), peak memory, jit compile time and the
@@ -14,10 +14,10 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from videomt_jax.bench.settings import HF_ATTENTION, MODES, BenchSettings, config_summary, preset_config, preset_label
+from videomt_bench.settings import HF_ATTENTION, MODES, BenchSettings, config_summary, preset_config, preset_label
+from videomt_jax.cli.common import guarded
 from videomt_jax.config import ATTENTION_IMPLS, DTYPES
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 # argparse dest -> BenchSettings field (None = keep the backend default)
 SETTING_FLAGS = ("size", "frames", "batch", "dtype", "iters", "warmup", "hf", "compile_hf", "hf_attention", "torch_threads", "attention_impl", "scan_layers", "compile_only", "seed")
 
@@ -46,12 +46,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", help="write the full results to this JSON file")
 
 
-def add_parsers(subparsers: Any) -> None:
-    parser = subparsers.add_parser("bench", help="speed: videomt-jax vs Hugging Face (online, clip, batch FPS; memory; compile; TFLOP/s)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_bench_arguments(parser)
-    parser.set_defaults(func=run)
-
-
 def settings_from_args(args: argparse.Namespace, backend: str) -> BenchSettings:
     overrides = {k: getattr(args, k) for k in SETTING_FLAGS}
     overrides.update(presets=args.presets, modes=args.modes)
@@ -62,19 +56,14 @@ def run(args: argparse.Namespace) -> int:
     # JAX and torch share one accelerator here: stop JAX from grabbing 75% of its memory up front
     # (only takes effect if no JAX backend was started earlier in this process).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    try:
-        import jax
+    import jax
 
-        settings = settings_from_args(args, jax.default_backend())
-        run_bench(settings, json_path=args.json_path)
-    except USER_ERRORS as e:
-        print(f"videomt-jax bench: error: {e}", file=sys.stderr)
-        return 1
+    run_bench(settings_from_args(args, jax.default_backend()), json_path=args.json_path)
     return 0
 
 
 def _compile_entries(name: str, settings: BenchSettings) -> list[dict[str, Any]]:
-    from videomt_jax.bench.jax_runner import compile_time
+    from videomt_bench.jax_runner import compile_time
 
     entries = []
     for scan in (False, True):
@@ -88,10 +77,10 @@ def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, rep
     """Compile and warm up every implementation, then time each mode with the implementations taking turns."""
     import numpy as np
 
-    from videomt_jax.bench.flops import flops
-    from videomt_jax.bench.jax_runner import prepare_videomt_jax, random_params
-    from videomt_jax.bench.measure import time_interleaved
-    from videomt_jax.bench.report import JAX_IMPL, result_row
+    from videomt_bench.flops import flops
+    from videomt_bench.jax_runner import prepare_videomt_jax, random_params
+    from videomt_bench.measure import time_interleaved
+    from videomt_bench.report import JAX_IMPL, result_row
 
     config = preset_config(name, settings)
     label, summary = preset_label(name), config_summary(config)
@@ -102,7 +91,7 @@ def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, rep
     units, reference = prepare_videomt_jax(config, params, videos, settings)
     prepared = {JAX_IMPL: units}
     if hf_device is not None:
-        from videomt_jax.bench.hf_runner import prepare_hf
+        from videomt_bench.hf_runner import prepare_hf
 
         for impl, compiled in (("hf-eager", False), ("hf-compile", True))[: 1 + settings.compile_hf]:
             say(f"[{label}] {impl}: building and warming up ...")
@@ -131,14 +120,14 @@ def run_bench(settings: BenchSettings, json_path: str | None = None, say: Callab
     """Run the benchmark, print the table, write JSON if asked; returns the report (see `report`)."""
     import jax
 
-    from videomt_jax.bench.report import finish, format_compile, format_table, run_meta, write_json
+    from videomt_bench.report import finish, format_compile, format_table, run_meta, write_json
 
     for name in settings.presets:  # fail fast on a bad preset name
         preset_config(name, settings)
     report: dict[str, Any] = {"meta": run_meta(), "settings": settings.to_dict(), "results": [], "compile": [], "skipped": []}
     hf_device = None
     if settings.hf and not settings.compile_only:
-        from videomt_jax.bench.hf_runner import torch_device
+        from videomt_bench.hf_runner import torch_device
 
         hf_device, reason = torch_device(jax.default_backend())
         if reason:
@@ -162,11 +151,11 @@ def run_bench(settings: BenchSettings, json_path: str | None = None, say: Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="videomt-jax bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bench_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (bench/run_bench.py): the same options as `videomt-jax bench`."""
-    return run(build_parser().parse_args(argv))
+    """Entry of bench/run_bench.py and `videomt-jax bench`; user errors print one line and return 1."""
+    return guarded(run, "bench")(build_parser().parse_args(argv))

@@ -20,7 +20,7 @@ import sys
 from importlib import metadata
 from typing import Any, Iterable
 
-from videomt_jax.bench.measure import ModeResult, max_rss_mb
+from videomt_bench.measure import ModeResult, max_rss_mb
 
 JAX_IMPL = "videomt-jax"
 PACKAGES = ("jax", "jaxlib", "flax", "numpy", "torch", "transformers")

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from videomt_jax.bench.flops import flops
-from videomt_jax.bench.measure import MIB, Unit, warm_up
-from videomt_jax.bench.settings import BenchSettings
+from videomt_bench.flops import flops
+from videomt_bench.measure import MIB, Unit, warm_up
+from videomt_bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.videomt import VideomtModel, inference_params, init_params
 from videomt_jax.modeling.xla_options import jit_model

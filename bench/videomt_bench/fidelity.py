@@ -7,7 +7,7 @@ Reported per model (`fidelity`):
   pixel agreement of two per-pixel decisions on the mask grid, as the post-processing makes them:
     query:    argmax over queries of p(best class) * sigmoid(mask)  (instance / panoptic assignment)
     semantic: argmax over classes of sum_q p(class) * sigmoid(mask)  (semantic map)
-`python -m videomt_jax.bench.fidelity --json out.json` runs the large preset at 640² with random
+`python -m videomt_bench.fidelity --json out.json` runs the large preset at 640² with random
 weights and the shipped synthetic-tiny model on a held-out clip.
 """
 
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from videomt_jax.bench.jax_runner import logits_fn
+from videomt_bench.jax_runner import logits_fn
 from videomt_jax.config import VideomtConfig
 
 REFERENCE_PRECISION = "highest"  # float32 matmuls without TF32 on GPU
@@ -64,7 +64,7 @@ def fidelity(config: VideomtConfig, params: Any, videos: Any, dtype: str = "bflo
 
 
 def _random_preset(preset: str, size: int, frames: int, seed: int) -> tuple[VideomtConfig, Any, np.ndarray]:
-    from videomt_jax.bench.jax_runner import random_params
+    from videomt_bench.jax_runner import random_params
 
     config = VideomtConfig.preset(preset, image_size=size)
     videos = np.random.default_rng(seed).standard_normal((1, frames, size, size, config.num_channels), np.float32)

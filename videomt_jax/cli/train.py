@@ -1,22 +1,17 @@
-"""`videomt-jax train CONFIG` and `videomt-jax eval MODEL`.
-
-train: a recipe (name or JSON file, see `recipes.py`) -> OUT/checkpoints (resumable), progress lines
-       (loss, steps/s, ETA), then OUT/model (`save_pretrained` + data.json) and OUT/recipe.json
-       (the resolved recipe; `videomt-jax train OUT/recipe.json --out OUT` continues the run).
-eval:  a saved model -> semantic mIoU, video instance AP, panoptic PQ on held-out synthetic clips.
-jax and the training code are imported only when a command runs, so `videomt-jax --help` stays quick.
+"""`videomt-jax train CONFIG`: a recipe (name or JSON file, see `training/recipes.py`) ->
+OUT/checkpoints (resumable), progress lines (loss, steps/s, ETA), then OUT/model
+(`save_pretrained` + data.json) and OUT/recipe.json (the resolved recipe;
+`videomt-jax train OUT/recipe.json --out OUT` continues the run).
+jax and the training code are imported only when the command runs, so `videomt-jax --help` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from videomt_jax.data.synthetic import SPLITS
-from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
-from videomt_jax.utils.cli import guarded
+from videomt_jax.cli.common import guarded
 
 RUNS_DIR = "runs"  # default parent of OUT: runs/<recipe name>
 MODEL_DIR = "model"  # OUT/model: the final weights
@@ -109,25 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """Score a saved model on held-out synthetic clips: mIoU, video AP, PQ."""
-    from videomt_jax.training.evaluate import evaluate_model, format_results, json_ready, load_data_config
-    from videomt_jax.training.recipes import load_recipe
-    from videomt_jax.utils.io import atomic_write_text
-    from videomt_jax.weights.api import load_pretrained
-
-    config, params = load_pretrained(args.model)
-    data_cfg = load_recipe(args.recipe).data if args.recipe else load_data_config(args.model)
-    results = evaluate_model(config, params, data_cfg, args.split, args.clips, args.batch_size)
-    print(format_results(results), flush=True)
-    if args.out:
-        atomic_write_text(args.out, json.dumps(json_ready(results), indent=2, sort_keys=True) + "\n")
-        print(f"results -> {args.out}", flush=True)
-    return 0
-
-
-def add_parsers(subparsers: Any) -> None:
-    """Add `train` and `eval`; each sets `func(args) -> exit code`."""
+def add_parser(subparsers: Any) -> None:
     train = subparsers.add_parser("train", help="train a recipe (resumable)", description=run_train.__doc__)
     train.add_argument("config", metavar="CONFIG", help="recipe name (synthetic-tiny) or recipe JSON file")
     train.add_argument("--out", help=f"run directory (default {RUNS_DIR}/<recipe name>)")
@@ -155,16 +132,3 @@ def add_parsers(subparsers: Any) -> None:
         "--process-id", type=int, help="this process's index in [0, num-processes) (default: auto-detect)"
     )
     train.set_defaults(func=guarded(run_train, "train"))
-
-    ev = subparsers.add_parser(
-        "eval", help="evaluate a model on held-out synthetic clips", description=run_eval.__doc__
-    )
-    ev.add_argument(
-        "model", metavar="MODEL", help="model directory (OUT/model of `train`) or anything load_pretrained reads"
-    )
-    ev.add_argument("--split", default="heldout", choices=sorted(SPLITS), help="synthetic split (default heldout)")
-    ev.add_argument("--clips", type=int, default=EVAL_CLIPS, help=f"clips to evaluate (default {EVAL_CLIPS})")
-    ev.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=f"clips per forward pass (default {EVAL_BATCH})")
-    ev.add_argument("--recipe", help="recipe whose data to use when MODEL has no data.json")
-    ev.add_argument("--out", help="write the results as JSON here")
-    ev.set_defaults(func=guarded(run_eval, "eval"))
