@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install bench clean
+.PHONY: test demo install bench notebooks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py
+
+notebooks: $(STAMP)  ## rebuild the notebooks from notebooks/src and store them executed
+	$(BIN)/python notebooks/build_notebooks.py --execute
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -89,13 +89,103 @@ def test_to_hf_exports_what_transformers_loads(hf_model, hf_dir, tmp_path, capsy
 
 def test_existing_output_needs_overwrite(hf_dir, tmp_path, capsys):
     out = tmp_path / "jax"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
+    assert to_jax.main([str(hf_dir), str(out)]) == 0
+    before = _files(out)
     assert to_jax.main([str(hf_dir), str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
-    assert _files(out) == {Path("keep.txt"): b"old"}
-    assert to_jax.main([str(hf_dir), str(out), "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
+    assert _files(out) == before
+    assert to_jax.main([str(hf_dir), str(out), "--overwrite", "--dtype", "bfloat16"]) == 0  # a checkpoint: replaced
+    assert load_pretrained(out)[0].dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("script", [to_jax, to_hf], ids=["convert", "export"])
+def test_overwrite_never_deletes_unrelated_files(hf_dir, tmp_path, capsys, script):
+    """Issue 18: `convert SRC DIR --overwrite` deleted every file in DIR."""
+    out = tmp_path / "mixed"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    (out / "config.json").write_text("{}")
+    assert script.main([str(hf_dir), str(out), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "keep.txt" in err and "not replacing" in err and "reading" not in capsys.readouterr().out
+    assert _files(out) == {Path("keep.txt"): b"old", Path("config.json"): b"{}"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]
+
+
+@pytest.mark.parametrize("writer", [api.save_pretrained, api.export_hf], ids=["save_pretrained", "export_hf"])
+def test_python_api_does_not_overwrite_by_default(hf_dir, tmp_path, writer):
+    config, params = load_pretrained(hf_dir)
+    out = tmp_path / "out"
+    writer(out, config, params)
+    before = _files(out)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        writer(out, config, params)
+    assert _files(out) == before
+    writer(out, config, params, overwrite=True)  # its own checkpoint: replaced
+    (out / "notes.txt").write_text("unrelated")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        writer(out, config, params, overwrite=True)
+    assert (out / "notes.txt").read_text() == "unrelated" and (out / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary directories left
+
+
+def test_exported_files_have_normal_permissions(hf_dir, tmp_path):
+    import os
+
+    config, params = load_pretrained(hf_dir)
+    api.export_hf(tmp_path / "hf", config, params)
+    api.save_pretrained(tmp_path / "native", config, params)
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for d in ("hf", "native") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes  # safetensors' writer made 0600 files
+
+
+def test_bare_safetensors_path_loads(hf_dir, tmp_path):
+    config, params = load_pretrained(hf_dir / "model.safetensors")
+    assert config.id2label == CONFIG.id2label
+    assert _same_params(params, load_pretrained(hf_dir)[1])
+    alone = tmp_path / "model.safetensors"
+    alone.write_bytes((hf_dir / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="without a config.json"):
+        load_pretrained(alone)
+
+
+SIGNAL_CHILD = """
+import os, signal, sys, time
+from videomt_jax.weights import native
+from videomt_jax.cli import main
+
+real = native.write_params
+def slow(directory, params):  # the signal arrives in the middle of writing the parameters
+    real(directory, params)
+    (directory / "big.bin").write_bytes(bytes(1 << 20))
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(30)
+native.write_params = slow
+sys.exit(main(["convert", sys.argv[2], sys.argv[3], *sys.argv[4:]]))
+"""
+
+
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_during_convert_cleans_up(hf_dir, tmp_path, signame, code):
+    """Issue 18: SIGTERM left hidden temporary directories; SIGINT printed a traceback."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    assert to_jax.main([str(hf_dir), str(out)]) == 0  # a previous result that must survive
+    before = _files(out)
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_CHILD, signame, str(hf_dir), str(out), "--overwrite"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("videomt-jax convert: interrupted by " + signame) and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no hidden temporary directory
+    assert _files(out) == before
 
 
 def test_bad_source_is_one_line_error(tmp_path, capsys):
@@ -127,11 +217,13 @@ def test_interrupted_conversion_is_atomic(hf_dir, tmp_path, monkeypatch, script,
     with pytest.raises(RuntimeError, match="simulated"):
         script.main([str(hf_dir), str(out)])
     assert not out.exists()
-    out.mkdir()
-    (out / "old.txt").write_text("previous result")
+    monkeypatch.undo()
+    assert script.main([str(hf_dir), str(out)]) == 0  # a previous result
+    before = _files(out)
+    monkeypatch.setattr(module, name, crash)
     with pytest.raises(RuntimeError, match="simulated"):
         script.main([str(hf_dir), str(out), "--overwrite"])
-    assert _files(out) == {Path("old.txt"): b"previous result"}
+    assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary directories left
 
 

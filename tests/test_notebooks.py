@@ -1,9 +1,11 @@
-"""Execute every notebook in notebooks/ top to bottom (nbclient, CPU) and check they are clean.
+"""The notebooks in notebooks/: stored executed and in step with their sources; they still run.
 
-The notebooks assert their own numbers (parity bounds, streaming equality, mIoU gains), so a
-notebook that runs to the end has passed them; a failing cell fails the test with its traceback.
-The kernel is this interpreter (`sys.executable`, the venv's python), through a kernelspec written
-to a temporary directory, whatever other `python3` kernels the machine has.
+The stored `.ipynb` files carry their outputs (built by `python notebooks/build_notebooks.py
+--execute`); a notebook whose cells differ from its `notebooks/src/NAME.py` is stale and fails
+here. The slow test re-executes each notebook top to bottom (nbclient, CPU, this interpreter's
+kernel, through the builder's `execute`). The notebooks assert their own numbers (parity bounds,
+streaming equality, mIoU gains), so a notebook that runs to the end has passed them; a failing
+cell fails the test with its traceback.
 
 Letters: none (no arrays here).
 """
@@ -11,23 +13,18 @@ Letters: none (no arrays here).
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import sys
+import re
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
-CELL_TIMEOUT_S = 300
-KERNEL_NAME = "python3"
-TIMES: dict[str, float] = {}
+MAX_BYTES = 1_000_000  # stored notebooks (outputs and figures included) stay well under this
+# A machine's own paths must not leak into stored outputs (scratch dirs, the venv, home).
+MACHINE_PATH = re.compile(r"(/tmp/|/home/|/work/|/Users/|site-packages)")
 
 
 def _builder():
@@ -37,49 +34,59 @@ def _builder():
     return module
 
 
-@pytest.fixture(scope="module")
-def kernel_specs(tmp_path_factory) -> KernelSpecManager:
-    """A kernelspec manager that knows one kernel: `python3` = this interpreter."""
-    directory = tmp_path_factory.mktemp("kernels")
-    (directory / KERNEL_NAME).mkdir()
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (videomt-jax tests)",
-        "language": "python",
-    }
-    (directory / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec))
-    manager = KernelSpecManager(kernel_dirs=[str(directory)])
-    assert manager.get_kernel_spec(KERNEL_NAME).argv[0] == sys.executable
-    return manager
+def _text(output: dict) -> str:
+    return output.get("text", "") + "".join(str(v) for k, v in output.get("data", {}).items() if k.startswith("text/"))
 
 
 def test_notebooks_found():
     assert set(NOTEBOOKS) == {"finetune.ipynb", "parity.ipynb", "quickstart.ipynb"}
 
 
-def test_notebooks_built_from_sources_without_outputs():
-    assert _builder().stale() == []
+def test_stored_notebooks_match_their_sources_and_are_executed():
+    builder = _builder()
+    assert builder.stale() == [], "run: python notebooks/build_notebooks.py --execute"
     for name in NOTEBOOKS:
-        nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+        path = NOTEBOOKS_DIR / name
+        nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert code and all(not c.outputs and c.execution_count is None for c in code), name
+        assert code and all(c.execution_count is not None for c in code), name
+        assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), f"{name} stores no figure"
+        assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{name} stores an error"
+        assert path.stat().st_size < MAX_BYTES, f"{name}: {path.stat().st_size} bytes"
+        leaks = [m.group(0) for c in code for o in c.outputs for m in [MACHINE_PATH.search(_text(o))] if m]
+        assert not leaks, f"{name} prints machine paths: {leaks[:3]}"
         assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code) // 2, f"{name}: too little prose"
+
+
+def test_a_changed_source_makes_the_notebook_stale(tmp_path, monkeypatch):
+    builder = _builder()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "demo.py").write_text("# %% [markdown]\n# Hello\n\n# %%\nprint(1)\n")
+    monkeypatch.setattr(builder, "SOURCES", src)
+    monkeypatch.setattr(builder, "HERE", tmp_path)
+    assert builder.stale() == ["demo.ipynb"]  # missing
+    nb = builder.build(src / "demo.py")
+    (tmp_path / "demo.ipynb").write_text(builder.render(nb))
+    assert builder.stale() == ["demo.ipynb"]  # not executed
+    nb.cells[1].execution_count = 1
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    (tmp_path / "demo.ipynb").write_text(builder.render(nb))
+    assert builder.stale() == []
+    (src / "demo.py").write_text("# %% [markdown]\n# Hello\n\n# %%\nprint(2)\n")
+    assert builder.stale() == ["demo.ipynb"]  # the source moved on
+    assert builder.main(["--check"]) == 1
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs(name: str, kernel_specs: KernelSpecManager, tmp_path, capsys):
-    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-    km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=kernel_specs)
-    client = NotebookClient(
-        nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
-    )
+def test_notebook_runs(name: str, tmp_path, capsys):
+    builder = _builder()
+    nb = builder.build(builder.SOURCES / name.replace(".ipynb", ".py"))
     start = time.perf_counter()
-    # the notebooks' scratch directories (tempfile) go under pytest's tmp_path, which pytest prunes
-    client.execute(env={**os.environ, "TMPDIR": str(tmp_path)})  # raises CellExecutionError if a cell fails
-    TIMES[name] = time.perf_counter() - start
+    nb = builder.execute(nb, tmp_path)  # raises CellExecutionError if a cell fails (pytest prunes tmp_path)
     with capsys.disabled():
-        print(f"\n{name}: executed in {TIMES[name]:.1f} s", flush=True)
+        print(f"\n{name}: executed in {time.perf_counter() - start:.1f} s", flush=True)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code)
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]

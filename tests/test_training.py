@@ -222,6 +222,38 @@ def test_data_parallel_on_8_devices_matches_one_device(main_run):
         np.testing.assert_allclose(arrays["sharded/" + key[7:]], arrays[key], rtol=0, atol=1e-5, err_msg=key)
 
 
+def test_shared_program_traces_the_train_step_once_across_fits(main_run):
+    info, _ = main_run
+    # five single-device fit calls (split, straight, curve, single, empty) share one TrainProgram
+    assert info["train_step_traces"] == {"single": 1, "sharded": 1}
+
+
+def test_program_refuses_another_run(recipe, params):
+    from videomt_jax.training.loop import make_program
+
+    program = make_program(recipe.model, recipe.train, params)
+    program.check(recipe.model, recipe.train.replace(log_every=7, seed=3), params, None)  # host-only fields
+    with pytest.raises(ValueError, match=r"train config differs in \['learning_rate'\]"):
+        program.check(recipe.model, recipe.train.replace(learning_rate=1.0), params, None)
+    with pytest.raises(ValueError, match="model config differs"):
+        program.check(recipe.model.replace(dtype="bfloat16"), recipe.train, params, None)
+    with pytest.raises(ValueError, match="mesh differs"):
+        program.check(recipe.model, recipe.train, params, data_mesh(1))  # one device, but a mesh
+
+
+def test_compute_dtype_has_one_source(tmp_path):
+    with pytest.raises(ValueError, match="compute_dtype was removed.*model.dtype"):
+        TrainConfig.from_dict({"compute_dtype": "bfloat16"})
+    old = tmp_path / "old.json"  # a recipe written before the move: read as the model's dtype
+    old.write_text(json.dumps({**TINY_RECIPE, "model": {}, "train": {"compute_dtype": "bfloat16"}}))
+    assert load_recipe(old).model.dtype == "bfloat16"
+    clash = tmp_path / "clash.json"
+    clash.write_text(json.dumps({"model": {"dtype": "float32"}, "train": {"compute_dtype": "bfloat16"}}))
+    with pytest.raises(ValueError, match="compute_dtype='bfloat16' and model.dtype='float32' differ"):
+        load_recipe(clash)
+    assert load_recipe("synthetic-tiny").model.dtype == "float32"
+
+
 def test_all_invalid_targets_give_a_finite_loss(main_run):
     info, _ = main_run
     for h in info["empty"]:
@@ -295,7 +327,7 @@ def test_recipe_errors_name_the_problem(tmp_path):
         "top": ({"trian": {}}, r"unknown keys \['trian'\]"),
         "train": ({"train": {"stepz": 1}}, r"unknown TrainConfig keys: \['stepz'\]"),
         "data": ({"data": {"colour": 1}}, r"unknown SyntheticConfig keys \['colour'\]"),
-        "kind": ({"data": {"kind": "ytvis"}}, "data kind 'ytvis'"),
+        "kind": ({"data": {"kind": "kitti"}}, "unknown data kind 'kitti'"),
         "frames": ({"train": {"num_frames": 2}, "data": {"num_frames": 3}}, "num_frames differ"),
         "labels": ({"model": {"id2label": {"0": "a"}}}, "1 labels but the data 6 classes"),
         "model": ({"model": {"hiden_size": 3}}, "bad model keys"),

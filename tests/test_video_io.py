@@ -146,16 +146,21 @@ def test_contour_mask_hand_computed():
 
 
 def test_overlay_legend_and_errors():
-    frames = np.full((1, 120, 160, 3), 128, np.uint8)
-    seg = np.full((1, 120, 160), -1, np.int32)
+    """The legend is a panel beside the frame (issue 18: it covered half of a 160x120 frame)."""
+    frames = np.full((2, 120, 160, 3), 128, np.uint8)
+    seg = np.full((2, 120, 160), -1, np.int32)
     seg[0, 80:110, 100:150] = 2
-    plain = overlay_video(frames, seg, [-1, -1, 7], {7: "zebra"}, legend=False)
-    drawn = overlay_video(frames, seg, [-1, -1, 7], {7: "zebra"})
-    corner = drawn[0, :30, :80]
-    assert (corner != plain[0, :30, :80]).any()  # legend box drawn in the top-left corner
-    assert (corner == segment_colors([2])[0]).all(-1).any()  # with the segment's swatch
-    assert (corner.min(-1) > 200).any()  # and light text on the dark box
-    np.testing.assert_array_equal(drawn[0, 60:, :], plain[0, 60:, :])  # rest of the frame untouched
+    seg[:, 0:40, 0:60] = 0  # an object in the top-left corner, where the legend used to be
+    plain = overlay_video(frames, seg, [5, -1, 7], {5: "ant", 7: "zebra"}, legend=False)
+    drawn = overlay_video(frames, seg, [5, -1, 7], {5: "ant", 7: "zebra"})
+    assert plain.shape == frames.shape
+    assert drawn.shape[:2] == (2, 120) and drawn.shape[2] > 160 and drawn.shape[2] % 2 == 0
+    np.testing.assert_array_equal(drawn[:, :, :160], plain)  # every object pixel untouched by the legend
+    panel = drawn[:, :, 160:]
+    swatch_2 = (panel == segment_colors([2])[0]).all(-1)
+    assert swatch_2[0].any() and not swatch_2[1].any()  # each frame lists its own segments: 2 is gone in frame 1
+    assert (panel == segment_colors([0])[0]).all(-1)[1].any()
+    assert (panel.min(-1) > 200).any()  # light text on the dark panel
     with pytest.raises(ValueError, match="segmentation"):
         overlay_video(frames, seg[:, :10])
     with pytest.raises(ValueError, match="uint8"):

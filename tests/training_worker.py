@@ -4,6 +4,8 @@
   main    the first 10 steps of a split run (checkpoints in OUT/split), then starts `resume` in a
           new process and goes on: 20 steps straight; 30 steps on one fixed batch (loss curve);
           3 steps on 8 devices vs 1 device; 2 steps on a batch whose targets are all invalid.
+          The single-device runs share one `TrainProgram` (the 8-device run has its own); the
+          number of times each traced the train step is recorded.
           Results: OUT/main.npz, OUT/main.json (after `resume` has finished).
   resume  the last 10 steps of the split run, in a new process. Results: OUT/resume.npz/json.
   cli     `videomt-jax train` (a recipe JSON) then `eval` through `videomt_jax.cli.main`.
@@ -36,6 +38,7 @@ TINY_RECIPE = {
         "num_queries": 8,
         "num_register_tokens": 1,
         "train_num_points": 64,
+        "dtype": "float32",
     },
     "train": {
         "steps": 30,
@@ -46,7 +49,6 @@ TINY_RECIPE = {
         "warmup_head": 2,
         "warmup_encoder": 2,
         "grad_clip": 1.0,
-        "compute_dtype": "float32",
         "log_every": 10,
         "checkpoint_every": 10,
     },
@@ -97,7 +99,9 @@ def task_main(out: Path, *flags: str) -> None:
     import jax
     import numpy as np
 
-    from videomt_jax.training.loop import fit
+    import videomt_jax.training.step as step_module
+    from videomt_jax.modeling.videomt import init_params
+    from videomt_jax.training.loop import fit, fit_mesh, make_program
 
     clock = [time.process_time()]
 
@@ -107,8 +111,21 @@ def task_main(out: Path, *flags: str) -> None:
 
     recipe = _recipe(out)
     cfg, tc, batches = recipe.model, recipe.train, recipe.batches()
-    quiet = {"log": None}
     arrays, info = {}, {"devices": jax.device_count()}
+    # count the traces of the train step: `loss_and_metrics` runs once per trace
+    traces = {"current": None}
+    loss_fn = step_module.loss_and_metrics
+
+    def counted(*args, **kwargs):
+        info.setdefault("train_step_traces", {}).setdefault(traces["current"], 0)
+        info["train_step_traces"][traces["current"]] += 1
+        return loss_fn(*args, **kwargs)
+
+    step_module.loss_and_metrics = counted
+    shapes = jax.eval_shape(lambda key: init_params(cfg, key, image_hw=recipe.data.image_hw), jax.random.key(0))
+    programs = {n: make_program(cfg, tc, shapes, fit_mesh(n)) for n in (1, NUM_DEVICES)}
+    quiet = {"log": None, "program": programs[1]}
+    traces["current"] = "single"
     # resume identity: the first half of a split run, continued by a new process (`resume`, started
     # now so that it runs beside the rest), and 20 steps straight
     try:
@@ -123,8 +140,6 @@ def task_main(out: Path, *flags: str) -> None:
     info["straight_step"] = int(straight.state.step)
     lap("split+straight")
     # loss curve: every step on the same batch, from parameters the caller keeps using
-    from videomt_jax.modeling.videomt import init_params
-
     fixed = batches(0)
     init = jax.jit(lambda key: init_params(cfg, key, image_hw=recipe.data.image_hw))(jax.random.key(1))
     init_copy = _flat(init)
@@ -135,7 +150,10 @@ def task_main(out: Path, *flags: str) -> None:
     lap("curve")
     # data parallel: 8 devices vs 1, 3 steps, global batch 8
     for name, n in (("single", 1), ("sharded", NUM_DEVICES)):
-        res = fit(cfg, tc.replace(log_every=1), batches, None, num_devices=n, stop_after=3, **quiet)
+        traces["current"] = name
+        res = fit(
+            cfg, tc.replace(log_every=1), batches, None, num_devices=n, stop_after=3, log=None, program=programs[n]
+        )
         info[name] = res.history
         arrays.update({f"{name}/{k}": v for k, v in _flat(res.state.params).items()})
         if name == "sharded":
@@ -145,6 +163,7 @@ def task_main(out: Path, *flags: str) -> None:
     empty = fixed._replace(
         valid=np.zeros_like(fixed.valid), class_labels=np.full_like(fixed.class_labels, cfg.num_labels)
     )
+    traces["current"] = "single"
     res = fit(cfg, tc.replace(log_every=1), lambda step: empty, None, stop_after=2, **quiet)
     info["empty"] = res.history
     info["empty_params_finite"] = bool(all(np.isfinite(v).all() for v in _flat(res.state.params).values()))

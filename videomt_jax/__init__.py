@@ -15,6 +15,9 @@ _EXPORTS: dict[str, str] = {
     "VideomtConfig": "videomt_jax.config",
     "PRESETS": "videomt_jax.config",
     "VideomtModel": "videomt_jax.modeling.videomt",
+    "EomtModel": "videomt_jax.modeling.eomt",
+    "model_for": "videomt_jax.modeling.family",
+    "init_videomt_from": "videomt_jax.weights.init_from",
     "init_params": "videomt_jax.modeling.videomt",
     "init_state": "videomt_jax.modeling.videomt",
     "VideomtOutput": "videomt_jax.modeling.outputs",
@@ -24,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "save_pretrained": "videomt_jax.weights.api",
     "export_hf": "videomt_jax.weights.api",
     "VideoProcessor": "videomt_jax.processing",
+    "load_processor": "videomt_jax.processing",
     "VideoGeometry": "videomt_jax.processing",
     "read_video": "videomt_jax.data.video_io",
     "iter_video_chunks": "videomt_jax.data.video_io",
@@ -39,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "evaluate_panoptic": "videomt_jax.metrics",
     "TrainConfig": "videomt_jax.training.config",
     "fit": "videomt_jax.training.loop",
+    "TrainProgram": "videomt_jax.training.loop",
+    "make_program": "videomt_jax.training.loop",
     "load_recipe": "videomt_jax.training.recipes",
     "Recipe": "videomt_jax.training.recipes",
     "evaluate_model": "videomt_jax.training.evaluate",
@@ -57,10 +63,15 @@ _EXPORTS: dict[str, str] = {
     "VideoPanopticResult": "videomt_jax.postprocess",
 }
 
-__all__ = sorted(_EXPORTS)
+# subpackages reachable as attributes (`vm.metrics.evaluate_vpq`), imported on first use
+_SUBPACKAGES = ("metrics",)
+
+__all__ = sorted(_EXPORTS) + list(_SUBPACKAGES)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"videomt_jax.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'videomt_jax' has no attribute {name!r}")
@@ -70,4 +81,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBPACKAGES))

@@ -44,15 +44,28 @@ HF_FIELDS: tuple[str, ...] = (
 )
 # JAX-side settings, saved by `save_pretrained` under the "videomt_jax" key of config.json.
 JAX_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers", "norm_queries")
+# Model family (backbone and image / video model), saved with the JAX settings; see `family_problems`.
+FAMILY_FIELDS: tuple[str, ...] = (
+    "model_type", "backbone", "rope_theta", "key_bias", "intermediate_size", "attn_mask_probs"
+)
+MODEL_TYPES = ("videomt", "eomt")  # video model with query propagation | image model (EoMT)
+BACKBONES = ("dinov2", "dinov3")  # absolute position embeddings | rotary embeddings on patch tokens
+ROPE_PARTS = 4  # DINOv3 rotary: each head splits into (y, x) x (cos, sin) quarters
 
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "einsum", "einsum_map", "xla", "cudnn")
+# The supported `hidden_act` names, listed once: modeling/layers.py ACTIVATIONS maps each to its function.
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 
-PRESETS: dict[str, dict[str, int]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, num_blocks=3),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_blocks=3),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_blocks=4),
 }
+# DINOv3 (HF DINOv3ViT, LVD-1689M weights): no key bias, LayerNorm eps 1e-5, 4 registers, MLP x4.
+_DINOV3 = dict(backbone="dinov3", key_bias=False, layer_norm_eps=1e-5, rope_theta=100.0, num_register_tokens=4)
+PRESETS.update({f"dinov3-{name}": {**PRESETS[name], **_DINOV3} for name in ("small", "base", "large")})
+
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -106,16 +119,25 @@ class VideomtConfig:
     # --- labels (PretrainedConfig) ---
     id2label: Mapping[int, str] | None = None
     # --- JAX-side settings ---
-    dtype: str = "float32"  # compute dtype; params stay float32, norms/softmax/logits float32
+    dtype: str = "float32"  # compute dtype (inference and training); params stay float32, norms/softmax/logits float32
     attention_impl: str = "auto"  # auto: cudnn flash attention on GPU (16-bit), einsum_map on CPU, einsum elsewhere
     scan_layers: bool = False  # lax.scan over encoder layers (faster compile, same numbers)
     norm_queries: bool = False  # authors' NORM_QUERIES: final LayerNorm before aux heads and propagation
+    # --- model family ---
+    model_type: str = "videomt"  # "videomt" (queries propagate over frames) | "eomt" (image model)
+    backbone: str = "dinov2"  # "dinov2" (absolute position embeddings) | "dinov3" (rotary, patch tokens only)
+    rope_theta: float = 100.0  # DINOv3 rotary base period
+    key_bias: bool = True  # DINOv3 has no key bias (its q|k|v bias keeps a zero, unused k part)
+    intermediate_size: int | None = None  # MLP width when a checkpoint states it (DINOv3); None: from mlp_ratio
+    attn_mask_probs: tuple[float, ...] | None = None  # EoMT masked-attention probabilities, one per query block
     # --- everything else found in an HF config.json, kept for a lossless round trip ---
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", _freeze(self.image_size))
         object.__setattr__(self, "patch_size", _freeze(self.patch_size))
+        if self.attn_mask_probs is not None:
+            object.__setattr__(self, "attn_mask_probs", tuple(float(p) for p in self.attn_mask_probs))
         if self.id2label is None:
             object.__setattr__(self, "id2label", {0: "LABEL_0", 1: "LABEL_1"})
         object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
@@ -138,12 +160,40 @@ class VideomtConfig:
             problems.append(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
-        if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu"):
-            problems.append(f"hidden_act {self.hidden_act!r} is not supported")
+        if self.hidden_act not in HIDDEN_ACTS:
+            problems.append(f"hidden_act must be one of {HIDDEN_ACTS}, got {self.hidden_act!r}")
+        if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.hidden_dropout_prob < 1.0:
+            problems.append(
+                f"attention_dropout and hidden_dropout_prob must be in [0, 1), got "
+                f"{self.attention_dropout}, {self.hidden_dropout_prob}"
+            )
         if self.num_queries < 1 or self.num_labels < 1:
             problems.append("num_queries and num_labels must be positive")
+        problems += self.family_problems()
         if problems:
             raise ValueError("invalid VideomtConfig: " + "; ".join(problems))
+
+    def family_problems(self) -> list[str]:
+        """What is wrong with the model-family fields (backbone, rotary, bias layout, EoMT masking)."""
+        problems = []
+        if self.model_type not in MODEL_TYPES:
+            problems.append(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone == "dinov3" and self.head_dim % ROPE_PARTS:
+            problems.append(f"dinov3 rotary embeddings need head_dim % {ROPE_PARTS} == 0, got head_dim {self.head_dim}")
+        if self.backbone == "dinov3" and not self.rope_theta > 0:
+            problems.append(f"rope_theta must be positive, got {self.rope_theta}")
+        if self.backbone == "dinov2" and not self.key_bias:
+            problems.append("key_bias=False is a DINOv3 layout; a DINOv2 backbone always has a key bias")
+        if self.intermediate_size is not None and self.intermediate_size < 1:
+            problems.append(f"intermediate_size must be positive or None, got {self.intermediate_size}")
+        probs = self.attn_mask_probs
+        if probs is not None and self.model_type != "eomt":
+            problems.append("attn_mask_probs applies to model_type='eomt' only")
+        if probs is not None and (len(probs) != self.num_blocks or not all(0.0 <= p <= 1.0 for p in probs)):
+            problems.append(f"attn_mask_probs must hold num_blocks={self.num_blocks} values in [0, 1], got {probs}")
+        return problems
 
     def __hash__(self) -> int:  # dict fields are not hashable; the JSON form is
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
@@ -180,6 +230,8 @@ class VideomtConfig:
 
     @property
     def mlp_hidden_size(self) -> int:
+        if self.intermediate_size is not None:
+            return self.intermediate_size
         hidden = int(self.hidden_size * self.mlp_ratio)
         if self.use_swiglu_ffn:  # two thirds, rounded up to a multiple of 8 (as DINOv2 / HF)
             hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
@@ -207,7 +259,7 @@ class VideomtConfig:
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in HF_FIELDS + JAX_FIELDS}
+        out = {k: getattr(self, k) for k in HF_FIELDS + JAX_FIELDS + FAMILY_FIELDS}
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["extra"] = dict(self.extra)
         return out
@@ -238,7 +290,7 @@ class VideomtConfig:
         if id2label is None and num_labels is not None:
             id2label = {i: f"LABEL_{i}" for i in range(int(num_labels))}
         kwargs["id2label"] = id2label
-        kwargs.update({k: jax_side[k] for k in JAX_FIELDS if k in jax_side})
+        kwargs.update({k: jax_side[k] for k in JAX_FIELDS + FAMILY_FIELDS if k in jax_side})
         if tuple(data.get("architectures") or ()) == DEFAULT_ARCHITECTURES:
             data.pop("architectures")  # written by to_hf_dict itself: not an extra setting
         kwargs["extra"] = {k: v for k, v in data.items() if k != "model_type"}
@@ -248,7 +300,7 @@ class VideomtConfig:
     def to_json_file(self, path: str, *, hf_only: bool = False) -> None:
         data = self.to_hf_dict()
         if not hf_only:
-            data["videomt_jax"] = {k: getattr(self, k) for k in JAX_FIELDS}
+            data["videomt_jax"] = {k: getattr(self, k) for k in JAX_FIELDS + FAMILY_FIELDS}
         from videomt_jax.utils.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

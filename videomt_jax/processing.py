@@ -40,8 +40,11 @@ from videomt_jax.resample import KERNELS, MODES, resize_images, resize_images_ui
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-HF_CONFIG_NAMES: tuple[str, ...] = ("video_preprocessor_config.json", "preprocessor_config.json")
+PROCESSOR_CONFIG_NAME = "video_preprocessor_config.json"  # what HF's VideomtVideoProcessor saves
+HF_CONFIG_NAMES: tuple[str, ...] = (PROCESSOR_CONFIG_NAME, "preprocessor_config.json")
 PIL_RESAMPLE: dict[int, str] = {2: "bilinear", 3: "bicubic"}  # HF `resample` codes we support
+JAX_SECTION = "videomt_jax"  # processor config key for the settings HF does not have
+JAX_ONLY_FIELDS: tuple[str, ...] = ("uint8_resize", "pad_multiple", "max_pixels")
 
 
 def _to_rgb(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -174,7 +177,44 @@ class VideoProcessor:
         for key in ("do_resize", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"):
             if d.get(key) is not None:
                 kwargs[renames.get(key, key)] = d[key]
+        jax_side = d.get(JAX_SECTION) or {}
+        kwargs.update({k: jax_side[k] for k in JAX_ONLY_FIELDS if k in jax_side})
         return cls(**{**kwargs, **overrides})
+
+    def to_hf_dict(self, *, hf_only: bool = False) -> dict[str, Any]:
+        """The dict of an HF `video_preprocessor_config.json` (`from_hf_dict` reads it back).
+
+        Settings HF has no key for (uint8 resize mode, pad multiple, pixel limit) go under a
+        "videomt_jax" key unless `hf_only`."""
+        if self.keep_aspect:
+            size = {"shortest_edge": self.shortest_edge or min(self.size)}
+            size.update({} if self.longest_edge is None else {"longest_edge": self.longest_edge})
+        else:
+            size = {"height": self.size[0], "width": self.size[1]}
+        out: dict[str, Any] = {
+            "video_processor_type": "VideomtVideoProcessor",
+            "do_convert_rgb": True,
+            "do_resize": self.do_resize,
+            "size": size,
+            "resample": {name: code for code, name in PIL_RESAMPLE.items()}[self.resample],
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "do_center_crop": False,
+        }
+        if not hf_only:
+            out[JAX_SECTION] = {k: _jsonable(getattr(self, k)) for k in JAX_ONLY_FIELDS}
+        return out
+
+    def save_pretrained(self, directory: str | Path, *, hf_only: bool = False) -> Path:
+        """Write `directory/video_preprocessor_config.json` (the directory must exist), atomically."""
+        from videomt_jax.utils.io import atomic_write_text
+
+        path = Path(directory) / PROCESSOR_CONFIG_NAME
+        atomic_write_text(path, json.dumps(self.to_hf_dict(hf_only=hf_only), indent=2, sort_keys=True) + "\n")
+        return path
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides: Any) -> "VideoProcessor":
@@ -185,6 +225,27 @@ class VideoProcessor:
             if candidate.is_file():
                 return cls.from_hf_dict(json.loads(candidate.read_text()), **overrides)
         raise FileNotFoundError(f"no processor config in {path} (looked for {', '.join(HF_CONFIG_NAMES)})")
+
+    # ---- normalisation ------------------------------------------------------------------------
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]:
+        """The 0..255 pixel value that normalises to 0 (padding colour of augmented frames)."""
+        scale, offset = (np.asarray(a, np.float64) for a in self._affine())
+        return tuple(float(v) for v in -offset / scale)
+
+    def normalize(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rescale + normalise frames already at model size (no resize), on the host, in numpy.
+
+        frames [..., 3] uint8 (or floats on 0..255) -> float32, the same numbers `__call__` gives
+        for frames that need no resize: training and evaluation batches go through here."""
+        if frames.shape[-1] != 3:
+            raise ValueError(f"frames must end with 3 colour channels, got shape {frames.shape}")
+        # float32 coefficients, product and sum in float64, one rounding to float32: the fused
+        # multiply-add XLA emits for `x * scale + offset` in `__call__`.
+        scale, offset = (np.asarray(a, np.float64) for a in self._affine())  # [3] each
+        out = np.empty(frames.shape, np.float32) if out is None else out
+        out[...] = np.asarray(frames, np.float64) * scale + offset
+        return out
 
     # ---- geometry -----------------------------------------------------------------------------
     def geometry(self, height: int, width: int) -> VideoGeometry:
@@ -273,6 +334,24 @@ class VideoProcessor:
                                  "use VideoProcessor(do_rescale=False)")
             return pixels.astype(np.float32)
         raise TypeError(f"frames must be uint8 (or 0..255 integers / floats), got dtype {pixels.dtype}")
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_processor(path: str | Path, config: Any, **overrides: Any) -> VideoProcessor:
+    """The processor saved beside a checkpoint (`path` a directory), else `VideoProcessor.from_config`.
+
+    `save_pretrained` and `export_hf` write one next to every model; HF Hub checkpoints have one."""
+    path = Path(path)
+    found = [path / name for name in HF_CONFIG_NAMES if path.is_dir() and (path / name).is_file()]
+    if not found:
+        return VideoProcessor.from_config(config, **overrides)
+    data = json.loads(found[0].read_text())
+    if JAX_SECTION not in data:  # an HF file: padding (keep_aspect) follows the model's patch size
+        overrides = {"pad_multiple": config.patch_hw, **overrides}
+    return VideoProcessor.from_hf_dict(data, **overrides)
 
 
 def _frame_array(frame: Any) -> np.ndarray:

@@ -19,7 +19,7 @@ from videomt_jax.cli.common import guarded
 from videomt_jax.config import ATTENTION_IMPLS, DTYPES
 
 # argparse dest -> BenchSettings field (None = keep the backend default)
-SETTING_FLAGS = ("size", "frames", "batch", "dtype", "iters", "warmup", "hf", "compile_hf", "hf_attention", "torch_threads", "attention_impl", "scan_layers", "compile_only", "seed")
+SETTING_FLAGS = ("size", "frames", "batch", "dtype", "iters", "warmup", "hf", "compile_hf", "hf_attention", "torch_threads", "attention_impl", "scan_layers", "compile_only", "seed", "serving")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -43,6 +43,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", type=_csv, help=f"subset of {','.join(MODES)} (default: all)")
     parser.add_argument("--compile-only", action="store_true", default=None, help="only time videomt-jax jit compiles, scan_layers off and on")
     parser.add_argument("--seed", type=int, help="seed of the random weights and videos")
+    parser.add_argument("--serving", action=argparse.BooleanOptionalAction, default=None, help="also time the jax.export artifact and the ONNX model under ONNX Runtime (CPU) (default: off)")
     parser.add_argument("--json", dest="json_path", help="write the full results to this JSON file")
 
 
@@ -101,6 +102,12 @@ def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, rep
                 if not compiled:
                     raise
                 report["skipped"].append(dict(preset=label, impl=impl, reason=f"{type(e).__name__}: {e}"))
+    if settings.serving:
+        from videomt_bench.serving_runner import prepare_serving
+
+        served, skipped = prepare_serving(config, params, videos, settings, reference, lambda text: say(f"[{label}] {text}"))
+        prepared.update(served)
+        report["skipped"] += [dict(preset=label, impl=impl, reason=reason) for impl, reason in skipped]
     timed: dict[str, dict] = {impl: {} for impl in prepared}
     for mode in settings.modes:
         say(f"[{label}] timing {mode}: {settings.iters} repetitions, taking turns between {', '.join(prepared)} ...")

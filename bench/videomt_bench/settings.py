@@ -45,6 +45,7 @@ class BenchSettings:
     attention_impl: str = "auto"  # videomt-jax attention kernel
     scan_layers: bool = False  # videomt-jax: lax.scan over layers (faster compile)
     compile_only: bool = False  # only measure videomt-jax compile times
+    serving: bool = False  # also time the jax.export artifact and ONNX Runtime (CPU) (serving_runner)
     modes: tuple[str, ...] = MODES
     seed: int = 0
 

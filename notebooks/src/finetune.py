@@ -30,14 +30,12 @@ import numpy as np
 from matplotlib.patches import Patch
 
 import videomt_jax as vm
-from videomt_jax.data.batching import PIXEL_MEAN, PIXEL_STD
-from videomt_jax.data.batching import normalize_frames
 from videomt_jax.training.checkpoint import Checkpointer
-from videomt_jax.training.loop import fit
+from videomt_jax.training.loop import fit, make_program
 from videomt_jax.training.recipes import load_recipe
 
 WORK = Path(tempfile.mkdtemp(prefix="videomt-finetune-"))
-print("jax", jax.__version__, "| work dir", WORK)
+print("jax", jax.__version__)
 
 # %% [markdown]
 # ## The recipe
@@ -64,8 +62,10 @@ train_config = base.train.replace(
     steps=300, batch_size=4, num_frames=2, learning_rate=1e-3, warmup_head=20, warmup_encoder=20,
     deep_supervision=False, checkpoint_every=100, keep_checkpoints=5, log_every=10,
 )
+processor = vm.VideoProcessor.from_config(config)  # the model's pixel normalisation (HF defaults)
 recipe = dataclasses.replace(
-    base, name="notebook", model=config, train=train_config, data=data, augment=None, max_instances=6
+    base, name="notebook", model=config, train=train_config, data=data, augment=None, max_instances=6,
+    processor=processor,
 )
 batches = recipe.batches("train")
 batch = batches(0)
@@ -73,12 +73,14 @@ print({k: (v.shape, v.dtype.name) for k, v in batch._asdict().items() if v is no
 print("classes:", data.id2label)
 
 # %% [markdown]
-# A batch holds normalised pixels `(B, T, H, W, 3)` and, per frame, up to `M = 6` target slots:
+# A batch holds pixels `(B, T, H, W, 3)` normalised by the model's processor (the same
+# `vm.VideoProcessor` that inference uses, saved beside the model at the end) and, per frame, up to `M = 6` target slots:
 # a mask, a class, and whether the slot holds an object in that frame (`valid`); plus the semantic
 # and panoptic maps. Here is frame 0 of the four clips of the first batch, with their classes.
 
 # %%
-pixels = np.clip(batch.pixel_values[:, 0] * PIXEL_STD + PIXEL_MEAN, 0, 255).astype(np.uint8)  # (B, H, W, 3)
+mean, std = np.asarray(processor.mean) * 255, np.asarray(processor.std) * 255
+pixels = np.clip(batch.pixel_values[:, 0] * std + mean, 0, 255).astype(np.uint8)  # (B, H, W, 3)
 cmap = plt.get_cmap("tab10")
 fig, axes = plt.subplots(2, train_config.batch_size, figsize=(8, 4.4))
 for b in range(train_config.batch_size):
@@ -103,11 +105,11 @@ plt.show()
 
 # %%
 heldout = [vm.make_clip(data, "heldout", i) for i in range(16)]
-heldout_videos = np.stack([normalize_frames(c.frames) for c in heldout])  # (16, 2, 32, 32, 3)
+heldout_videos = processor.normalize(np.stack([c.frames for c in heldout]))  # (16, 2, 32, 32, 3)
 heldout_truth = np.stack([c.semantic for c in heldout])  # (16, 2, 32, 32)
 model = vm.VideomtModel(config)
 predict = jax.jit(
-    lambda p, v: vm.post_process_semantic(model.apply({"params": p}, v), (32, 32), mask_stride=config.mask_stride)
+    lambda p, v: vm.post_process_semantic(model.apply({"params": p}, v), (32, 32))
 )
 
 
@@ -124,8 +126,10 @@ print(f"mIoU before training: {before['miou']:.3f} (pixel accuracy {before['pixe
 # %% [markdown]
 # ## Train
 #
-# `fit(config, train_config, batches, out_dir, params=...)` compiles one train step (the first
-# logged interval includes that compilation, hence its low steps/s), then trains, printing the loss
+# `make_program(config, train_config, params)` builds the optimizer and the jitted train step, a
+# value we keep: every `fit(config, train_config, batches, out_dir, params=..., program=program)`
+# given it reuses the one compiled step (the first logged interval includes that compilation, hence
+# its low steps/s). `fit` then trains, printing the loss
 # and its parts (class cross-entropy, mask BCE, mask dice). Every `checkpoint_every` steps it
 # writes an orbax checkpoint of the whole train state (parameters, optimizer moments, step, PRNG
 # key) to `out_dir/checkpoints`, keeping the last `keep_checkpoints` (orbax's default policy also
@@ -133,7 +137,8 @@ print(f"mIoU before training: {before['miou']:.3f} (pixel accuracy {before['pixe
 
 # %%
 run_dir = WORK / "run"
-result = fit(config, train_config, batches, run_dir, params=initial_params)
+program = make_program(config, train_config, initial_params)
+result = fit(config, train_config, batches, run_dir, params=initial_params, program=program)
 history = result.history
 print(f"{int(result.state.step)} steps in {result.seconds:.0f} s (compilation included); checkpoints at steps",
       sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()))
@@ -142,15 +147,15 @@ print(f"{int(result.state.step)} steps in {result.seconds:.0f} s (compilation in
 # ## Resume
 #
 # A job that gets killed loses only the steps since its last checkpoint: calling `fit` again with
-# the same `out_dir` finds the latest checkpoint, restores the train state and continues to
-# `train_config.steps` (`stop_after=n` stops a call after `n` steps, to plan such breaks).
+# the same `out_dir` (here also the same program, so nothing compiles again) finds the latest
+# checkpoint, restores the train state and continues to `train_config.steps` (`stop_after=n` stops a call after `n` steps, to plan such breaks).
 # Batches and random keys are functions of the step number, so a resumed run ends exactly where an
 # uninterrupted one would. So after a crash one simply runs the same call again. Our run is
 # complete, so the call below restores step 300 and returns at once, with the trained parameters
 # (the `params` argument only seeds a fresh run; a checkpoint, when there is one, wins).
 
 # %%
-resumed = fit(config, train_config, batches, run_dir, params=initial_params)
+resumed = fit(config, train_config, batches, run_dir, params=initial_params, program=program, log=None)
 same = jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), resumed.state.params, result.state.params))
 print(f"resumed from step {resumed.resumed_from}; parameters equal to the trained ones: {same}")
 assert resumed.resumed_from == train_config.steps and same
@@ -206,12 +211,13 @@ assert after["miou"] > before["miou"] + 0.2, (before["miou"], after["miou"])
 #
 # ## Save the trained model
 #
-# `vm.save_pretrained` writes the JAX-native model directory (`config.json` + orbax parameters) that
-# `vm.load_pretrained` reads back bit for bit; `vm.export_hf` would write the Hugging Face layout
+# `vm.save_pretrained` writes the JAX-native model directory (`config.json`, orbax parameters and the
+# processor's `video_preprocessor_config.json`) that `vm.load_pretrained` reads back bit for bit
+# (`processing.load_processor` the processor); `vm.export_hf` would write the Hugging Face layout
 # instead, for `transformers`.
 
 # %%
-model_dir = vm.save_pretrained(WORK / "model", config, result.state.params)
+model_dir = vm.save_pretrained(WORK / "model", config, result.state.params, processor=processor)
 loaded_config, loaded_params = vm.load_pretrained(model_dir)
 identical = jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), result.state.params, loaded_params))
 architecture = lambda c: {k: v for k, v in c.to_dict().items() if k != "extra"}  # noqa: E731  (extra: HF-only keys)

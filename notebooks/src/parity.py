@@ -46,7 +46,7 @@ from hf_utils import build_hf_model, frame_major_to_batch_major, hf_to_original_
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
 WORK = Path(tempfile.mkdtemp(prefix="videomt-parity-"))
-print("jax", jax.__version__, "| torch", torch.__version__, "| work dir", WORK)
+print("jax", jax.__version__, "| torch", torch.__version__)
 
 # %% [markdown]
 # ## A small model with random weights
@@ -280,11 +280,10 @@ hf_maps = {
     "instance": to_batch_major(hf_proc.post_process_instance_segmentation(hf_out, sizes, **INSTANCE)),
     "panoptic": to_batch_major(hf_proc.post_process_panoptic_segmentation(hf_out, sizes, **PANOPTIC)),
 }
-stride = config.mask_stride  # input pixels per mask pixel (used to crop padding; none here)
-our_maps = {
-    "semantic": vm.to_hf(vm.post_process_semantic(ours_fp32, size, mask_stride=stride)),
-    "instance": vm.to_hf(vm.post_process_instance(ours_fp32, size, **INSTANCE, mask_stride=stride)),
-    "panoptic": vm.to_hf(vm.post_process_panoptic(ours_fp32, size, **PANOPTIC, mask_stride=stride)),
+our_maps = {  # the mask stride (input pixels per mask pixel) travels on the output
+    "semantic": vm.to_hf(vm.post_process_semantic(ours_fp32, size)),
+    "instance": vm.to_hf(vm.post_process_instance(ours_fp32, size, **INSTANCE)),
+    "panoptic": vm.to_hf(vm.post_process_panoptic(ours_fp32, size, **PANOPTIC)),
 }
 
 print(f"{'task':9s} {'frames':>6s} {'pixels equal':>13s} {'segments':>9s} "
@@ -371,3 +370,57 @@ assert max(pth_diff.values()) <= FP32_ATOL
 # **Summary.** Float32: every stage within `1e-4` of HF (measured above: about `1e-6` relative to
 # each stage's scale) and identical post-processed maps. Bfloat16 compute: within 5% of each
 # stage's scale. The HF and the authors' checkpoint layouts load to the same parameters.
+
+# %% [markdown]
+# ## DINOv3 backbone, layer by layer
+#
+# The authors also release VidEoMT on a DINOv3 ViT (HF `DINOv3ViTModel` inside their code). Its
+# blocks differ from DINOv2's in three ways: no absolute position embeddings, but rotary embeddings
+# on the queries and keys of the *patch tokens* only (object queries, CLS and registers are not
+# rotated; the rotary tables are computed from the input's own grid); no key bias; and HF's layer
+# names. The reference below is assembled from HF's EoMT-DINOv3 layers following the authors'
+# forward (`tests/family_utils.py`: queries concatenated before CLS, registers and patches; the
+# frame recurrence through `query_updater`). We compare every layer's output, frame by frame.
+
+# %%
+from family_utils import build_eomt, numpy_state_dict, random_updater  # noqa: E402
+
+from videomt_jax.modeling.family import model_for  # noqa: E402
+from videomt_jax.weights.hf_family import config_from_eomt_dict, family_state_dict_to_params  # noqa: E402
+
+v3_hf = build_eomt("eomt_dinov3", seed=0, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_blocks=2,
+                   image_size=64, patch_size=16, num_queries=10, intermediate_size=128, id2label=config.id2label)
+v3_updater = random_updater(64, 0)
+v3_config = config_from_eomt_dict(v3_hf.config.to_dict(), "EoMT-DINOv3").replace(model_type="videomt", attn_mask_probs=None)
+v3_config, v3_params = family_state_dict_to_params(v3_config, numpy_state_dict(v3_hf, {"query_updater": v3_updater}), "HF")
+
+
+@torch.no_grad()
+def v3_reference_layers(videos: np.ndarray) -> list[np.ndarray]:
+    """Tokens after the embeddings and after every layer, [B*T, N_l, D] batch-major (the authors' order)."""
+    pixels = to_hf_pixels(videos).flatten(0, 1)
+    x = v3_hf.embeddings(pixels)
+    rope = v3_hf.rope_embeddings(pixels)  # (cos, sin) over the patch tokens only
+    out = [x.numpy()]
+    start = v3_config.query_start
+    for layer in v3_hf.layers[:start]:
+        x = layer(x, position_embeddings=rope)
+        out.append(x.numpy())
+    frames = x.view(B, T, *x.shape[1:])
+    learned = v3_hf.query.weight[None].expand(B, -1, -1)
+    queries, per_layer = learned, [[] for _ in v3_hf.layers[start:]]
+    for t in range(T):
+        y = torch.cat([queries, frames[:, t]], dim=1)
+        for i, layer in enumerate(v3_hf.layers[start:]):
+            y = layer(y, position_embeddings=rope)
+            per_layer[i].append(y)
+        queries = v3_updater(y[:, :Q]) + learned
+    return out + [torch.stack(ys, dim=1).flatten(0, 1).numpy() for ys in per_layer]
+
+
+v3_ours = model_for(v3_config).apply({"params": v3_params}, jnp.asarray(videos), return_hidden_states=True)
+for i, (ref, ours) in enumerate(zip(v3_reference_layers(videos), v3_ours.hidden_states)):
+    where = "embeddings" if i == 0 else f"layer {i - 1}" + (" (queries)" if i > v3_config.query_start else "")
+    diff = float(np.abs(np.asarray(ours) - ref).max())
+    print(f"{where:20s} max |ours - HF| {diff:.1e}   (scale {np.abs(ref).max():.1f})")
+    assert diff <= FP32_ATOL

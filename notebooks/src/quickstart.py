@@ -84,7 +84,7 @@ def show_rows(rows: dict[str, np.ndarray], title: str, key: dict[int, str] | Non
     fig, axes = plt.subplots(len(rows), T, figsize=(1.9 * T, 2.0 * len(rows) + 0.5), squeeze=False)
     for r, (name, frames) in enumerate(rows.items()):
         for t in range(T):
-            axes[r, t].imshow(frames[t])
+            axes[r, t].imshow(frames[t], interpolation="nearest")  # pixels as pixels (and small PNGs)
             axes[r, t].set_xticks([]), axes[r, t].set_yticks([])
             axes[r, 0].set_ylabel(name)
             axes[0, t].set_title(f"frame {t}", fontsize=9)
@@ -106,7 +106,8 @@ show_rows({"input": zoom(clip.frames)}, "held-out clip 0")
 # normalisation); `from_config` sets its size to the model's input. The model is a Flax module:
 # `model.apply({"params": params}, videos)`, with `videos` shaped `(B, T, H, W, 3)` (channels
 # last), returns per-frame class logits `(B, T, Q, K+1)` (the last class means "no object") and
-# mask logits `(B, T, Q, h, w)` at `1/config.mask_stride` of the input resolution.
+# mask logits `(B, T, Q, h, w)` at `1/out.mask_stride` of the input resolution (the output carries
+# its stride, so post-processing gets the geometry of the model that made it).
 
 # %%
 processor = vm.VideoProcessor.from_config(config)
@@ -118,7 +119,7 @@ out = jax.block_until_ready(forward(params, videos))  # the first call compiles
 start = time.perf_counter()
 out = jax.block_until_ready(forward(params, videos))
 print(f"class_logits {out.class_logits.shape}, mask_logits {out.mask_logits.shape} "
-      f"(mask stride {config.mask_stride}); {T / (time.perf_counter() - start):.0f} frames/s on this CPU once compiled")
+      f"(mask stride {out.mask_stride}); {T / (time.perf_counter() - start):.0f} frames/s on this CPU once compiled")
 
 # %% [markdown]
 # ### Semantic segmentation
@@ -129,8 +130,7 @@ print(f"class_logits {out.class_logits.shape}, mask_logits {out.mask_logits.shap
 # also draw a legend into them; at this size we put it below the figure instead).
 
 # %%
-stride = config.mask_stride
-semantic = np.asarray(vm.post_process_semantic(out, (H, W), mask_stride=stride))[0]  # (T, H, W) class ids
+semantic = np.asarray(vm.post_process_semantic(out, (H, W)))[0]  # (T, H, W) class ids
 show_rows(
     {
         "ground truth": vm.overlay_video(zoom(clip.frames), zoom(clip.semantic), legend=False),
@@ -152,7 +152,7 @@ print(f"clip 0: mIoU {scores['miou']:.3f}, pixel accuracy {scores['pixel_accurac
 
 clips = [clip] + [vm.make_clip(data, "heldout", i) for i in range(1, 8)]
 outputs = [out] + [forward(params, processor(c.frames)) for c in clips[1:]]
-predicted = [np.asarray(vm.post_process_semantic(o, (H, W), mask_stride=stride))[0] for o in outputs]
+predicted = [np.asarray(vm.post_process_semantic(o, (H, W)))[0] for o in outputs]
 overall = vm.evaluate_semantic([c.semantic for c in clips], predicted, data.num_classes)
 print(f"8 held-out clips of 6 frames: mIoU {overall['miou']:.3f}, pixel accuracy {overall['pixel_accuracy']:.3f}")
 assert overall["miou"] > 0.8
@@ -172,10 +172,11 @@ chunk_outputs = list(streamer.run(split_chunks(np.asarray(videos), 2)))
 streamed = vm.VideomtOutput(
     class_logits=np.concatenate([o.class_logits for o in chunk_outputs], axis=1),
     mask_logits=np.concatenate([o.mask_logits for o in chunk_outputs], axis=1),
+    mask_stride=chunk_outputs[0].mask_stride,  # an output built by hand says its stride itself
 )
 diffs = {k: float(np.abs(np.asarray(getattr(streamed, k)) - np.asarray(getattr(out, k))).max())
          for k in ("class_logits", "mask_logits")}
-streamed_semantic = np.asarray(vm.post_process_semantic(streamed, (H, W), mask_stride=stride))[0]
+streamed_semantic = np.asarray(vm.post_process_semantic(streamed, (H, W)))[0]
 print(f"{len(chunk_outputs)} chunks of {[o.class_logits.shape[1] for o in chunk_outputs]} frames")
 print("max |streamed - one call|:", {k: f"{v:.1e}" for k, v in diffs.items()},
       "| semantic maps identical:", np.array_equal(streamed_semantic, semantic))
@@ -199,7 +200,7 @@ assert max(diffs.values()) <= 1e-4 and np.array_equal(streamed_semantic, semanti
 # %%
 def thing_tracks(output) -> dict:
     """Top-10 (query, class) pairs of video 0, thing classes only: masks (N, T, H, W), scores, classes, queries."""
-    result = jax.device_get(vm.video_instance(output, (H, W), top_k=10, mask_stride=stride))
+    result = jax.device_get(vm.video_instance(output, (H, W), top_k=10))
     keep = np.isin(result.label_id[0], data.thing_ids)
     return {"masks": result.masks[0][keep], "scores": result.score[0][keep],
             "classes": result.label_id[0][keep], "queries": result.query[0][keep]}

@@ -1,20 +1,22 @@
 """Frames in, segmentation out: processor -> streamed model -> post-processing, all jitted.
 
-Letters: T frames, H/W original frame size, Q queries, N video-level instances.
+Letters: T frames, t frames of a chunk, H/W original frame size, Q queries, K+1 classes, h/w mask grid.
 
-`Segmenter.run(chunks)` streams a video through the model chunk by chunk (the propagated queries
-carry over), post-processes every chunk at the original frame size, and keeps only the small
-per-frame results on the host, so memory does not grow with the video beyond its label maps.
-With `video_level=True` it also keeps the (small, 1/4-resolution) logits to compute the
-authors' video-level results (track = query index, class scores averaged over frames).
+`Segmenter.stream(chunks)` streams a video through the model chunk by chunk (the propagated
+queries carry over), post-processes every chunk at the original frame size, and yields each chunk's
+results (`ChunkResult`: the frames, their track-id or class map, HF-style per-frame results and
+the model's small output) for the caller to write and drop, so memory stays flat in the video's
+length. `Segmenter.run(chunks)` collects everything (short clips: demo, tests). Video-level
+results over a stream: `videomt_jax.apps.video_level.VideoLevel`, fed with `ChunkResult.output`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -23,7 +25,7 @@ from videomt_jax import postprocess as pp
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
-from videomt_jax.processing import VideoProcessor
+from videomt_jax.processing import VideoProcessor, load_processor
 from videomt_jax.streaming import VideoStreamer
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "synthetic-tiny"
@@ -33,13 +35,6 @@ FRAME_TASKS: dict[str, Callable[..., Any]] = {
     "instance": pp.post_process_instance,
     "panoptic": pp.post_process_panoptic,
 }
-VIDEO_TASKS: dict[str, Callable[..., Any]] = {
-    "semantic": pp.video_semantic,
-    "instance": pp.video_instance,
-    "panoptic": pp.video_panoptic,
-}
-
-
 def track_map(result: Any, labels: dict[int, int]) -> np.ndarray:
     """Per-frame segment ids of video 0 -> track ids (the query that opened each segment).
 
@@ -57,16 +52,21 @@ def track_map(result: Any, labels: dict[int, int]) -> np.ndarray:
     return out
 
 
-def video_instance_map(result: Any, video: int = 0) -> tuple[np.ndarray, dict[int, int]]:
-    """Top-k video instances -> [T, H, W] track-id map (higher scores painted on top) and labels."""
-    masks = np.asarray(result.masks[video])  # [N, T, H, W], score-descending
-    out = np.full(masks.shape[1:], -1, np.int32)
-    labels: dict[int, int] = {}
-    for n in range(masks.shape[0] - 1, -1, -1):
-        track = int(result.query[video, n])
-        out[masks[n]] = track
-        labels[track] = int(result.label_id[video, n])
-    return out, labels
+def semantic_frames_hf(maps: np.ndarray) -> list[dict[str, Any]]:
+    """Class maps [t, H, W] -> HF-style per-frame results: one segment per class present (id = class id)."""
+    return [
+        {"segmentation": m, "segments_info": [{"id": int(c), "label_id": int(c), "score": 1.0} for c in np.unique(m) if c >= 0]}
+        for m in maps
+    ]
+
+
+@dataclass
+class ChunkResult:
+    frames: np.ndarray  # [t, H, W, 3] uint8: the input chunk
+    segmentation: np.ndarray  # [t, H, W] int32 track ids = query index (-1 none), or class ids (semantic)
+    frames_hf: list[Any]  # HF-style result per frame
+    output: VideomtOutput  # the model's output for these frames, on the host: [1, t, Q, K+1] / [1, t, Q, h, w]
+    geometry: Any  # the processor's geometry of the chunk (original / resized / padded size)
 
 
 @dataclass
@@ -75,7 +75,6 @@ class SegmentationRun:
     frames_hf: list[Any]  # HF-style result per frame (to_hf)
     segmentation: np.ndarray  # [T, H, W] int32 track ids = query index (-1 none), or class ids (semantic)
     segment_labels: dict[int, int] | None  # track id -> class id, None for semantic
-    video: Any = None  # video-level result (VideoInstanceResult, ...) when asked for
     num_frames: int = 0
     seconds: float = 0.0
 
@@ -91,70 +90,83 @@ class Segmenter:
     task: str = "panoptic"
     keep_aspect: bool = False
     task_kwargs: dict[str, Any] = field(default_factory=dict)
-    processor: VideoProcessor = field(init=False)
+    # The model's pixel normalisation (`load_processor`, saved beside the checkpoint); None:
+    # `VideoProcessor.from_config(config)`. keep_aspect=True switches it to aspect-preserving resizing.
+    processor: VideoProcessor | None = None
     streamer: VideoStreamer = field(init=False)
 
     def __post_init__(self) -> None:
         if self.task not in FRAME_TASKS:
             raise ValueError(f"task must be one of {sorted(FRAME_TASKS)}, got {self.task!r}")
-        self.processor = VideoProcessor.from_config(self.config, keep_aspect=self.keep_aspect)
+        processor = VideoProcessor.from_config(self.config) if self.processor is None else self.processor
+        if self.keep_aspect:
+            processor = dataclasses.replace(processor, keep_aspect=True, pad_multiple=self.config.patch_hw)
+        self.processor = processor
         self.streamer = VideoStreamer(VideomtModel(self.config), self.params, interpolate_pos_encoding=True)
 
-    def _post(self, fn: Callable[..., Any], out: VideomtOutput, geo: Any, **kwargs: Any) -> Any:
-        valid = geo.resized_size if geo.resized_size != geo.padded_size else None
-        return fn(out, geo.original_size, valid_size=valid, mask_stride=self.config.mask_stride, **kwargs)
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: str | None = None, **kwargs: Any) -> "Segmenter":
+        """A segmenter for a checkpoint: weights, config and the processor saved beside them."""
+        from videomt_jax.weights.api import load_pretrained
 
-    def run(
-        self, chunks: Iterable[np.ndarray], video_level: bool = False, progress: Callable[[int], None] | None = None
-    ) -> SegmentationRun:
-        """chunks: uint8 [t, H, W, 3] pieces of one video, in order."""
+        config, params = load_pretrained(path, dtype=dtype)
+        return cls(config, params, processor=load_processor(path, config), **kwargs)
+
+    def _post(self, fn: Callable[..., Any], out: VideomtOutput, geo: Any, **kwargs: Any) -> Any:
+        return fn(out, geo.original_size, valid_size=self.valid_size(geo), **kwargs)  # the stride travels on `out`
+
+    def valid_size(self, geo: Any) -> tuple[int, int] | None:
+        """The un-padded part of the model input (None when nothing was padded)."""
+        return geo.resized_size if geo.resized_size != geo.padded_size else None
+
+    def stream(
+        self, chunks: Iterable[np.ndarray], labels: dict[int, int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[ChunkResult]:
+        """chunks: uint8 [t, H, W, 3] pieces of one video, in order (only the last may be shorter).
+
+        labels: filled with track id -> class id as tracks appear (instance / panoptic)."""
         frame_fn = FRAME_TASKS[self.task]
-        state, geo = None, None
-        frames_hf: list[Any] = []
-        maps: list[np.ndarray] = []
-        labels: dict[int, int] = {}
-        kept: list[VideomtOutput] = []
-        chunk_len, ended = None, False
-        t0 = time.perf_counter()
+        labels = {} if labels is None else labels
+        state, chunk_len, ended = None, None, False
         for chunk in chunks:
             if ended:
                 raise ValueError("only the last chunk of a video may be shorter than the first")
             n = chunk.shape[0]
             chunk_len = n if chunk_len is None else chunk_len
+            padded = chunk
             if n < chunk_len:
                 # Pad the last chunk with copies of its last frame so every call has one shape
                 # (one compile); the padded frames come after everything kept and are dropped.
                 ended = True
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], chunk_len - n, axis=0)])
-            videos, geos = self.processor.preprocess(chunk[None])  # [1, t, Hp, Wp, 3]
-            geo = geos[0]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], chunk_len - n, axis=0)])
+            videos, geos = self.processor.preprocess(padded[None])  # [1, t, Hp, Wp, 3]
             state = self.streamer.init(1) if state is None else state
             out, state = self.streamer.step(state, videos)
-            result = jax.device_get(self._post(frame_fn, out, geo, **self.task_kwargs))
+            result = jax.device_get(self._post(frame_fn, out, geos[0], **self.task_kwargs))
             result = jax.tree.map(lambda x: x[:, :n], result)  # [1, n, ...]
             if self.task == "semantic":
-                maps.append(np.asarray(result[0]))
+                seg = np.asarray(result[0])
+                frames_hf = semantic_frames_hf(seg)
             else:
-                maps.append(track_map(result, labels))
-            frames_hf += pp.to_hf(result)
-            if video_level:
-                kept.append(jax.tree.map(lambda x: x[:, :n], jax.device_get(out)))
+                seg, frames_hf = track_map(result, labels), pp.to_hf(result)
+            output = jax.tree.map(lambda x: x[:, :n], jax.device_get(out))
+            yield ChunkResult(chunk, seg, frames_hf, output, geos[0])
             if progress is not None:
                 progress(n)
-        if geo is None:
+        if state is None:
             raise ValueError("the video has no frames")
-        run = SegmentationRun(
+
+    def run(self, chunks: Iterable[np.ndarray], progress: Callable[[int], None] | None = None) -> SegmentationRun:
+        """All of `stream` in memory: for short clips."""
+        labels: dict[int, int] = {}
+        t0 = time.perf_counter()
+        results = list(self.stream(chunks, labels, progress))
+        return SegmentationRun(
             task=self.task,
-            frames_hf=frames_hf,
-            segmentation=np.concatenate(maps),
+            frames_hf=[f for r in results for f in r.frames_hf],
+            segmentation=np.concatenate([r.segmentation for r in results]),
             segment_labels=None if self.task == "semantic" else labels,
-            num_frames=sum(m.shape[0] for m in maps),
+            num_frames=sum(r.segmentation.shape[0] for r in results),
+            seconds=time.perf_counter() - t0,
         )
-        if video_level:
-            whole = VideomtOutput(
-                class_logits=np.concatenate([o.class_logits for o in kept], axis=1),
-                mask_logits=np.concatenate([o.mask_logits for o in kept], axis=1),
-            )
-            run.video = jax.device_get(self._post(VIDEO_TASKS[self.task], whole, geo))
-        run.seconds = time.perf_counter() - t0
-        return run

@@ -1,98 +1,158 @@
-"""The work of `videomt-jax segment` (parser in `videomt_jax.cli.segment`): overlay video + results.json."""
+"""The work of `videomt-jax segment` (parser in `videomt_jax.cli.segment`): overlay video + results.json.
+
+Everything is written as the frames come, so memory stays flat in the video's length: each chunk
+is decoded, segmented, drawn into the overlay (`VideoWriter`) and its per-frame results appended
+to results.json (`ResultsWriter`), then dropped. With `--video-level` the model's small outputs
+are kept as per-query running sums plus mask logits spilled to an unlinked temporary file in the
+output folder (`apps.video_level`); after the last frame the video is decoded a second time to
+draw the video-level overlay, and the tracks (one compressed RLE per frame each) are written.
+
+Only OUT/overlay.<format> and OUT/results.json are written, each atomically; when either exists
+the command refuses before any work unless `--overwrite` is given, and never touches other files.
+
+Letters: T frames, t frames of a chunk, H/W frame size.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-from videomt_jax.apps.pipeline import SegmentationRun, video_instance_map
+RESULTS_NAME = "results.json"
+OVERLAY_STEM = "overlay"
+FALLBACK_FPS = 10.0  # when the container does not say
 
 
-def _fail(message: str) -> int:
-    print(f"videomt-jax segment: error: {message}", file=sys.stderr)
-    return 1
+def output_paths(out: Path, fmt: str, overwrite: bool) -> tuple[Path, Path]:
+    """(overlay, results) paths in `out`, checked before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a directory (overlay.{fmt} and {RESULTS_NAME} go in it)")
+    paths = (out / f"{OVERLAY_STEM}.{fmt}", out / RESULTS_NAME)
+    existing = [p.name for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    if any(p.exists() and not p.is_file() for p in paths):
+        raise FileExistsError(f"{out} holds a directory named like an output ({', '.join(existing)}); not replacing it")
+    return paths
 
 
-def video_level_map(run: SegmentationRun) -> tuple[np.ndarray, dict[int, int] | None, Any]:
-    """The map to draw and the tracks to write when video-level results were computed."""
-    video = run.video
-    if run.task == "semantic":
-        return np.asarray(video[0]), None, None
-    if run.task == "instance":
-        seg, labels = video_instance_map(video)
-        tracks = [
-            {"id": int(video.query[0, n]), "label_id": int(video.label_id[0, n]), "score": float(video.score[0, n]),
-             "masks": np.asarray(video.masks[0, n])}
-            for n in range(video.masks.shape[1])
-        ]
-        return seg, labels, tracks
-    seg = np.asarray(video.segmentation[0])
-    infos = [
-        {"id": int(s), "label_id": int(video.label_id[0, s]), "score": float(video.score[0, s]), "isthing": bool(video.isthing[0, s])}
-        for s in np.flatnonzero(np.asarray(video.valid[0]))
-    ]
-    return seg, {i["id"]: i["label_id"] for i in infos}, {"segmentation": seg, "segments_info": infos}
+class TrackMasks:
+    """Per-track compressed RLEs, one per frame, gathered chunk by chunk (tracks may start late)."""
+
+    def __init__(self, size: tuple[int, int]):
+        from videomt_jax.data.results_json import encode_rle
+
+        self.encode = encode_rle
+        self.empty = encode_rle(np.zeros(size, bool))
+        self.rles: dict[int, list[dict[str, Any]]] = {}
+        self.num_frames = 0
+
+    def add(self, masks: dict[int, np.ndarray], frames: int) -> None:
+        """masks: track id -> bool [t, H, W] for this chunk's t frames (absent tracks: empty)."""
+        for track, m in masks.items():
+            self.rles.setdefault(track, [self.empty] * self.num_frames).extend(self.encode(x) for x in m)
+        self.num_frames += frames
+        for rles in self.rles.values():
+            rles.extend([self.empty] * (self.num_frames - len(rles)))
+
+    def get(self, track: int) -> list[dict[str, Any]]:
+        return self.rles.get(track, [self.empty] * self.num_frames)
+
+
+def _chunks(args: argparse.Namespace) -> Iterable[np.ndarray]:
+    from videomt_jax.data.video_io import iter_video_chunks
+
+    return iter_video_chunks(args.video, args.chunk, max_frames=args.max_frames, stride=args.stride)
 
 
 def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from videomt_jax.apps.pipeline import Segmenter
-    from videomt_jax.data.overlay import overlay_video
-    from videomt_jax.data.results_json import write_results_json
-    from videomt_jax.data.video_io import iter_video_chunks, probe_video, write_video
+    from videomt_jax.apps.video_level import VideoLevel
+    from videomt_jax.data.overlay import OverlayPainter, legend_texts_for
+    from videomt_jax.data.results_json import ResultsWriter
+    from videomt_jax.data.video_io import VideoWriter, probe_video
+    from videomt_jax.processing import load_processor
     from videomt_jax.weights.api import load_pretrained
 
+    out = Path(args.out)
+    overlay_path, results_path = output_paths(out, args.format, args.overwrite)
     try:
         info = probe_video(args.video)
-        chunks = iter_video_chunks(args.video, args.chunk, max_frames=args.max_frames, stride=args.stride)
+        chunks = _chunks(args)
     except (OSError, ValueError) as e:
-        return _fail(f"cannot read video {args.video!r}: {e}")
+        raise ValueError(f"cannot read video {args.video!r}: {e}") from None
     try:
         config, params = load_pretrained(args.model, dtype=args.dtype)
+        processor = load_processor(args.model, config) if Path(args.model).is_dir() else None
     except (OSError, ValueError) as e:
-        return _fail(f"cannot load model {args.model!r}: {e}")
+        raise ValueError(f"cannot load model {args.model!r}: {e}") from None
     kwargs = {} if args.threshold is None or args.task == "semantic" else {"threshold": args.threshold}
-    segmenter = Segmenter(config, params, task=args.task, keep_aspect=args.keep_aspect, task_kwargs=kwargs)
-
-    frames: list[np.ndarray] = []
-
-    def keep(chunk_iter: Any) -> Any:
-        for chunk in chunk_iter:
-            frames.append(chunk)
-            yield chunk
-
-    total = info.num_frames if args.max_frames is None else min(info.num_frames or args.max_frames, args.max_frames)
-    with tqdm(total=total, unit="frame", desc=f"segment ({args.task})", file=sys.stderr) as bar:
-        try:
-            run = segmenter.run(keep(chunks), video_level=args.video_level, progress=bar.update)
-        except ValueError as e:
-            return _fail(f"{args.video}: {e}")
-    video = np.concatenate(frames)
-    out = Path(args.out)
+    segmenter = Segmenter(config, params, task=args.task, keep_aspect=args.keep_aspect, task_kwargs=kwargs, processor=processor)
+    fps = info.fps / args.stride if info.fps else FALLBACK_FPS
+    max_id = None if args.task == "semantic" else config.num_queries - 1
+    labels: dict[int, int] = {}
+    segment_labels = None if args.task == "semantic" else labels
     out.mkdir(parents=True, exist_ok=True)
-    seg, labels, tracks = run.segmentation, run.segment_labels, None
-    if args.video_level:
-        seg, labels, tracks = video_level_map(run)
-    overlay = overlay_video(video, seg, labels, config.id2label)
-    fps = info.fps / args.stride if info.fps else 10.0
-    overlay_path = write_video(out / f"overlay.{args.format}", overlay, fps=fps)
-    frames_hf = run.frames_hf
-    if args.task == "semantic":  # class maps as one segment per class present
-        frames_hf = [
-            {"segmentation": m, "segments_info": [{"id": int(c), "label_id": int(c), "score": 1.0} for c in np.unique(m)]}
-            for m in run.segmentation
-        ]
-    write_results_json(
-        out / "results.json", frames=frames_hf, tracks=tracks, video_id=Path(args.video).name,
-        id2label=config.id2label, fps=fps,
-    )
+    total = info.num_frames if args.max_frames is None else min(info.num_frames or args.max_frames, args.max_frames)
+    if total is not None:
+        total = -(-total // args.stride)
+    t0 = time.perf_counter()
+    painter, size, num_frames, video_level = None, None, 0, None
+    with contextlib.ExitStack() as stack:
+        results = stack.enter_context(
+            ResultsWriter(results_path, video_id=Path(args.video).name, id2label=config.id2label, fps=fps)
+        )
+        overlay = None if args.video_level else stack.enter_context(VideoWriter(overlay_path, fps))
+        with tqdm(total=total, unit="frame", desc=f"segment ({args.task})", file=sys.stderr) as bar:
+            for r in segmenter.stream(chunks, labels, progress=bar.update):
+                results.add_frames(r.frames_hf)
+                if painter is None:  # the first chunk tells the frame size
+                    size = r.segmentation.shape[1:]
+                    painter = OverlayPainter(size[0], legend_texts_for(config.id2label, max_id))
+                    if args.video_level:
+                        video_level = stack.enter_context(VideoLevel(
+                            args.task, size, valid=segmenter.valid_size(r.geometry), stride=config.mask_stride,
+                            spill_dir=out,
+                        ))
+                if video_level is not None:
+                    video_level.add(r.output)
+                else:
+                    overlay.write(painter.paint(r.frames, r.segmentation, segment_labels, config.id2label))
+                num_frames += r.frames.shape[0]
+        seconds = time.perf_counter() - t0
+        if video_level is not None:
+            overlay = stack.enter_context(VideoWriter(overlay_path, fps))
+            write_video_level(video_level, _chunks(args), painter, overlay, results, config.id2label, size)
     print(
-        f"segmented {run.num_frames} frames of {video.shape[2]}x{video.shape[1]} in {run.seconds:.2f} s "
-        f"({run.fps:.1f} frames/s, compile included); wrote {overlay_path} and {out / 'results.json'}"
+        f"segmented {num_frames} frames of {size[1]}x{size[0]} in {seconds:.2f} s "
+        f"({num_frames / max(seconds, 1e-9):.1f} frames/s, compile included); wrote {overlay_path} and {results_path}"
     )
     return 0
+
+
+def write_video_level(
+    video_level: Any, frames: Iterable[np.ndarray], painter: Any, overlay: Any, results: Any,
+    id2label: dict[int, str], size: tuple[int, int],
+) -> None:
+    """Second pass: the video decoded again, drawn with the video-level maps; the tracks to results."""
+    from tqdm import tqdm
+
+    tracks = TrackMasks(size)
+    with tqdm(total=video_level.num_frames, unit="frame", desc="video-level", file=sys.stderr) as bar:
+        for chunk, vc in zip(frames, video_level.chunks(), strict=True):
+            if chunk.shape[0] != vc.segmentation.shape[0]:
+                raise ValueError(f"the video decoded differently the second time ({chunk.shape[0]} frames vs {vc.segmentation.shape[0]})")
+            overlay.write(painter.paint(chunk, vc.segmentation, video_level.labels, id2label))
+            tracks.add(vc.masks, chunk.shape[0])
+            bar.update(chunk.shape[0])
+    results.expect_tracks()
+    for info in video_level.tracks:
+        results.add_track_rles(info, tracks.get(info["id"]))

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 # command modules, in the order `--help` lists them
-COMMANDS: tuple[str, ...] = ("convert", "export", "segment", "demo", "train", "eval", "bench")
+COMMANDS: tuple[str, ...] = ("convert", "export", "export_serving", "export_onnx", "segment", "demo", "train", "eval", "bench")
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:

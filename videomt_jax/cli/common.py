@@ -1,22 +1,72 @@
-"""Shared command-line plumbing: user errors become one line on stderr and exit code 1."""
+"""Shared command-line plumbing: user errors become one line on stderr and exit code 1; for
+commands that write atomically, SIGTERM and SIGINT (Ctrl-C) become one line and exit code 128 + N
+after the temporary files are removed (the atomic writers clean up on any exception)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def guarded(run: Callable[[argparse.Namespace], int], name: str) -> Callable[[argparse.Namespace], int]:
-    """Wrap a subcommand: a user error prints `videomt-jax NAME: error: ...` and returns 1."""
+class Interrupted(BaseException):
+    """Raised in the main thread when a stop signal arrives (a BaseException, like KeyboardInterrupt,
+    so `except Exception` blocks let it pass while `finally` and atomic writers clean up)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise `Interrupted` (main thread only; else no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def guarded(
+    run: Callable[[argparse.Namespace], int], name: str, *, interruptible: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """Wrap a subcommand: a user error prints `videomt-jax NAME: error: ...` and returns 1.
+
+    interruptible: SIGTERM / SIGINT stop the command with `videomt-jax NAME: interrupted by SIG...`
+    and exit code 128 + the signal number, after the atomic writers removed their temporary files.
+    """
 
     def main(args: argparse.Namespace) -> int:
         try:
-            return run(args)
+            with stop_signals_raise() if interruptible else contextlib.nullcontext():
+                return run(args)
         except USER_ERRORS as e:
             print(f"videomt-jax {name}: error: {e}", file=sys.stderr)
             return 1
+        except (Interrupted, KeyboardInterrupt) as e:
+            if not interruptible:
+                raise
+            signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
+            print(
+                f"videomt-jax {name}: interrupted by {signal.Signals(signum).name}; "
+                "partial output removed, existing files left as they were",
+                file=sys.stderr,
+            )
+            return 128 + signum
 
     return main

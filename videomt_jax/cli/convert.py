@@ -1,7 +1,9 @@
 """`videomt-jax convert SRC OUT`: any checkpoint `load_pretrained` reads (HF dir, Hub id, authors'
 .pth, videomt-jax dir) -> a videomt-jax (orbax) directory.
 
-Writes atomically (an interrupted run leaves OUT as it was) and prints a summary. The source
+Writes atomically (an interrupted run, SIGTERM and Ctrl-C included, leaves OUT as it was and no
+temporary files) and prints a summary. An existing OUT needs --overwrite and must hold checkpoint
+files alone (`weights.native.is_checkpoint_entry`): a folder with other files is refused untouched. The source
 arguments and the runner are shared with `export` (`videomt_jax.cli.export`) and the standalone
 scripts in the repository's `convert/` folder. The weight code (jax, orbax, torch for .pth files)
 is imported only when a command runs, so `videomt-jax --help` stays quick.
@@ -31,7 +33,10 @@ OVERRIDE_FLAGS = {
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="HF directory, Hub repo id, authors' .pth file, or videomt-jax directory")
     parser.add_argument("out", help="output directory (written atomically)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace OUT if it is a checkpoint (a folder holding anything else is refused, untouched)",
+    )
     group = parser.add_argument_group("overrides (mostly for authors' .pth files, whose config is inferred)")
     group.add_argument("--num-heads", type=int, help="attention heads (default: from --model-name, else hidden // 64)")
     group.add_argument("--image-size", type=int, help="input size the position embeddings were trained at")
@@ -82,16 +87,21 @@ def _summary(
 
 
 def run_writer(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..., Path]) -> int:
+    from videomt_jax.processing import load_processor
     from videomt_jax.weights.api import load_pretrained_with_report
 
+    from videomt_jax.utils.io import check_replaceable
+    from videomt_jax.weights.native import is_checkpoint_entry
+
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    # before the (long) load: OUT may be replaced only when it holds checkpoint files alone
+    check_replaceable(out, overwrite=args.overwrite, replaceable=is_checkpoint_entry, flag="--overwrite")
     print(f"reading {args.src} ...", flush=True)
     config, params, report = load_pretrained_with_report(args.src, getattr(args, "dtype", None), **_overrides(args))
     print(f"writing {out} ...", flush=True)
     start = time.perf_counter()
-    write(out, config, params, overwrite=args.overwrite)
+    processor = load_processor(args.src, config)  # the source's pixel normalisation travels along
+    write(out, config, params, processor=processor, overwrite=args.overwrite)
     print(_summary(verb, args, fmt, config, report, time.perf_counter() - start))
     return 0
 
@@ -103,7 +113,7 @@ def run_convert(args: argparse.Namespace) -> int:
     return run_writer(args, "converted", "videomt-jax (orbax)", save_pretrained)
 
 
-convert_command = guarded(run_convert, "convert")
+convert_command = guarded(run_convert, "convert", interruptible=True)
 
 
 def add_parser(subparsers: Any) -> None:

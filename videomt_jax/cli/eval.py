@@ -17,11 +17,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from videomt_jax.training.evaluate import evaluate_model, format_results, json_ready, load_data_config
     from videomt_jax.training.recipes import load_recipe
     from videomt_jax.utils.io import atomic_write_text
+    from videomt_jax.processing import load_processor
     from videomt_jax.weights.api import load_pretrained
 
     config, params = load_pretrained(args.model)
     data_cfg = load_recipe(args.recipe).data if args.recipe else load_data_config(args.model)
-    results = evaluate_model(config, params, data_cfg, args.split, args.clips, args.batch_size)
+    processor = load_processor(args.model, config)  # the normalisation the model was trained with
+    results = evaluate_model(config, params, data_cfg, args.split, args.clips, args.batch_size, processor=processor)
     print(format_results(results), flush=True)
     if args.out:
         atomic_write_text(args.out, json.dumps(json_ready(results), indent=2, sort_keys=True) + "\n")

@@ -17,7 +17,7 @@ def run_export(args: argparse.Namespace) -> int:
     return run_writer(args, "exported", "hugging face", export_hf)
 
 
-export_command = guarded(run_export, "export")
+export_command = guarded(run_export, "export", interruptible=True)
 
 
 def add_parser(subparsers: Any) -> None:

@@ -31,6 +31,46 @@ def _has_checkpoints(directory: Path) -> bool:
     return directory.is_dir() and any(p.is_dir() and p.name.isdigit() for p in directory.iterdir())
 
 
+# Recipe entries that may change when a run is resumed (the rest must equal OUT/recipe.json):
+# the schedule length, logging and checkpoint policy, where the dataset is mounted, the run's name.
+RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "data.root")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_resumable(out: Path, recipe: Any) -> None:
+    """Refuse, before anything is written, to continue OUT's checkpoints with a different recipe.
+
+    OUT/recipe.json is the recipe the checkpoints were trained with; another recipe would either
+    fail deep inside orbax (other shapes) or silently train something else from them.
+    """
+    import json
+
+    saved_file = out / RECIPE_FILE
+    if not (_has_checkpoints(out / "checkpoints") and saved_file.is_file()):
+        return
+    try:
+        saved = _flat(json.loads(saved_file.read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{saved_file} (the recipe of the checkpoints in {out}) cannot be read: {e}") from None
+    new = _flat(json.loads(recipe.to_json()))
+    differ = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} here" for k in differ[:6])
+        raise ValueError(
+            f"{out} holds checkpoints of another recipe ({saved_file}); {len(differ)} entries differ: {shown}"
+            f"{'; ...' if len(differ) > 6 else ''}. Nothing was changed. Continue that run with "
+            f"`videomt-jax train {saved_file} --out {out}`, or choose another --out"
+        )
+
+
 def _check_init(params: Any, config: Any, image_hw: tuple[int, int]) -> None:
     """--init weights must have exactly the parameters of the recipe's model."""
     import jax
@@ -47,6 +87,22 @@ def _check_init(params: Any, config: Any, image_hw: tuple[int, int]) -> None:
         raise ValueError(f"--init weights do not fit the recipe's model: {problems[:8]}")
 
 
+def _with_data_root(recipe: Any, root: str | None) -> Any:
+    """The recipe with its dataset root set from --data-root; dataset recipes must have one."""
+    from dataclasses import replace
+
+    from videomt_jax.data.sources import VideoDataConfig
+    from videomt_jax.training.recipes import data_kind
+
+    if not isinstance(recipe.data, VideoDataConfig):
+        if root is not None:
+            raise ValueError(f"recipe {recipe.name!r} trains on {data_kind(recipe.data)} data: --data-root does not apply")
+        return recipe
+    recipe = replace(recipe, data=recipe.data.with_root(root)) if root is not None else recipe
+    recipe.data.open()  # fail here, naming the file, rather than in a data-loading worker
+    return recipe
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train a recipe; resumable from OUT/checkpoints; writes OUT/model and OUT/recipe.json."""
     import jax
@@ -55,6 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
     distributed = args.distributed or any(v is not None for v in cluster)
     if distributed:  # before anything touches a device: every process then sees all devices
         jax.distributed.initialize(*cluster)
+    from videomt_jax.data.grain_pipeline import GrainBatches
+    from videomt_jax.data.synthetic import SyntheticConfig
     from videomt_jax.training.evaluate import save_data_config
     from videomt_jax.training.loop import fit
     from videomt_jax.training.recipes import load_recipe
@@ -62,11 +120,13 @@ def run_train(args: argparse.Namespace) -> int:
     from videomt_jax.weights.api import export_hf, load_pretrained, save_pretrained
 
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
-    recipe = load_recipe(args.config, **overrides)
+    recipe = _with_data_root(load_recipe(args.config, **overrides), args.data_root)
     out = Path(args.out) if args.out else Path(RUNS_DIR) / recipe.name
     main_process = jax.process_index() == 0
     if not args.resume and _has_checkpoints(out / "checkpoints"):
         raise FileExistsError(f"{out / 'checkpoints'} holds checkpoints; pass --resume or choose another --out")
+    if args.resume:
+        check_resumable(out, recipe)
     params = None
     if args.init:
         _, params = load_pretrained(args.init)
@@ -81,19 +141,28 @@ def run_train(args: argparse.Namespace) -> int:
             f"{jax.process_count()} process(es), {jax.device_count()} device(s) -> {out}",
             flush=True,
         )
-    batches = recipe.batches("train", process_index=jax.process_index(), process_count=jax.process_count())
-    num_devices = None if distributed else args.devices
-    result = fit(
-        recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices, stop_after=args.stop_after
+    batches = GrainBatches(  # yields exactly recipe.batches(...)(step), built by worker processes
+        recipe.clip_fn("train"), recipe.collate, batch_size=recipe.train.batch_size, steps=recipe.train.steps,
+        process_index=jax.process_index(), process_count=jax.process_count(), workers=args.workers,
     )
+    num_devices = None if distributed else args.devices
+    try:
+        result = fit(
+            recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices, stop_after=args.stop_after
+        )
+    finally:  # also on Ctrl-C: stop the data-loading workers
+        batches.close()
     step = int(jax.device_get(result.state.step))
     if main_process:
         host_params = jax.device_get(result.state.params)  # replicated on every device: any copy
         # save_pretrained's orbax writer waits for every process; with several, process 0 writes
         # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
         write = save_pretrained if jax.process_count() == 1 else export_hf
-        model_dir = write(out / MODEL_DIR, recipe.model, host_params)
-        save_data_config(model_dir, recipe.data)
+        model_dir = write(
+            out / MODEL_DIR, recipe.model, host_params, processor=recipe.processor, overwrite=True
+        )  # the run's own model, with the pixel normalisation it was trained on
+        if isinstance(recipe.data, SyntheticConfig):  # dataset models are evaluated with --dataset
+            save_data_config(model_dir, recipe.data)
         last = result.history[-1] if result.history else {}
         loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
         print(f"step {step}/{recipe.train.steps}{loss}; {result.seconds:.1f} s; model -> {model_dir}", flush=True)
@@ -116,6 +185,13 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument(
         "--resume", action=argparse.BooleanOptionalAction, default=True,
         help="continue from OUT/checkpoints (default); --no-resume refuses to run over existing checkpoints",
+    )
+    train.add_argument(
+        "--data-root", metavar="DIR",
+        help="dataset recipes: the folder holding the dataset folder (ytvis_2019/, ovis/, VIPSeg/, VSPW_480p/) or that folder",
+    )
+    train.add_argument(
+        "--workers", type=int, help="data-loading worker processes (default: cores - 1, at most 8; 0: in this process)"
     )
     train.add_argument("--init", metavar="PATH", help="initial weights: anything load_pretrained reads")
     train.add_argument("--stop-after", type=int, help="stop after this many steps of this call (resume later)")

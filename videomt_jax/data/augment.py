@@ -5,8 +5,9 @@ Letters: T frames, M instances, H/W input size, h/w output size.
 One set of parameters is drawn per clip and applied to every frame, mask and label map, so
 objects keep their identity and motion. Scaling is large-scale-jitter style: the clip is first
 scaled to fit the output size, then by a random factor in `scale_range`; a larger result is
-cropped at a random offset, a smaller one padded at the bottom/right (frames with the ImageNet
-mean colour, i.e. 0 after normalisation; masks False; semantic IGNORE_INDEX; panoptic VOID_ID).
+cropped at a random offset, a smaller one padded at the bottom/right (frames with `fill`, by default
+the default processor's mean colour, i.e. 0 after normalisation; masks False; semantic
+IGNORE_INDEX; panoptic VOID_ID).
 Frames are resampled bilinearly (half-pixel centres), label maps and masks by nearest neighbour.
 """
 
@@ -17,7 +18,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from videomt_jax.data.batching import IGNORE_INDEX, PIXEL_MEAN, VOID_ID, Clip, validate_clip
+from videomt_jax.data.batching import DEFAULT_PROCESSOR, IGNORE_INDEX, VOID_ID, Clip, validate_clip
+
+Fill = tuple[float, float, float]  # 0..255 RGB padding colour
+DEFAULT_FILL: Fill = DEFAULT_PROCESSOR.pixel_mean
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,8 @@ def _axis_maps(size_in: int, size_scaled: int, offset: int, size_out: int, flip:
     return nearest, lo, hi, (src - lo).astype(np.float32), inside
 
 
-def apply_params(clip: Clip, params: AugmentParams) -> Clip:
-    """Apply one parameter set to every frame, mask and label map of `clip`."""
+def apply_params(clip: Clip, params: AugmentParams, fill: Fill = DEFAULT_FILL) -> Clip:
+    """Apply one parameter set to every frame, mask and label map of `clip` (padding frames with `fill`)."""
     validate_clip(clip)
     h, w = clip.image_hw
     out_h, out_w = params.output_hw
@@ -81,7 +85,7 @@ def apply_params(clip: Clip, params: AugmentParams) -> Clip:
     top = frames[:, y0][:, :, x0] * (1 - wx4) + frames[:, y0][:, :, x1] * wx4
     bottom = frames[:, y1][:, :, x0] * (1 - wx4) + frames[:, y1][:, :, x1] * wx4
     out = top * (1 - wy4) + bottom * wy4  # [T, h, w, 3]
-    out = np.where(inside[None, :, :, None], out, PIXEL_MEAN)
+    out = np.where(inside[None, :, :, None], out, np.asarray(fill, np.float32))
     frames = np.clip(np.round(out), 0, 255).astype(np.uint8)
 
     masks = clip.masks[:, :, ny][:, :, :, nx] & inside  # [T, M, h, w]
@@ -99,8 +103,12 @@ def apply_params(clip: Clip, params: AugmentParams) -> Clip:
     )
 
 
-def augment_clip(clip: Clip, cfg: AugmentConfig, rng: np.random.Generator | int) -> Clip:
-    """Draw one parameter set from `rng` (a Generator or a seed) and apply it to the clip."""
+def augment_clip(
+    clip: Clip, cfg: AugmentConfig, rng: np.random.Generator | int, fill: Fill = DEFAULT_FILL
+) -> Clip:
+    """Draw one parameter set from `rng` (a Generator or a seed) and apply it to the clip.
+
+    fill: padding colour on 0..255, the model processor's `pixel_mean` (0 after normalisation)."""
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
-    return apply_params(clip, sample_params(clip.image_hw, cfg, rng))
+    return apply_params(clip, sample_params(clip.image_hw, cfg, rng), fill)

@@ -7,7 +7,8 @@ A `Clip` is YouTube-VIS-like: instance m is one object tracked over the clip, wi
 empty) mask in every frame; it is *present* in frame t when that mask has a pixel. `collate` turns
 a list of clips into the per-frame targets the loss wants: slot m of frame t is valid only where
 the instance is present in that frame; invalid slots carry the class `num_labels` (no object) and
-an all-False mask. Pixels are normalised with the ImageNet mean/std on the 0-255 scale.
+an all-False mask. Pixels are normalised by the model's `VideoProcessor` (`processing.py`; default
+HF's: /255, ImageNet mean/std), the one normalisation of inference, training and evaluation.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from videomt_jax.processing import VideoProcessor
+
 # Label-map conventions shared by the data sources, augmentation and metrics.
 IGNORE_INDEX = 255  # semantic maps: pixel without a label
 LABEL_DIVISOR = 1000  # panoptic maps: id = class * LABEL_DIVISOR + instance (stuff: instance 0)
 VOID_ID = -1  # panoptic maps: void / unlabeled pixel (ground truth) or no segment (prediction)
 
-# ImageNet statistics on 0-255 input (what the authors and Hugging Face use).
-PIXEL_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
-PIXEL_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
-_INV_STD = 1.0 / PIXEL_STD
+# The processor of a model that does not say otherwise (HF's defaults: /255, ImageNet mean/std).
+DEFAULT_PROCESSOR = VideoProcessor()
 
 
 class Clip(NamedTuple):
@@ -84,13 +85,11 @@ def validate_clip(clip: Clip) -> Clip:
     return clip
 
 
-def normalize_frames(frames: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """uint8 (or float on 0-255) frames [..., 3] -> float32 (x - mean) / std, ImageNet statistics."""
-    if frames.shape[-1] != 3:
-        raise ValueError(f"frames must end with 3 colour channels, got shape {frames.shape}")
-    out = np.empty(frames.shape, np.float32) if out is None else out
-    np.subtract(frames, PIXEL_MEAN, out=out)
-    return np.multiply(out, _INV_STD, out=out)
+def normalize_frames(
+    frames: np.ndarray, out: Optional[np.ndarray] = None, processor: VideoProcessor = DEFAULT_PROCESSOR
+) -> np.ndarray:
+    """uint8 (or float on 0-255) frames [..., 3] -> float32, normalised by `processor` (`VideoProcessor.normalize`)."""
+    return processor.normalize(frames, out)
 
 
 class Batch(NamedTuple):
@@ -105,8 +104,12 @@ class Batch(NamedTuple):
     panoptic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
 
 
-def collate(clips: Sequence[Clip], *, num_labels: int, max_instances: int) -> Batch:
+def collate(
+    clips: Sequence[Clip], *, num_labels: int, max_instances: int, processor: VideoProcessor = DEFAULT_PROCESSOR
+) -> Batch:
     """Pad clips of equal T, H, W to a `Batch` with `max_instances` slots per clip.
+
+    Frames are normalised by `processor` (the model's; no resize here: clips are at model size).
 
     Instances absent from every frame carry no target and are dropped first; a clip that still
     has more than `max_instances` instances is an error (raise the limit or drop objects).
@@ -143,7 +146,7 @@ def collate(clips: Sequence[Clip], *, num_labels: int, max_instances: int) -> Ba
                 f"clip {i} has {len(keep)} instances present in some frame, more than max_instances={max_instances}"
             )
         n = len(keep)
-        normalize_frames(clip.frames, out=pixel_values[i])
+        processor.normalize(clip.frames, out=pixel_values[i])
         mask_labels[i, :, :n] = clip.masks[:, keep]
         valid[i, :, :n] = present[:, keep]
         class_labels[i, :, :n] = np.where(valid[i, :, :n], clip.classes[keep][None], num_labels)

@@ -1,27 +1,31 @@
 """Segmentation overlays: one stable colour per segment/track id, contours, a legend of class names.
 
 `overlay_video` blends each segment's colour into the frames (`round((1 - alpha) * pixel +
-alpha * colour)`, half to even), paints segment borders in the full colour, and draws a legend
-(Pillow's default font) listing the segments present anywhere in the video, in the top-left
-corner. Colours depend only on the id (golden-ratio hue steps), so a track keeps its colour over
-the whole video and across calls. Host-side numpy; nothing here is jitted.
+alpha * colour)`, half to even) and paints segment borders in the full colour. The legend never
+covers the picture: it is a panel to the right of each frame (so a legend makes the video
+`panel` pixels wider) listing that frame's segments, colour swatch and "name #id" (or the class
+name for class maps), in Pillow's default font scaled with the frame height. `OverlayPainter`
+does the same chunk by chunk for a video of any length (its panel width is fixed up front from
+the texts that may appear). Colours depend only on the id (golden-ratio hue steps), so a track
+keeps its colour over the whole video and across calls. Host-side numpy; nothing here is jitted.
 
-Letters: T frames, H/W height/width, S segments, N ids.
+Letters: T frames, H/W height/width, P legend panel width, S segments, N ids.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Mapping, Sequence
 
 import numpy as np
 
 GOLDEN = 0.618033988749895
-LEGEND_MARGIN = 4  # pixels between the legend and the frame border, and inside the legend
+LEGEND_MARGIN = 4  # pixels around and between the legend's swatches and text
 LEGEND_MIN_FONT = 10  # pixels; the font grows with the frame: height / LEGEND_FONT_DIVISOR
 LEGEND_FONT_DIVISOR = 45
-LEGEND_MAX_ENTRIES = 20  # further segments are summarised as "+N more"
-LEGEND_BACKGROUND = (0, 0, 0, 160)  # RGBA
-LEGEND_TEXT = (255, 255, 255, 255)
+LEGEND_BACKGROUND = (24, 24, 24)  # RGB of the panel
+LEGEND_TEXT = (255, 255, 255)
+LEGEND_CACHE = 64  # rendered panels kept (consecutive frames usually list the same segments)
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -96,44 +100,124 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def render_legend(
-    entries: Sequence[tuple[int, str]], font_size: int = LEGEND_MIN_FONT, max_entries: int = LEGEND_MAX_ENTRIES
-) -> np.ndarray:
-    """Legend image, uint8 RGBA [h, w, 4]: a colour swatch and a text line per entry."""
+def legend_font_size(height: int) -> int:
+    return max(LEGEND_MIN_FONT, round(height / LEGEND_FONT_DIVISOR))
+
+
+def _line_metrics(font) -> tuple[int, int]:
+    """(line height, swatch side) in pixels for `font`."""
     from PIL import Image, ImageDraw
 
-    font = _font(font_size)
-    lines = list(entries[:max_entries])
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag#0", font=font)
+    line_h = max(box[3], 8) + 2
+    return line_h, line_h - 2
+
+
+def legend_panel_width(texts: Sequence[str], height: int) -> int:
+    """Width (even, for yuv420p video) of a legend panel that fits the longest of `texts`."""
+    from PIL import Image, ImageDraw
+
+    font = _font(legend_font_size(height))
+    _, swatch = _line_metrics(font)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max((probe.textbbox((0, 0), t or " ", font=font)[2] for t in [*texts, "+99 more"]), default=0)
+    width = LEGEND_MARGIN * 3 + swatch + text_w
+    return width + width % 2
+
+
+def render_legend(entries: Sequence[tuple[int, str]], height: int, width: int) -> np.ndarray:
+    """Legend panel, uint8 RGB [height, width, 3]: a colour swatch and a text line per entry, as many
+    as fit (the rest summarised as "+N more")."""
+    from PIL import Image, ImageDraw
+
+    font = _font(legend_font_size(height))
+    line_h, swatch = _line_metrics(font)
+    rows = max(1, (height - 2 * LEGEND_MARGIN) // line_h)
+    lines = list(entries) if len(entries) <= rows else list(entries[: rows - 1])
     extra = len(entries) - len(lines)
     texts = [text for _, text in lines] + ([f"+{extra} more"] if extra > 0 else [])
-    probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
-    boxes = [probe.textbbox((0, 0), text or " ", font=font) for text in texts]
-    line_h = max(max(b[3] for b in boxes), 8) + 2
-    swatch = line_h - 2
-    width = LEGEND_MARGIN * 3 + swatch + max(b[2] for b in boxes)
-    height = LEGEND_MARGIN * 2 + line_h * len(texts)
-    image = Image.new("RGBA", (width, height), LEGEND_BACKGROUND)
+    image = Image.new("RGB", (width, height), LEGEND_BACKGROUND)
     draw = ImageDraw.Draw(image)
     colors = segment_colors([sid for sid, _ in lines]) if lines else np.zeros((0, 3), np.uint8)
     for row, text in enumerate(texts):
         top = LEGEND_MARGIN + row * line_h
         if row < len(lines):
-            left = LEGEND_MARGIN
-            draw.rectangle([left, top + 1, left + swatch - 1, top + swatch], fill=(*map(int, colors[row]), 255))
+            draw.rectangle([LEGEND_MARGIN, top + 1, LEGEND_MARGIN + swatch - 1, top + swatch], fill=tuple(map(int, colors[row])))
         draw.text((LEGEND_MARGIN * 2 + swatch, top), text, fill=LEGEND_TEXT, font=font)
     return np.asarray(image)
 
 
-def _paste_rgba(frames: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
-    """Alpha-composite an RGBA patch onto every frame in place (clipped to the frame)."""
-    h = max(0, min(patch.shape[0], frames.shape[1] - top))
-    w = max(0, min(patch.shape[1], frames.shape[2] - left))
-    if h == 0 or w == 0:
-        return
-    rgb = patch[:h, :w, :3].astype(np.float32)
-    a = patch[:h, :w, 3:].astype(np.float32) / 255.0
-    region = frames[:, top : top + h, left : left + w].astype(np.float32)
-    frames[:, top : top + h, left : left + w] = np.rint(region * (1 - a) + rgb * a).astype(np.uint8)
+def _check(frames: np.ndarray, seg: np.ndarray, alpha: float) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if seg.shape != frames.shape[:3] or seg.dtype.kind not in "iu":
+        raise ValueError(f"segmentation must be integer (T, H, W) = {frames.shape[:3]}, got {seg.dtype} {seg.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+
+
+def blend(frame: np.ndarray, seg: np.ndarray, alpha: float, contours: bool) -> np.ndarray:
+    """One frame uint8 [H, W, 3] + ids [H, W] (-1 = none) -> blended uint8 [H, W, 3]."""
+    seg = seg.astype(np.int64)
+    ids, inverse = np.unique(np.maximum(seg, 0), return_inverse=True)
+    color = segment_colors(ids)[inverse.reshape(seg.shape)]  # [H, W, 3]
+    blended = np.rint((1.0 - alpha) * frame.astype(np.float32) + alpha * color.astype(np.float32))
+    out = np.where((seg >= 0)[..., None], blended, frame).astype(np.uint8)
+    if contours:
+        out = np.where(contour_mask(seg)[..., None], color, out)
+    return out
+
+
+class OverlayPainter:
+    """Paints overlays chunk by chunk; with a legend, every frame gets a panel `panel` pixels wide.
+
+    legend_texts: every text the legend may show (sizes the panel once; `legend_texts_for` builds
+    them); None or empty: no legend, frames keep their size.
+    """
+
+    def __init__(self, height: int, legend_texts: Sequence[str] | None = None, alpha: float = 0.5, contours: bool = True):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.height, self.alpha, self.contours = int(height), float(alpha), contours
+        self.panel = legend_panel_width(legend_texts, self.height) if legend_texts else 0
+        self._legends: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def _legend(self, entries: list[tuple[int, str]]) -> np.ndarray:
+        key = tuple(entries)
+        if key not in self._legends:
+            self._legends[key] = render_legend(entries, self.height, self.panel)
+            while len(self._legends) > LEGEND_CACHE:
+                self._legends.popitem(last=False)
+        self._legends.move_to_end(key)
+        return self._legends[key]
+
+    def paint(
+        self,
+        frames: np.ndarray,
+        segmentation: np.ndarray,
+        segment_labels: Mapping[int, int] | Sequence[int] | np.ndarray | None = None,
+        id2label: Mapping[int, str] | None = None,
+    ) -> np.ndarray:
+        """uint8 [t, H, W, 3] + int [t, H, W] -> uint8 [t, H, W + P, 3] (arguments as `overlay_video`)."""
+        frames, seg = np.asarray(frames), np.asarray(segmentation)
+        _check(frames, seg, self.alpha)
+        if frames.shape[1] != self.height:
+            raise ValueError(f"frames are {frames.shape[1]} pixels high, the painter was made for {self.height}")
+        t, h, w, _ = frames.shape
+        out = np.empty((t, h, w + self.panel, 3), np.uint8)
+        for i in range(t):  # frame by frame: float temporaries stay one frame large
+            out[i, :, :w] = blend(frames[i], seg[i], self.alpha, self.contours)
+            if self.panel:
+                ids = np.unique(seg[i][seg[i] >= 0])
+                out[i, :, w:] = self._legend(legend_entries(ids, segment_labels, id2label))
+        return out
+
+
+def legend_texts_for(id2label: Mapping[int, str] | None, max_id: int | None) -> list[str]:
+    """Every legend text a video can show: class names (max_id None: class maps), else "name #max_id"
+    (the widest id) for each class name and for an unknown class."""
+    names = [*(id2label or {}).values(), "?"]
+    return names if max_id is None else [f"{name} #{max_id}" for name in names]
 
 
 def overlay_video(
@@ -146,33 +230,16 @@ def overlay_video(
     contours: bool = True,
     legend: bool = True,
 ) -> np.ndarray:
-    """Frames uint8 [T, H, W, 3] + segmentation int [T, H, W] (-1 = none) -> uint8 [T, H, W, 3].
+    """Frames uint8 [T, H, W, 3] + segmentation int [T, H, W] (-1 = none) -> uint8 [T, H, W + P, 3].
 
     segment_labels: class id per segment id (a mapping, or an array indexed by segment id with -1
     for unused ids); None when `segmentation` holds class ids itself (semantic maps).
     id2label: class id -> name for the legend (default "class k").
+    legend: a panel to the right of each frame (P pixels wide, sized for the video's segments)
+    listing the segments of that frame; False: no panel, P = 0.
     """
-    frames = np.asarray(frames)
-    seg = np.asarray(segmentation)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    if seg.shape != frames.shape[:3] or seg.dtype.kind not in "iu":
-        raise ValueError(f"segmentation must be integer (T, H, W) = {frames.shape[:3]}, got {seg.dtype} {seg.shape}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    frames, seg = np.asarray(frames), np.asarray(segmentation)
+    _check(frames, seg, alpha)
     ids = np.unique(seg[seg >= 0])  # [S]
-    lookup = np.zeros((int(ids.max()) + 1 if ids.size else 1, 3), np.uint8)
-    lookup[ids] = segment_colors(ids)
-    out = np.empty_like(frames)
-    for t in range(frames.shape[0]):  # frame by frame: float temporaries stay one frame large
-        frame_seg = seg[t].astype(np.int64)  # [H, W]
-        color = lookup[np.maximum(frame_seg, 0)]  # [H, W, 3]
-        blended = np.rint((1.0 - alpha) * frames[t].astype(np.float32) + alpha * color.astype(np.float32))
-        out[t] = np.where((frame_seg >= 0)[..., None], blended, frames[t]).astype(np.uint8)
-        if contours:
-            out[t] = np.where(contour_mask(frame_seg)[..., None], color, out[t])
-    if legend and ids.size:
-        font_size = max(LEGEND_MIN_FONT, round(frames.shape[1] / LEGEND_FONT_DIVISOR))
-        patch = render_legend(legend_entries(ids, segment_labels, id2label), font_size)
-        _paste_rgba(out, patch, LEGEND_MARGIN, LEGEND_MARGIN)
-    return out
+    texts = [text for _, text in legend_entries(ids, segment_labels, id2label)] if legend else None
+    return OverlayPainter(frames.shape[1], texts, alpha, contours).paint(frames, seg, segment_labels, id2label)

@@ -1,6 +1,7 @@
 """Segmentation results as JSON with COCO run-length-encoded masks (pycocotools).
 
-`write_results_json` stores, for one video, per-frame segments (Hugging Face's per-frame
+`write_results_json` (all at once) and `ResultsWriter` (frame by frame, memory flat in the
+video's length) store, for one video, per-frame segments (Hugging Face's per-frame
 `{"segmentation", "segments_info"}` dicts, as `vm.to_hf` returns them) and per-video tracks
 (YouTube-VIS style: one RLE per frame, ids stable over the video), written atomically.
 `read_results_json(decode=True)` gives the masks back as arrays.
@@ -23,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from videomt_jax.utils.io import atomic_write_text
+from videomt_jax.utils.io import atomic_path, atomic_write_text
 
 FORMAT = "videomt-jax/results-v1"
 
@@ -73,20 +74,22 @@ def _plain(value: Any) -> Any:
     return array.item() if array.ndim == 0 else array.tolist()
 
 
+def frame_record(t: int, frame: Mapping[str, Any], id2label: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """Frame t's HF result {"segmentation": (H, W) ids, "segments_info": [...]} -> its JSON record."""
+    if "segmentation" not in frame or "segments_info" not in frame:
+        raise ValueError(f"frame {t} needs 'segmentation' and 'segments_info', got keys {sorted(frame)}")
+    seg = np.asarray(frame["segmentation"])
+    if seg.ndim != 2:
+        raise ValueError(f"frame {t}: segmentation must be (H, W), got shape {seg.shape}")
+    segments = [_segment_record(encode_rle(seg == int(info["id"])), info, id2label) for info in frame["segments_info"]]
+    return {"frame": t, "segments": segments}
+
+
 def frame_records(
     frames: Sequence[Mapping[str, Any]], id2label: Mapping[int, str] | None = None
 ) -> list[dict[str, Any]]:
     """HF per-frame results [{"segmentation": (H, W) ids, "segments_info": [...]}] -> JSON records."""
-    records = []
-    for t, frame in enumerate(frames):
-        if "segmentation" not in frame or "segments_info" not in frame:
-            raise ValueError(f"frame {t} needs 'segmentation' and 'segments_info', got keys {sorted(frame)}")
-        seg = np.asarray(frame["segmentation"])
-        if seg.ndim != 2:
-            raise ValueError(f"frame {t}: segmentation must be (H, W), got shape {seg.shape}")
-        segments = [_segment_record(encode_rle(seg == int(info["id"])), info, id2label) for info in frame["segments_info"]]
-        records.append({"frame": t, "segments": segments})
-    return records
+    return [frame_record(t, frame, id2label) for t, frame in enumerate(frames)]
 
 
 def _iter_tracks(tracks: Any) -> Iterable[tuple[Mapping[str, Any], np.ndarray]]:
@@ -107,23 +110,123 @@ def _iter_tracks(tracks: Any) -> Iterable[tuple[Mapping[str, Any], np.ndarray]]:
         yield {k: v for k, v in track.items() if k != "masks"}, masks
 
 
+def track_record(
+    info: Mapping[str, Any], rles: Sequence[Mapping[str, Any]], video_id: Any = None,
+    id2label: Mapping[int, str] | None = None, category_offset: int = 0,
+) -> dict[str, Any]:
+    """One track from its info {"id", "label_id", "score", ...} and one compressed RLE per frame."""
+    record = {key: _plain(value) for key, value in info.items()}
+    record["video_id"] = _plain(video_id)
+    if "label_id" in info:
+        record["category_id"] = int(info["label_id"]) + category_offset
+        if id2label is not None:
+            record["label"] = id2label.get(int(info["label_id"]))
+    coco = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
+    record["areas"] = [int(mask_utils.area(c)) for c in coco]  # one at a time: pycocotools' list form overflows past 255
+    record["segmentations"] = [dict(r) for r in rles]
+    return record
+
+
 def track_records(
     tracks: Any, video_id: Any = None, id2label: Mapping[int, str] | None = None, category_offset: int = 0
 ) -> list[dict[str, Any]]:
     """Tracks -> YouTube-VIS style records (one RLE and area per frame)."""
-    records = []
-    for info, masks in _iter_tracks(tracks):
-        rles = [encode_rle(m) for m in masks]
-        record = {key: _plain(value) for key, value in info.items()}
-        record["video_id"] = _plain(video_id)
-        if "label_id" in info:
-            record["category_id"] = int(info["label_id"]) + category_offset
-            if id2label is not None:
-                record["label"] = id2label.get(int(info["label_id"]))
-        record["areas"] = [int(m.sum()) for m in masks]
-        record["segmentations"] = rles
-        records.append(record)
-    return records
+    return [
+        track_record(info, [encode_rle(m) for m in masks], video_id, id2label, category_offset)
+        for info, masks in _iter_tracks(tracks)
+    ]
+
+
+class ResultsWriter:
+    """Writes one video's results file as the frames come, atomically (the file appears on a clean exit).
+
+        with ResultsWriter(path, video_id="clip.mp4", id2label=..., fps=25.0) as writer:
+            for frames_hf in chunks:               # HF per-frame results, in frame order
+                writer.add_frames(frames_hf)
+            writer.add_track_rles(info, rles)      # optional, any time: one RLE per frame
+
+    Frame records go to disk when added (memory does not grow with the video); track records (one
+    compressed RLE per frame each) are kept until the end. The layout is the module docstring's.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, video_id: Any = None, id2label: Mapping[int, str] | None = None,
+        fps: float | None = None, category_offset: int = 0,
+    ):
+        self.path, self.video_id, self.id2label = path, video_id, id2label
+        self.fps, self.category_offset = fps, category_offset
+        self.num_frames = 0
+        self._frames_open = False
+        self._tracks: list[dict[str, Any]] = []
+        self._tracks_open = False  # write a "tracks" list (tracks were added or announced)
+        self._sizes: set[tuple[int, int]] = set()
+
+    def __enter__(self) -> "ResultsWriter":
+        self._atomic = atomic_path(self.path)
+        self._file = open(self._atomic.__enter__(), "w", encoding="utf-8")
+        head: dict[str, Any] = {"format": FORMAT, "video_id": _plain(self.video_id)}
+        if self.id2label is not None:
+            head["id2label"] = {str(int(k)): v for k, v in self.id2label.items()}
+        if self.fps is not None:
+            head["fps"] = float(self.fps)
+        self._file.write(json.dumps(head)[:-1])  # the object stays open
+        return self
+
+    def _size(self, size: Sequence[int]) -> None:
+        self._sizes.add(tuple(int(s) for s in size))
+        if len(self._sizes) > 1:
+            raise ValueError(f"all masks of a video must share one (H, W), got {sorted(self._sizes)}")
+
+    def add_frames(self, frames: Sequence[Mapping[str, Any]]) -> None:
+        """Append HF per-frame results (they are numbered on from the frames added before)."""
+        if not self._frames_open:
+            self._file.write(', "frames": [')
+            self._frames_open = True
+        for frame in frames:
+            record = frame_record(self.num_frames, frame, self.id2label)
+            self._size(np.shape(frame["segmentation"]))
+            self._file.write((", " if self.num_frames else "") + json.dumps(record))
+            self.num_frames += 1
+
+    def add_track_rles(self, info: Mapping[str, Any], rles: Sequence[Mapping[str, Any]]) -> None:
+        """One track: info {"id", "label_id", "score", ...} and one compressed RLE per frame."""
+        for rle in rles:
+            self._size(rle["size"])
+        self._tracks.append(track_record(info, rles, self.video_id, self.id2label, self.category_offset))
+        self._tracks_open = True
+
+    def add_tracks(self, tracks: Any) -> None:
+        """Tracks as `write_results_json` takes them (a list with masks, or a video-level map)."""
+        for info, masks in _iter_tracks(tracks):
+            self.add_track_rles(info, [encode_rle(m) for m in masks])
+
+    def _tail(self, tracks_given: bool) -> str:
+        tail: dict[str, Any] = {}
+        lengths = {len(t["segmentations"]) for t in self._tracks} | ({self.num_frames} if self._frames_open else set())
+        if len(lengths) > 1:
+            raise ValueError(f"tracks and frames disagree on the number of frames: {sorted(lengths)}")
+        if tracks_given:
+            tail["tracks"] = self._tracks
+        tail["num_frames"] = lengths.pop() if lengths else 0
+        if self._sizes:
+            tail["height"], tail["width"] = next(iter(self._sizes))
+        return ", " + json.dumps(tail)[1:]
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                self._file.write(("]" if self._frames_open else "") + self._tail(self._tracks_open))
+        except BaseException as e:
+            self._file.close()
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._file.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+        return False
+
+    def expect_tracks(self) -> None:
+        """Write a "tracks" list even when no track is added (a video-level run that found none)."""
+        self._tracks_open = True
 
 
 def write_results_json(
@@ -142,31 +245,20 @@ def write_results_json(
     frames: HF per-frame results (list of {"segmentation": (H, W), "segments_info": [{"id", "label_id", "score"}]}).
     tracks: a list of {"id", "label_id", "score", "masks": (T, H, W) bool}, or a video-level map
         {"segmentation": (T, H, W) stable ids, "segments_info": [...]}.
+    indent: pretty-print with this indent (the file is rewritten once more).
     """
     if frames is None and tracks is None:
         raise ValueError("nothing to write: pass frames=..., tracks=... or both")
-    doc: dict[str, Any] = {"format": FORMAT, "video_id": _plain(video_id)}
-    if id2label is not None:
-        doc["id2label"] = {str(int(k)): v for k, v in id2label.items()}
-    if fps is not None:
-        doc["fps"] = float(fps)
-    sizes = set()
-    if frames is not None:
-        doc["frames"] = frame_records(frames, id2label)
-        sizes |= {tuple(np.shape(f["segmentation"])) for f in frames}
-        doc["num_frames"] = len(frames)
-    if tracks is not None:
-        doc["tracks"] = track_records(tracks, video_id, id2label, category_offset)
-        sizes |= {tuple(r["size"]) for t in doc["tracks"] for r in t["segmentations"]}
-        lengths = {len(t["segmentations"]) for t in doc["tracks"]} | ({doc["num_frames"]} if frames is not None else set())
-        if len(lengths) > 1:
-            raise ValueError(f"tracks and frames disagree on the number of frames: {sorted(lengths)}")
-        doc.setdefault("num_frames", lengths.pop() if lengths else 0)
-    if len(sizes) > 1:
-        raise ValueError(f"all masks of a video must share one (H, W), got {sorted(sizes)}")
-    if sizes:
-        doc["height"], doc["width"] = (int(v) for v in sizes.pop())
-    atomic_write_text(path, json.dumps(doc, indent=indent))
+    with ResultsWriter(path, video_id=video_id, id2label=id2label, fps=fps, category_offset=category_offset) as writer:
+        if frames is not None:
+            writer.add_frames(frames)
+        if tracks is not None:
+            writer.expect_tracks()
+            writer.add_tracks(tracks)
+    with open(path) as f:
+        doc = json.load(f)
+    if indent is not None:
+        atomic_write_text(path, json.dumps(doc, indent=indent))
     return doc
 
 

@@ -6,9 +6,10 @@ S stuff regions.
 Each thing class has its own shape, colour and texture (a tiny model can tell them apart); each
 stuff class fills horizontal bands with wavy borders and its own texture. Objects move in straight
 lines with their own velocity and spin, occlude one another by a fixed depth order, and may enter
-or leave the frame. Everything is drawn with vectorised numpy from one `numpy.random.Generator`
-seeded by (config seed, split, clip index), so a clip is a pure function of those three numbers and
-the `train` / `heldout` splits are disjoint seed streams.
+or leave the frame (with `bounce` their centres reflect off the borders instead, so long clips keep
+their objects). Everything is drawn with vectorised numpy from one `numpy.random.Generator` seeded
+by (config seed, split, clip index), so a clip is a pure function of those three numbers and the
+`train` / `heldout` splits are disjoint seed streams.
 
 Class ids are contiguous: things first (`thing_ids`), then stuff (`stuff_ids`).
 """
@@ -81,6 +82,7 @@ class SyntheticConfig:
     object_radius: tuple[float, float] = (0.10, 0.22)  # fraction of the shorter image side
     speed: tuple[float, float] = (0.02, 0.08)  # pixels per frame, fraction of the shorter side
     spin: float = 0.15  # max rotation per frame (radians)
+    bounce: bool = False  # centres reflect off the image borders, so long clips keep their objects
     texture_contrast: float = 0.25  # texture brightness amplitude (fraction of the colour)
     noise_std: float = 4.0  # per-pixel sensor noise (0-255 scale)
     seed: int = 0
@@ -159,6 +161,12 @@ def _stuff_layer(cfg: SyntheticConfig, rng: np.random.Generator, yy: np.ndarray,
     return stuff_class, base, pattern
 
 
+def _reflect(position: np.ndarray, size: int) -> np.ndarray:
+    """Straight-line positions [T] folded back into [0, size], as if bouncing off both borders."""
+    phase = np.mod(position, 2.0 * size)
+    return size - np.abs(phase - size)
+
+
 def _extent(centre: np.ndarray, reach: float, size: int) -> slice:
     """Pixel range [lo, hi) covering centre +- reach over all frames, clipped to the image."""
     lo = max(int(np.floor(centre.min() - reach)), 0)
@@ -195,6 +203,8 @@ def make_clip(cfg: SyntheticConfig, split: str, index: int) -> Clip:
         shape, colour, texture = THING_CLASSES[cfg.thing_classes[classes[i]]]
         cy = centre[i, 0] + velocity[i, 0] * times  # [T]
         cx = centre[i, 1] + velocity[i, 1] * times
+        if cfg.bounce:
+            cy, cx = _reflect(cy, h), _reflect(cx, w)
         reach = SHAPE_REACH * radius[i]
         ys, xs = _extent(cy, reach, h), _extent(cx, reach, w)  # box covering the object in every frame
         if ys.start == ys.stop or xs.start == xs.stop:

@@ -4,13 +4,14 @@ Reading: mp4/webm/mkv/mov/avi... through PyAV (FFmpeg), GIF through Pillow (disp
 handled by Pillow), and folders of images (png/jpg/jpeg/bmp/webp, natural sort: 2.png < 10.png).
 `iter_video_chunks` streams a long video in chunks without holding all frames in memory.
 Writing: .mp4/.mkv/.mov (libx264, mpeg4 if libx264 is missing), .webm (VP9) through PyAV and .gif
-through Pillow; always to a temporary file in the target folder, then `os.replace`, so a crash
-never leaves a half-written video. x264 uses yuv420p when both sides are even, else yuv444p (so odd
+through Pillow's GIF block writers; `VideoWriter` takes the frames chunk by chunk (memory one frame
+large), always into a temporary file in the target folder, then `os.replace`, so a crash never
+leaves a half-written video. x264 uses yuv420p when both sides are even, else yuv444p (so odd
 sizes round-trip without padding).
 
-GIF timing: Pillow merges identical consecutive frames into one longer frame. Our GIFs carry a
-comment "videomt-jax frame_ms=N"; when reading such a file, frames are repeated by duration / N so
-the frame count round-trips. Other GIFs are read frame by frame, fps from the first frame's duration.
+GIF timing: Pillow's own writer merges identical consecutive frames into one longer frame (ours
+writes every frame). Our GIFs carry a comment "videomt-jax frame_ms=N"; when reading such a file,
+frames are repeated by duration / N so the frame count round-trips. Other GIFs are read frame by frame, fps from the first frame's duration.
 
 Letters: T frames, H/W height/width.
 """
@@ -239,52 +240,144 @@ def _pick_codec(candidates: tuple[str, ...]) -> str:
     raise RuntimeError(f"none of the encoders {candidates} is available in this FFmpeg build")
 
 
-def _write_av(tmp: Path, frames: np.ndarray, fps: float, suffix: str, crf: int) -> None:
-    import av
+class _AVEncoder:
+    """Frames -> an mp4/mkv/mov/webm file through PyAV, one frame at a time."""
 
-    container_format, candidates = AV_FORMATS[suffix]
-    codec = _pick_codec(candidates)
-    _, height, width, _ = frames.shape
-    even = height % 2 == 0 and width % 2 == 0
-    if not even and codec not in FULL_CHROMA_CODECS:
-        raise ValueError(f"encoder {codec} needs even frame sizes, got {height}x{width}")
-    with av.open(str(tmp), mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p" if even else "yuv444p"
+    def __init__(self, tmp: Path, suffix: str, fps: float, crf: int, height: int, width: int):
+        import av
+
+        container_format, candidates = AV_FORMATS[suffix]
+        codec = _pick_codec(candidates)
+        even = height % 2 == 0 and width % 2 == 0
+        if not even and codec not in FULL_CHROMA_CODECS:
+            raise ValueError(f"encoder {codec} needs even frame sizes, got {height}x{width}")
+        self.container = av.open(str(tmp), mode="w", format=container_format)
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p" if even else "yuv444p"
         if codec in FULL_CHROMA_CODECS:
-            stream.options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            self.stream.options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
+
+    def add(self, frame: np.ndarray) -> None:  # [H, W, 3] uint8
+        import av
+
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
 
 
-def _write_gif(tmp: Path, frames: np.ndarray, fps: float, suffix: str, crf: int) -> None:
-    from PIL import Image
+class _GifEncoder:
+    """Frames -> a GIF, one frame at a time: each frame gets its own adaptive palette (a local colour
+    table), written with Pillow's GIF block writers (`getheader` / `getdata`). Identical consecutive
+    frames are merged into one longer frame (as Pillow's own writer does), so one frame is held back."""
 
-    frame_ms = max(1, round(100.0 / fps)) * 10  # GIF stores centiseconds
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(
-        tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
-        comment=f"{GIF_TAG}{frame_ms}",
-    )
+    def __init__(self, tmp: Path, suffix: str, fps: float, crf: int, height: int, width: int):
+        self.frame_ms = max(1, round(100.0 / fps)) * 10  # GIF stores centiseconds
+        self.file = open(tmp, "wb")
+        self.pending: tuple[np.ndarray, int] | None = None  # (frame, repeats) not written yet
+
+    def _flush(self) -> None:
+        from PIL import GifImagePlugin, Image
+
+        frame, repeats = self.pending
+        image = Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE)
+        if self.file.tell() == 0:
+            info = {"loop": 0, "duration": self.frame_ms, "comment": f"{GIF_TAG}{self.frame_ms}"}
+            self.file.write(b"".join(GifImagePlugin.getheader(image, info=info)[0]))
+        data = GifImagePlugin.getdata(image, duration=self.frame_ms * repeats, include_color_table=True)
+        self.file.write(b"".join(data))
+
+    def add(self, frame: np.ndarray) -> None:  # [H, W, 3] uint8
+        if self.pending is not None and np.array_equal(self.pending[0], frame):
+            self.pending = (self.pending[0], self.pending[1] + 1)
+            return
+        if self.pending is not None:
+            self._flush()
+        self.pending = (frame.copy(), 1)
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok and self.pending is not None:
+                self._flush()
+                self.file.write(b";")  # GIF trailer
+        finally:
+            self.file.close()
 
 
-WRITERS: dict[str, Callable[[Path, np.ndarray, float, str, int], None]] = {
-    **{suffix: _write_av for suffix in AV_FORMATS},
-    ".gif": _write_gif,
+ENCODERS: dict[str, Callable[..., "_AVEncoder | _GifEncoder"]] = {
+    **{suffix: _AVEncoder for suffix in AV_FORMATS},
+    ".gif": _GifEncoder,
 }
+
+
+class VideoWriter:
+    """Write a video chunk by chunk, atomically: `path` appears (or is replaced) only on a clean close.
+
+        with VideoWriter("overlay.mp4", fps=25) as writer:
+            for chunk in chunks:          # uint8 [t, H, W, 3], every chunk the same H, W
+                writer.write(chunk)
+
+    Memory stays one frame large whatever the video's length. An exception inside the `with` block
+    removes the temporary file and leaves `path` as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF):
+        self.path = Path(path)
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in ENCODERS:
+            raise ValueError(f"cannot write {self.path.suffix!r} videos; supported: {', '.join(sorted(ENCODERS))}")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps!r}")
+        self.fps, self.crf = float(fps), crf
+        self.num_frames = 0
+        self._atomic: contextlib.AbstractContextManager | None = None
+        self._encoder = None
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> "VideoWriter":
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 frames [t, H, W, 3] (or [t, H, W]; one frame [H, W, 3] is not accepted)."""
+        if self._atomic is None:
+            raise RuntimeError("use VideoWriter in a `with` block")
+        frames = _check_frames(frames, self.fps)
+        size = frames.shape[1:3]
+        if self._encoder is None:
+            self._size = size
+            self._encoder = ENCODERS[self.suffix](self._tmp, self.suffix, self.fps, self.crf, *size)
+        elif size != self._size:
+            raise ValueError(f"frame size {size} differs from the first frames' {self._size} in {self.path}")
+        for frame in frames:
+            self._encoder.add(frame)
+        self.num_frames += len(frames)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        ok = exc_type is None
+        try:
+            if self._encoder is not None:
+                self._encoder.close(ok)
+            if ok and self._encoder is None:
+                raise ValueError(f"cannot write an empty video: no frames were written to {self.path}")
+        except BaseException as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
+        return False
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF) -> Path:
     """Write uint8 [T, H, W, 3] frames to `path` (.mp4/.mkv/.mov/.webm/.gif), atomically."""
-    path = Path(path)
-    writer = WRITERS.get(path.suffix.lower())
-    if writer is None:
-        raise ValueError(f"cannot write {path.suffix!r} videos; supported: {', '.join(sorted(WRITERS))}")
     frames = _check_frames(frames, fps)
-    with atomic_path(path) as tmp:
-        writer(tmp, frames, float(fps), path.suffix.lower(), crf)
-    return path
+    with VideoWriter(path, fps, crf=crf) as writer:
+        writer.write(frames)
+    return Path(path)

@@ -108,6 +108,8 @@ class YTVISDataset:
         self.videos: list[dict[str, Any]] = sorted(data["videos"], key=lambda v: v["id"])
         for v in self.videos:
             _require(v, ("id", "file_names", "height", "width"), f"{annotation_file}: video {v.get('id')}")
+            if not v["file_names"]:
+                raise ValueError(f"{annotation_file}: video {v['id']} has no frames (empty file_names)")
             if len(v["file_names"]) != v.get("length", len(v["file_names"])):
                 raise ValueError(f"{annotation_file}: video {v['id']} lists {len(v['file_names'])} files but length {v['length']}")
         known = {v["id"] for v in self.videos}
@@ -128,18 +130,31 @@ class YTVISDataset:
     def num_classes(self) -> int:
         return len(self.category_ids)
 
+    def num_annotations(self, index: int) -> int:
+        """Non-crowd annotations (tracked instances) of video `index`."""
+        return len(self._annotations.get(self.videos[index]["id"], []))
+
     def video_length(self, index: int) -> int:
         return len(self.videos[index]["file_names"])
 
+    def video_name(self, index: int) -> str:
+        return str(self.videos[index]["id"])
+
     def load_frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:  # [T, H, W, 3] uint8
         video = self.videos[index]
+        where = f"{self.annotation_file}: video {video['id']}"
         frames = []
         for i in frame_indices:
             path = os.path.join(self.image_root, video["file_names"][i])
-            with Image.open(path) as image:
-                frame = np.asarray(image.convert("RGB"))
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{where}: frame {i} file {path} not found")
+            try:
+                with Image.open(path) as image:
+                    frame = np.asarray(image.convert("RGB"))
+            except OSError as e:
+                raise ValueError(f"{where}: cannot read frame {i} file {path}: {e}") from None
             if frame.shape[:2] != (video["height"], video["width"]):
-                raise ValueError(f"{path} is {frame.shape[:2]}, the annotation says {(video['height'], video['width'])}")
+                raise ValueError(f"{where}: {path} is {frame.shape[:2]}, the annotation says {(video['height'], video['width'])}")
             frames.append(frame)
         return np.stack(frames)
 
@@ -155,10 +170,15 @@ class YTVISDataset:
         annotations = self._annotations.get(video["id"], [])
         masks = np.zeros((len(frame_indices), len(annotations), h, w), bool)  # [T, M, H, W]
         for m, a in enumerate(annotations):
-            if len(a["segmentations"]) != length:
-                raise ValueError(f"annotation {a['id']} has {len(a['segmentations'])} segmentations for {length} frames")
+            where = f"{self.annotation_file}: video {video['id']} annotation {a['id']}"
+            if not isinstance(a["segmentations"], list) or len(a["segmentations"]) != length:
+                got = len(a["segmentations"]) if isinstance(a["segmentations"], list) else type(a["segmentations"]).__name__
+                raise ValueError(f"{where} has {got} segmentations for {length} frames")
             for t, i in enumerate(frame_indices):
-                mask = decode_segmentation(a["segmentations"][i], h, w, where=f"annotation {a['id']} frame {i}")
+                try:
+                    mask = decode_segmentation(a["segmentations"][i], h, w, where=f"{where} frame {i}")
+                except (TypeError, KeyError, IndexError) as e:  # malformed RLE / polygon values
+                    raise ValueError(f"{where} frame {i}: corrupt segmentation: {e!r}") from None
                 if mask is not None:
                     masks[t, m] = mask
         return Clip(

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from videomt_jax.data.batching import LABEL_DIVISOR, VOID_ID
+from videomt_jax.metrics.pairs import feed_pairs
 
 
 class PanopticAccumulator:
@@ -133,14 +134,7 @@ def evaluate_panoptic(
 ) -> dict[str, Any]:
     """PQ of panoptic maps: two arrays [..., H, W] or two sequences of paired arrays (per video)."""
     acc = PanopticAccumulator(thing_ids, stuff_ids, label_divisor=label_divisor, void_id=void_id)
-    if isinstance(gt, np.ndarray) and isinstance(pred, np.ndarray):
-        acc.update(gt, pred)
-    else:
-        gt, pred = list(gt), list(pred)
-        if len(gt) != len(pred):
-            raise ValueError(f"{len(gt)} ground-truth videos but {len(pred)} predictions")
-        for g, p in zip(gt, pred):
-            acc.update(g, p)
+    feed_pairs(acc.update, gt, pred, "videos")
     return acc.compute()
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from videomt_jax.data.batching import IGNORE_INDEX
+from videomt_jax.metrics.pairs import feed_pairs
 
 
 class SemanticAccumulator:
@@ -68,12 +69,5 @@ def evaluate_semantic(
 ) -> dict[str, Any]:
     """mIoU of integer label maps: two arrays of one shape, or two sequences of paired arrays."""
     acc = SemanticAccumulator(num_classes, ignore_index)
-    if isinstance(gt, np.ndarray) and isinstance(pred, np.ndarray):
-        acc.update(gt, pred)
-    else:
-        gt, pred = list(gt), list(pred)
-        if len(gt) != len(pred):
-            raise ValueError(f"{len(gt)} ground-truth maps but {len(pred)} predictions")
-        for g, p in zip(gt, pred):
-            acc.update(g, p)
+    feed_pairs(acc.update, gt, pred, "maps")
     return acc.compute()

@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from videomt_jax.metrics.pairs import feed_pairs
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # [I], same values as pycocotools
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # [R]
 MAX_DETS = 100
@@ -156,9 +158,6 @@ def evaluate_video_instance(
     max_dets: int = MAX_DETS,
 ) -> dict[str, Any]:
     """YouTube-VIS AP of paired per-video ground truth and predictions (formats in the docstring)."""
-    if len(ground_truth) != len(predictions):
-        raise ValueError(f"{len(ground_truth)} ground-truth videos but {len(predictions)} predictions")
     acc = VideoInstanceAccumulator(max_dets)
-    for g, p in zip(ground_truth, predictions):
-        acc.update(g, p)
+    feed_pairs(acc.update, ground_truth, predictions, "videos")
     return acc.compute()

@@ -1,5 +1,8 @@
 """Patch embedding, CLS and register tokens, absolute position embeddings (resampled on demand).
 
+A DINOv3 backbone has no position embeddings (nor mask token): its rotary embeddings act inside
+attention (`modeling/dinov3.py`).
+
 Letters: B batch (frames), H/W pixels, C channels, g grid, D hidden, R registers.
 """
 
@@ -69,14 +72,16 @@ class Embeddings(nn.Module):
         init = nn.initializers.truncated_normal(cfg.initializer_range)
         cls = self.param("cls_token", init, (1, 1, d), jnp.float32)
         registers = self.param("register_tokens", nn.initializers.zeros, (1, cfg.num_register_tokens, d), jnp.float32)
-        pos = self.param("position_embeddings", nn.initializers.normal(1.0), (cfg.grid_hw[0] * cfg.grid_hw[1], d))
-        # Kept for a lossless round trip with HF checkpoints (masked image modelling; unused here).
-        self.param("mask_token", nn.initializers.zeros, (1, 1, d), jnp.float32)
-        if grid_hw != cfg.grid_hw:
-            pos = resample_pos_embed(pos, cfg.grid_hw, grid_hw)
+        if cfg.backbone == "dinov2":  # absolute position embeddings (DINOv3 rotates q, k in attention instead)
+            pos = self.param("position_embeddings", nn.initializers.normal(1.0), (cfg.grid_hw[0] * cfg.grid_hw[1], d))
+            # Kept for a lossless round trip with HF checkpoints (masked image modelling; unused here).
+            self.param("mask_token", nn.initializers.zeros, (1, 1, d), jnp.float32)
+            if grid_hw != cfg.grid_hw:
+                pos = resample_pos_embed(pos, cfg.grid_hw, grid_hw)
+            patches = patches + pos
         b = patches.shape[0]
         tokens = jnp.concatenate(
-            [jnp.broadcast_to(cls, (b, 1, d)), jnp.broadcast_to(registers, (b, cfg.num_register_tokens, d)), patches + pos],
+            [jnp.broadcast_to(cls, (b, 1, d)), jnp.broadcast_to(registers, (b, cfg.num_register_tokens, d)), patches],
             axis=1,
         )
         return nn.Dropout(cfg.hidden_dropout_prob)(tokens, deterministic=self.deterministic)

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from videomt_jax.config import VideomtConfig
+from videomt_jax.config import HIDDEN_ACTS, VideomtConfig
+from videomt_jax.modeling.dinov3 import QkvNoKeyBias, Rope, apply_rope
+from videomt_jax.modeling.masking import masked_attention
 
 
 def gelu_erf(x: jax.Array) -> jax.Array:
@@ -28,13 +30,14 @@ def gelu_erf(x: jax.Array) -> jax.Array:
     return (x32 * (0.5 + 0.5 * jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
 
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": gelu_erf,
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-}
+def gelu_tanh(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=True)
+
+
+# One function per name in config.HIDDEN_ACTS (the only list of names), in that order.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = dict(
+    zip(HIDDEN_ACTS, (gelu_erf, gelu_tanh, gelu_tanh, jax.nn.relu, jax.nn.silu), strict=True)
+)
 
 
 def compute_dtype(config: VideomtConfig) -> jnp.dtype:
@@ -90,22 +93,55 @@ def _einsum_attention_grouped(q: jax.Array, k: jax.Array, v: jax.Array, scale: f
 EINSUM_ATTENTION = {"einsum": _einsum_attention, "einsum_map": _einsum_attention_grouped}
 
 
+def _einsum_attention_dropout(
+    q: jax.Array, k: jax.Array, v: jax.Array, scale: float, rate: float, key: jax.Array
+) -> jax.Array:
+    # q, k, v: [B, H, N, E]. As HF: softmax, then dropout on the attention probabilities
+    # (kept ones scaled by 1 / (1 - rate)), then the PV product. Training only.
+    scores = jnp.einsum("bhqe,bhke->bhqk", q * jnp.asarray(scale, q.dtype), k, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(scores, axis=-1)  # [B, H, N, N] float32
+    keep = jax.random.bernoulli(key, 1.0 - rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - rate), 0.0)
+    out = jnp.einsum("bhqk,bhke->bhqe", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.astype(v.dtype)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused q|k|v projection."""
+    """Multi-head self-attention with one fused q|k|v projection.
+
+    With `deterministic=False` and `config.attention_dropout > 0` the attention probabilities are
+    dropped out (needs a "dropout" rng); every kernel then takes the einsum path, since the
+    fused kernels (xla, cudnn) have no dropout.
+    DINOv3 (`rope` given): queries and keys of the trailing patch tokens are rotated first.
+    EoMT (`mask` [B, N, N], True = may attend): masked softmax attention (einsum).
+    """
 
     config: VideomtConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, deterministic: bool = True, rope: Rope | None = None, mask: jax.Array | None = None
+    ) -> jax.Array:
         cfg = self.config
         b, n, d = x.shape
         heads, head_dim = cfg.num_attention_heads, cfg.head_dim
-        qkv = dense(cfg, 3 * d, "qkv")(x).reshape(b, n, 3, heads, head_dim)  # [B, N, 3, H, E]
+        project = dense(cfg, 3 * d, "qkv") if cfg.key_bias else QkvNoKeyBias(cfg, name="qkv")
+        qkv = project(x).reshape(b, n, 3, heads, head_dim)  # [B, N, 3, H, E]
+        if rope is not None:
+            q, k = apply_rope(qkv[:, :, 0], qkv[:, :, 1], rope)  # each [B, N, H, E]
+            qkv = jnp.stack([q, k, qkv[:, :, 2]], axis=2)
         impl = resolve_attention_impl(cfg)
         scale = head_dim**-0.5
-        if impl in EINSUM_ATTENTION:
+        dropout = not deterministic and cfg.attention_dropout > 0.0
+        if mask is not None:
             q, k, v = jnp.moveaxis(qkv, (2, 3), (0, 2))  # each [B, H, N, E]
-            out = EINSUM_ATTENTION[impl](q, k, v, scale)
+            out = jnp.moveaxis(masked_attention(q, k, v, scale, mask), 1, 2)  # [B, N, H, E]
+        elif dropout or impl in EINSUM_ATTENTION:
+            q, k, v = jnp.moveaxis(qkv, (2, 3), (0, 2))  # each [B, H, N, E]
+            if dropout:
+                out = _einsum_attention_dropout(q, k, v, scale, cfg.attention_dropout, self.make_rng("dropout"))
+            else:
+                out = EINSUM_ATTENTION[impl](q, k, v, scale)
             out = jnp.moveaxis(out, 1, 2)  # [B, N, H, E]
         else:
             q, k, v = (qkv[:, :, i] for i in range(3))  # each [B, N, H, E]
@@ -164,12 +200,14 @@ class Block(nn.Module):
     config: VideomtConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, deterministic: bool = True, rope: Rope | None = None, mask: jax.Array | None = None
+    ) -> jax.Array:
         cfg = self.config
         cdt = compute_dtype(cfg)
         drop = DropPath(cfg.drop_path_rate, name="drop_path")
         y = layer_norm(cfg, "norm1")(x).astype(cdt)
-        y = LayerScale(cfg, name="layer_scale1")(Attention(cfg, name="attention")(y))
+        y = LayerScale(cfg, name="layer_scale1")(Attention(cfg, name="attention")(y, deterministic, rope, mask))
         x = x + drop(y, deterministic).astype(x.dtype)
         y = layer_norm(cfg, "norm2")(x).astype(cdt)
         mlp = SwiGLU(cfg, name="mlp") if cfg.use_swiglu_ffn else Mlp(cfg, name="mlp")
@@ -184,8 +222,8 @@ class _ScanBlock(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
-        y = Block(self.config, name="block")(x, self.deterministic)
+    def __call__(self, x: jax.Array, rope: Rope | None) -> tuple[jax.Array, jax.Array]:
+        y = Block(self.config, name="block")(x, self.deterministic, rope)
         return y, y
 
 
@@ -195,6 +233,7 @@ class BlockStack(nn.Module):
     `config.scan_layers` picks a rolled loop (fast compile) or a fully unrolled one (fastest run);
     the parameters and the numbers are the same either way. Returns the last output and the
     output of every block  # [B, N, D], [L, B, N, D]
+    `rope`: DINOv3 rotary tables, the same for every layer (None for DINOv2).
     """
 
     config: VideomtConfig
@@ -202,12 +241,13 @@ class BlockStack(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, rope: Rope | None = None) -> tuple[jax.Array, jax.Array]:
         stack = nn.scan(
             _ScanBlock,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
+            in_axes=nn.broadcast,
             length=self.length,
             unroll=1 if self.config.scan_layers else self.length,
         )
-        return stack(self.config, self.deterministic, name="layers")(x, None)
+        return stack(self.config, self.deterministic, name="layers")(x, rope)

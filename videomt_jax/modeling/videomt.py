@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.dinov3 import Rope, rope_tables
 from videomt_jax.modeling.embeddings import Embeddings
 from videomt_jax.modeling.heads import Heads
 from videomt_jax.modeling.layers import BlockStack, dense, layer_norm
@@ -54,7 +55,8 @@ def check_videos(config: VideomtConfig, videos: Any, interpolate_pos_encoding: b
     ph, pw = config.patch_hw
     if h % ph or w % pw:
         raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
-    if (h, w) != config.image_hw and not interpolate_pos_encoding:
+    # DINOv3's rotary tables are computed for every input grid: no flag needed.
+    if (h, w) != config.image_hw and not interpolate_pos_encoding and config.backbone == "dinov2":
         raise ValueError(
             f"frame size {h}x{w} differs from the config's image_size {config.image_hw}; "
             "pass interpolate_pos_encoding=True to resample the position embeddings"
@@ -80,7 +82,7 @@ class VideomtModel(nn.Module):
 
     # ------------------------------------------------------------------ one frame
     def _frame(
-        self, state: StreamState, tokens: jax.Array, return_aux: bool, return_blocks: bool
+        self, state: StreamState, tokens: jax.Array, rope: Rope | None, return_aux: bool, return_blocks: bool
     ) -> tuple[StreamState, dict[str, jax.Array]]:
         """tokens [B, P+g*g, D] of one frame -> new state and this frame's normed tokens.
 
@@ -91,7 +93,7 @@ class VideomtModel(nn.Module):
         updated = self.query_updater(state.queries).astype(jnp.float32) + learned
         queries = jnp.where(state.started[:, None, None], updated, learned)
         x_in = jnp.concatenate([queries, tokens], axis=1)  # [B, N, D]
-        x, block_outputs = self.query_encoder(x_in)  # [B, N, D], [A, B, N, D]
+        x, block_outputs = self.query_encoder(x_in, rope)  # [B, N, D], [A, B, N, D]
         normed = self.layernorm(x)
         out = {"last_hidden_state": normed}
         if return_blocks:
@@ -136,14 +138,15 @@ class VideomtModel(nn.Module):
             raise ValueError(f"state.queries has shape {state.queries.shape}; expected {expected}")
 
         tokens = self.embeddings(videos.reshape(b * t, h, w, c))  # [B*T, P+g*g, D]
+        rope = rope_tables(cfg, grid_hw)  # DINOv3: (cos, sin) [g*g, E]; DINOv2: None
         hidden: list[jax.Array] = [tokens]
         if cfg.query_start > 0:
-            tokens, pre_outputs = self.encoder(tokens)  # [B*T, P+g*g, D], [L-nb, B*T, P+g*g, D]
+            tokens, pre_outputs = self.encoder(tokens, rope)  # [B*T, P+g*g, D], [L-nb, B*T, P+g*g, D]
             hidden += list(pre_outputs) if return_hidden_states else []
         frames = jnp.swapaxes(tokens.reshape(b, t, *tokens.shape[1:]), 0, 1)  # [T, B, P+g*g, D]
 
         scan = nn.scan(
-            lambda mdl, carry, x: mdl._frame(carry, x, return_aux, return_hidden_states),
+            lambda mdl, carry, x: mdl._frame(carry, x, rope, return_aux, return_hidden_states),
             variable_broadcast="params",
             split_rngs={"params": False, "dropout": True},
             unroll=min(t, FRAME_UNROLL),
@@ -151,7 +154,10 @@ class VideomtModel(nn.Module):
         state, per_frame = scan(self, state, frames)  # per_frame values: [T, B, ...]
         normed = jnp.swapaxes(per_frame["last_hidden_state"], 0, 1)  # [B, T, N, D]
         class_logits, mask_logits = self._heads(normed, grid_hw)  # [B, T, Q, K+1], [B, T, Q, h, w]
-        out = VideomtOutput(class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state)
+        out = VideomtOutput(
+            class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state,
+            mask_stride=h // mask_logits.shape[-2],  # input pixels per mask pixel (patch / 2^upscale blocks)
+        )
         if return_aux:  # [T, A, B, N, D] -> [A, B, T, N, D] -> heads
             aux_cls, aux_mask = self._heads(jnp.moveaxis(per_frame["aux_tokens"], 0, 2), grid_hw)
             out = out.replace(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
@@ -164,6 +170,10 @@ class VideomtModel(nn.Module):
 
 def init_params(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int] | None = None) -> dict:
     """Fresh float32 parameters (random), e.g. for training from scratch or tests."""
+    if config.model_type != "videomt":  # the other family members (EoMT) live in modeling/family.py
+        from videomt_jax.modeling.family import init_params_for
+
+        return init_params_for(config, key, image_hw)
     h, w = image_hw or config.image_hw
     dummy = jnp.zeros((1, 1, h, w, config.num_channels), jnp.float32)
     init = jax.jit(lambda k: VideomtModel(config).init(k, dummy, interpolate_pos_encoding=True)["params"])

@@ -6,16 +6,18 @@ h/w mask grid, H/W target size.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.postprocess.resize import Size, as_size
+from videomt_jax.modeling.outputs import check_logits as check_logit_shapes
+from videomt_jax.postprocess.resize import as_size
 
-# Input pixels per mask-logit pixel of the default model (patch 16, 2 upscale blocks).
+# Input pixels per mask-logit pixel of the default model (patch 16, 2 upscale blocks): used only for
+# outputs that do not carry their own (`VideomtOutput.mask_stride`, set by the model).
 DEFAULT_MASK_STRIDE: int = VideomtConfig().mask_stride
 # Frames post-processed per step of `lax.map`: 1 keeps one frame's (Q, H, W) masks in memory.
 DEFAULT_FRAMES_PER_STEP: int = 1
@@ -30,31 +32,49 @@ def check_logits(out: Any) -> tuple[jax.Array, jax.Array]:
             )
     class_logits = jnp.asarray(out.class_logits)
     mask_logits = jnp.asarray(out.mask_logits)
-    for name, array in (("class_logits", class_logits), ("mask_logits", mask_logits)):
-        if not jnp.issubdtype(array.dtype, jnp.floating):
-            raise TypeError(f"{name} must be floating point, got dtype {array.dtype}")
-    if class_logits.ndim != 4 or mask_logits.ndim != 5:
-        raise ValueError(
-            "expected class_logits [B, T, Q, K+1] and mask_logits [B, T, Q, h, w], got shapes "
-            f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}"
-        )
-    if class_logits.shape[:3] != mask_logits.shape[:3]:
-        raise ValueError(
-            f"class_logits {tuple(class_logits.shape)} and mask_logits {tuple(mask_logits.shape)} "
-            "disagree on (B, T, Q)"
-        )
-    if class_logits.shape[-1] < 2:
-        raise ValueError(f"class_logits needs at least one class plus no-object, got {class_logits.shape[-1]} columns")
+    check_logit_shapes(class_logits, mask_logits)
     return class_logits.astype(jnp.float32), mask_logits.astype(jnp.float32)
 
 
-def check_sizes(
-    target_size: Sequence[int], valid_size: Optional[Sequence[int]], stride: int
-) -> tuple[Size, Optional[Size]]:
-    if not isinstance(stride, (int, np.integer)) or stride < 1:
+def resolve_stride(out: Any, mask_stride: Optional[int]) -> int:
+    """The mask stride of `out`: the one it carries (set by the model), else `mask_stride`, else the
+    default model's. A `mask_stride` that contradicts the carried one is an error."""
+    carried = getattr(out, "mask_stride", None)
+    stride = mask_stride if mask_stride is not None else carried if carried is not None else DEFAULT_MASK_STRIDE
+    if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 1:
         raise ValueError(f"mask_stride must be a positive int, got {stride!r}")
-    valid = None if valid_size is None else as_size(valid_size, "valid_size")
-    return as_size(target_size, "target_size"), valid
+    if carried is not None and stride != carried:
+        raise ValueError(
+            f"mask_stride={stride} contradicts the output's own mask_stride={carried} (set by the model "
+            "that made it); leave mask_stride out"
+        )
+    return int(stride)
+
+
+class Inputs(NamedTuple):
+    """What every public post-processing function starts from (see `prepare`)."""
+
+    class_logits: jax.Array  # [B, T, Q, K+1] float32
+    mask_logits: jax.Array  # [B, T, Q, h, w] float32
+    static: dict[str, Any]  # target, valid, stride, frames_per_step: static arguments of the jitted shells
+
+
+def prepare(
+    out: Any,
+    target_size: Sequence[int],
+    valid_size: Optional[Sequence[int]],
+    mask_stride: Optional[int],
+    frames_per_step: int,
+) -> Inputs:
+    """The input checks shared by the six public post-processing functions."""
+    class_logits, mask_logits = check_logits(out)
+    static = {
+        "target": as_size(target_size, "target_size"),
+        "valid": None if valid_size is None else as_size(valid_size, "valid_size"),
+        "stride": resolve_stride(out, mask_stride),
+        "frames_per_step": check_frames_per_step(frames_per_step),
+    }
+    return Inputs(class_logits, mask_logits, static)
 
 
 def check_frames_per_step(frames_per_step: int) -> int:

@@ -24,6 +24,8 @@ All functions map over the B*T frames with `lax.map`, `frames_per_step` frames a
 
 Our addition: `valid_size=(h_in, w_in)` crops the mask logits to the un-padded part of the model
 input (ceil(h_in / mask_stride) x ceil(w_in / mask_stride) cells) before resizing. Default: no crop.
+The mask stride is the one the output carries (`VideomtOutput.mask_stride`, set by the model); pass
+`mask_stride` only for outputs built by hand (default: the default model's, 4).
 
 Letters: B batch, T frames, F = B*T, Q queries, K classes (+1 no object), h/w mask grid, H/W target.
 """
@@ -48,6 +50,23 @@ OVERLAP_MASK_AREA_THRESHOLD = 0.8
 MASK_SCORE_EPS = 1e-6  # HF: mask_scores = sum(sigmoid * mask) / (mask area + 1e-6)
 
 
+# ------------------------------------------------------------------------------------------ shell
+@partial(jax.jit, static_argnums=0, static_argnames=("target", "valid", "stride", "frames_per_step", "options"))
+def _frames_shell(frame_fn, class_logits, mask_logits, dynamic, *, target, valid, stride, frames_per_step, options):
+    """`frame_fn(class_logits [Q, K+1], mask_logits [h, w, Q], *dynamic, target=, valid=, stride=,
+    **options)` on every frame, `frames_per_step` at a time; results reshaped to [B, T, ...]."""
+    b, t = class_logits.shape[:2]
+    fn = partial(frame_fn, target=target, valid=valid, stride=stride, **dict(options))
+    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
+    res = common.map_frames(lambda x: fn(*x, *dynamic), frames, frames_per_step)
+    return jax.tree_util.tree_map(lambda x: x.reshape((b, t) + x.shape[1:]), res)
+
+
+def _run(frame_fn: Any, x: common.Inputs, *dynamic: Any, **options: Any) -> Any:
+    """The jitted per-frame shell on prepared inputs; `options` are static (hashable) extras."""
+    return _frames_shell(frame_fn, x.class_logits, x.mask_logits, dynamic, options=tuple(sorted(options.items())), **x.static)
+
+
 # ------------------------------------------------------------------------------------------ semantic
 def _semantic_frame(
     class_logits: jax.Array, mask_logits: jax.Array, *, target: Size, valid: Optional[Size], stride: int
@@ -60,30 +79,16 @@ def _semantic_frame(
     return jnp.argmax(resize_bilinear(scores, target), axis=-1).astype(jnp.int32)  # [H, W]
 
 
-@partial(jax.jit, static_argnames=("target", "valid", "stride", "frames_per_step"))
-def _semantic(class_logits, mask_logits, *, target, valid, stride, frames_per_step):
-    b, t = class_logits.shape[:2]
-    fn = partial(_semantic_frame, target=target, valid=valid, stride=stride)
-    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
-    seg = common.map_frames(lambda x: fn(*x), frames, frames_per_step)  # [F, H, W]
-    return seg.reshape((b, t) + target)
-
-
 def post_process_semantic(
     out: Any,
     target_size: Sequence[int],
     *,
     valid_size: Optional[Sequence[int]] = None,
-    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    mask_stride: Optional[int] = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> jax.Array:
     """Class id per pixel and frame, [B, T, H, W] int32 (HF `post_process_semantic_segmentation`)."""
-    class_logits, mask_logits = common.check_logits(out)
-    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
-    return _semantic(
-        class_logits, mask_logits, target=target, valid=valid, stride=int(mask_stride),
-        frames_per_step=common.check_frames_per_step(frames_per_step),
-    )
+    return _run(_semantic_frame, common.prepare(out, target_size, valid_size, mask_stride, frames_per_step))
 
 
 # ------------------------------------------------------------------------------------------ instance
@@ -116,32 +121,18 @@ def _instance_frame(class_logits, mask_logits, threshold, *, target, valid, stri
     return _slots(new, segment, labels, score, jnp.zeros_like(keep), painted.max(axis=-1))
 
 
-@partial(jax.jit, static_argnames=("target", "valid", "stride", "frames_per_step"))
-def _instance(class_logits, mask_logits, threshold, *, target, valid, stride, frames_per_step):
-    b, t = class_logits.shape[:2]
-    fn = partial(_instance_frame, threshold=threshold, target=target, valid=valid, stride=stride)
-    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
-    res = common.map_frames(lambda x: fn(*x), frames, frames_per_step)
-    return jax.tree_util.tree_map(lambda x: x.reshape((b, t) + x.shape[1:]), res)
-
-
 def post_process_instance(
     out: Any,
     target_size: Sequence[int],
     threshold: float = INSTANCE_THRESHOLD,
     *,
     valid_size: Optional[Sequence[int]] = None,
-    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    mask_stride: Optional[int] = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> SegmentResult:
     """Instance segmentation per frame (HF `post_process_instance_segmentation`)."""
-    class_logits, mask_logits = common.check_logits(out)
-    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
-    return _instance(
-        class_logits, mask_logits, common.f32_ceil(threshold),  # HF: score.item() >= threshold
-        target=target, valid=valid, stride=int(mask_stride),
-        frames_per_step=common.check_frames_per_step(frames_per_step),
-    )
+    x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
+    return _run(_instance_frame, x, common.f32_ceil(threshold))  # HF: score.item() >= threshold
 
 
 # ------------------------------------------------------------------------------------------ panoptic
@@ -181,15 +172,6 @@ def _panoptic_frame(
     return _slots(new, segment, labels, score, fused, segmentation)
 
 
-@partial(jax.jit, static_argnames=("target", "valid", "stride", "fuse", "frames_per_step"))
-def _panoptic(class_logits, mask_logits, thresholds, *, target, valid, stride, fuse, frames_per_step):
-    b, t = class_logits.shape[:2]
-    fn = partial(_panoptic_frame, target=target, valid=valid, stride=stride, fuse=fuse)
-    frames = (common.flatten_frames(class_logits), common.frames_last(mask_logits))
-    res = common.map_frames(lambda x: fn(*x, *thresholds), frames, frames_per_step)
-    return jax.tree_util.tree_map(lambda x: x.reshape((b, t) + x.shape[1:]), res)
-
-
 def post_process_panoptic(
     out: Any,
     target_size: Sequence[int],
@@ -199,21 +181,17 @@ def post_process_panoptic(
     label_ids_to_fuse: Optional[Sequence[int]] = None,
     *,
     valid_size: Optional[Sequence[int]] = None,
-    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    mask_stride: Optional[int] = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> SegmentResult:
     """Panoptic segmentation per frame (HF `post_process_panoptic_segmentation`).
 
     label_ids_to_fuse is static under jit (a new set compiles a new program)."""
-    class_logits, mask_logits = common.check_logits(out)
-    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
-    thresholds = (
+    x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
+    return _run(
+        _panoptic_frame, x,
         common.f32(threshold),  # tensor > scalar: float32 in torch
         common.f32(mask_threshold),
         common.f32_floor(overlap_mask_area_threshold),  # HF: ratio.item() > threshold
-    )
-    return _panoptic(
-        class_logits, mask_logits, thresholds, target=target, valid=valid, stride=int(mask_stride),
         fuse=common.static_labels(label_ids_to_fuse, "label_ids_to_fuse"),
-        frames_per_step=common.check_frames_per_step(frames_per_step),
     )

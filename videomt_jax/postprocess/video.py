@@ -3,12 +3,15 @@
 Follows the authors' `videomt_online` inference (tue-mps/videomt, `inference_video_{vis,vps,vss}`):
 - class logits are averaged over the frames per query (the mean of logits, then one softmax);
 - mask logits go through the authors' two resizes: to the (padded) model input
-  (mask grid x mask_stride), crop to `valid_size` (the un-padded input, default: all of it),
+  (mask grid x mask_stride, the stride the output carries: `VideomtOutput.mask_stride`), crop to `valid_size` (the un-padded input, default: all of it),
   then to `target_size`. Panoptic and semantic apply the sigmoid between the two resizes, as they do.
 
 video_instance: softmax without the no-object column, top-k over (query, class) pairs, score = that
 class probability (no mask factor), mask = logit > 0 in every frame. We return the k pairs sorted
 by score (the authors' `topk(sorted=False)` leaves the order unspecified; ties: lower query first).
+A query can be taken twice, with two classes (the YouTube-VIS protocol scores both); with
+`unique_queries=True` each query competes only with its best class (first on ties), so the
+query index is a unique track id (what `videomt-jax segment --video-level` writes).
 
 video_panoptic: score, label = max / argmax of the softmax over all K+1 columns; queries with a real
 class and score > threshold compete per pixel and frame by score x sigmoid mask; a query keeps its
@@ -59,11 +62,15 @@ def _per_frame(x: jax.Array, frames: int) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------------------ instance
-@partial(jax.jit, static_argnames=("target", "valid", "stride", "top_k", "frames_per_step"))
-def _video_instance(class_logits, mask_logits, *, target, valid, stride, top_k, frames_per_step):
+@partial(jax.jit, static_argnames=("target", "valid", "stride", "top_k", "unique", "frames_per_step"))
+def _video_instance(class_logits, mask_logits, *, target, valid, stride, top_k, unique, frames_per_step):
     b, t, q, k1 = class_logits.shape
     num_labels = k1 - 1
-    scores = _video_probs(class_logits)[..., :-1].reshape(b, q * num_labels)  # [B, Q*K]
+    scores = _video_probs(class_logits)[..., :-1]  # [B, Q, K]
+    if unique:  # each query keeps only its best class; the others can never be picked
+        best = jax.nn.one_hot(jnp.argmax(scores, axis=-1), num_labels, dtype=bool)  # [B, Q, K]
+        scores = jnp.where(best, scores, -jnp.inf)
+    scores = scores.reshape(b, q * num_labels)  # [B, Q*K]
     top_score, top_index = jax.lax.top_k(scores, top_k)  # [B, N]
     query = (top_index // num_labels).astype(jnp.int32)
     label = (top_index % num_labels).astype(jnp.int32)
@@ -82,20 +89,20 @@ def video_instance(
     target_size: Sequence[int],
     top_k: int = TOP_K,
     *,
+    unique_queries: bool = False,
     valid_size: Optional[Sequence[int]] = None,
-    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    mask_stride: Optional[int] = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> VideoInstanceResult:
-    """Video instance segmentation: the top_k (query, class) pairs of each video with their masks."""
-    class_logits, mask_logits = common.check_logits(out)
-    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
-    pairs = class_logits.shape[2] * (class_logits.shape[3] - 1)
+    """Video instance segmentation: the top_k (query, class) pairs of each video with their masks.
+
+    unique_queries: take each query at most once, with its best class (then top_k <= Q)."""
+    x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
+    pairs = x.class_logits.shape[2] * (1 if unique_queries else x.class_logits.shape[3] - 1)
     if not isinstance(top_k, int) or not 1 <= top_k <= pairs:
-        raise ValueError(f"top_k must be an int in [1, Q*K = {pairs}], got {top_k!r}")
-    return _video_instance(
-        class_logits, mask_logits, target=target, valid=valid, stride=int(mask_stride), top_k=top_k,
-        frames_per_step=common.check_frames_per_step(frames_per_step),
-    )
+        what = "Q" if unique_queries else "Q*K"
+        raise ValueError(f"top_k must be an int in [1, {what} = {pairs}], got {top_k!r}")
+    return _video_instance(x.class_logits, x.mask_logits, top_k=top_k, unique=bool(unique_queries), **x.static)
 
 
 # ------------------------------------------------------------------------------------------ panoptic
@@ -143,21 +150,19 @@ def video_panoptic(
     stuff_label_ids: Optional[Sequence[int]] = None,
     *,
     valid_size: Optional[Sequence[int]] = None,
-    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    mask_stride: Optional[int] = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> VideoPanopticResult:
     """Video panoptic segmentation with segment ids stable over the frames of each video.
 
     stuff_label_ids is static under jit (a new set compiles a new program)."""
-    class_logits, mask_logits = common.check_logits(out)
-    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
+    x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
     return _video_panoptic(
-        class_logits, mask_logits,
+        x.class_logits, x.mask_logits,
         common.f32(threshold),  # tensor > scalar: float32
         common.f32_ceil(overlap_threshold),  # authors keep unless won / own < threshold
-        target=target, valid=valid, stride=int(mask_stride),
         stuff=common.static_labels(stuff_label_ids, "stuff_label_ids"),
-        frames_per_step=common.check_frames_per_step(frames_per_step),
+        **x.static,
     )
 
 
@@ -182,13 +187,9 @@ def video_semantic(
     target_size: Sequence[int],
     *,
     valid_size: Optional[Sequence[int]] = None,
-    mask_stride: int = common.DEFAULT_MASK_STRIDE,
+    mask_stride: Optional[int] = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> jax.Array:
     """Video semantic segmentation: class id per pixel and frame, [B, T, H, W] int32."""
-    class_logits, mask_logits = common.check_logits(out)
-    target, valid = common.check_sizes(target_size, valid_size, mask_stride)
-    return _video_semantic(
-        class_logits, mask_logits, target=target, valid=valid, stride=int(mask_stride),
-        frames_per_step=common.check_frames_per_step(frames_per_step),
-    )
+    x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
+    return _video_semantic(x.class_logits, x.mask_logits, **x.static)

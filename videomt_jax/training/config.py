@@ -7,10 +7,30 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from videomt_jax.config import DTYPES as COMPUTE_DTYPES
-
 EVAL_CLIPS = 32  # held-out clips scored by `evaluate_model` / `videomt-jax eval`
 EVAL_BATCH = 4  # clips per forward pass there
+# The compute dtype has one source, the model config (`VideomtConfig.dtype`), in training as in inference.
+REMOVED_COMPUTE_DTYPE = (
+    "TrainConfig.compute_dtype was removed: training computes in the model config's dtype "
+    "(VideomtConfig.dtype; in a recipe file, \"model\": {\"dtype\": ...}). Recipe files that still say "
+    "\"train\": {\"compute_dtype\": ...} are read as that model dtype (docs/training.md)"
+)
+
+
+# field annotation -> (accepted Python types, name in errors); bool is refused where a number is meant
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an int"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+}
+
+
+def _type_problem(name: str, annotation: Any, value: Any) -> str | None:
+    """`name must be an int, got 'five' (str)` when `value` does not fit the field's type, else None."""
+    accepted, what = FIELD_TYPES[annotation if isinstance(annotation, str) else annotation.__name__]
+    if isinstance(value, accepted) and (annotation == "bool" or not isinstance(value, bool)):
+        return None
+    return f"{name} must be {what}, got {value!r} ({type(value).__name__})"
 
 
 @dataclass(frozen=True)
@@ -29,7 +49,6 @@ class TrainConfig:
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
     freeze_backbone: bool = False  # train only queries, query updater and heads
-    compute_dtype: str = "bfloat16"  # params stay float32
     deep_supervision: bool = True
     drop_last_aux: bool = True  # authors: the prediction entering the last query block is not in the loss
     # Authors: Hungarian matching per frame (tracking emerges from a pretrained image model).
@@ -41,6 +60,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
+        wrong_type = [_type_problem(f.name, f.type, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        if any(wrong_type):  # before the range checks, which would fail on e.g. "five" < 1
+            raise ValueError("invalid TrainConfig: " + "; ".join(p for p in wrong_type if p))
         problems = []
         for name in ("steps", "batch_size", "num_frames", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
@@ -52,8 +74,6 @@ class TrainConfig:
             problems.append("learning_rate, weight_decay and grad_clip must be >= 0")
         if not 0 < self.layer_decay <= 1:
             problems.append(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            problems.append(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -65,6 +85,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if "compute_dtype" in data:
+            raise ValueError(REMOVED_COMPUTE_DTYPE)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -11,6 +11,11 @@ M ground-truth thing instances.
   classes are dropped before matching.
 - panoptic: `post_process_panoptic` per frame (stuff classes fused into one segment per class)
   against `Clip.panoptic`, PQ accumulated over all frames (`metrics.panoptic`).
+- long clips: `LONG_CLIPS` clips of `LONG_FRAMES` frames (objects bounce off the borders, so every
+  frame has some), streamed through `VideoStreamer` in chunks of `LONG_CHUNK` with the state carried
+  across chunks, as online use does; semantic mIoU over all frames and pixel accuracy of the first
+  and last `LONG_WINDOW` frames. The short clips only test the first few steps of the recurrence; a
+  model whose carried queries drift shows here (`evaluate_long`).
 The data config a model was trained on is stored next to it (`DATA_CONFIG_NAME`), so `eval` and
 the demo rebuild the same kind of clips from the model directory alone.
 """
@@ -28,7 +33,7 @@ import jax
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.data.batching import Clip, normalize_frames
+from videomt_jax.data.batching import Clip
 from videomt_jax.data.synthetic import SPLITS, SyntheticConfig, make_clip
 from videomt_jax.metrics.panoptic import PanopticAccumulator, panoptic_from_segments
 from videomt_jax.metrics.semantic import SemanticAccumulator
@@ -38,11 +43,17 @@ from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.postprocess.frame import post_process_panoptic, post_process_semantic
 from videomt_jax.postprocess.video import TOP_K, video_instance
+from videomt_jax.processing import VideoProcessor
+from videomt_jax.streaming import VideoStreamer, split_chunks
 from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
 from videomt_jax.training.recipes import dataclass_from_dict
 from videomt_jax.utils.io import atomic_write_text
 
 DATA_CONFIG_NAME = "data.json"  # SyntheticConfig of the training data, inside a saved model directory
+LONG_CLIPS = 4  # long held-out clips scored by `evaluate_long` (all streamed as one batch)
+LONG_FRAMES = 64  # frames per long clip
+LONG_CHUNK = 8  # frames per streamed call
+LONG_WINDOW = 16  # pixel accuracy is reported for the first and the last this many frames
 
 
 def save_data_config(model_dir: str | Path, data: SyntheticConfig) -> Path:
@@ -87,9 +98,10 @@ def _named(values: dict[int, Any], id2label: dict[int, str]) -> dict[str, Any]:
 class EvalAccumulator:
     """Scores model outputs against synthetic clips, batch by batch; `compute` gives the metrics."""
 
-    def __init__(self, data_cfg: SyntheticConfig, mask_stride: int, top_k: int = TOP_K):
+    def __init__(self, data_cfg: SyntheticConfig, mask_stride: int | None = None, top_k: int = TOP_K):
+        """mask_stride: for outputs that do not carry theirs (built by hand); None reads `out.mask_stride`."""
         self.data_cfg = data_cfg
-        self.mask_stride = int(mask_stride)
+        self.mask_stride = mask_stride
         self.top_k = int(top_k)
         self.num_clips = 0
         self.semantic = SemanticAccumulator(data_cfg.num_classes)
@@ -146,14 +158,40 @@ def evaluate_model(
     split: str = "heldout",
     num_clips: int = EVAL_CLIPS,
     batch_size: int = EVAL_BATCH,
+    processor: VideoProcessor | None = None,
+    long_clips: int = LONG_CLIPS,
 ) -> dict[str, Any]:
     """Run the model (jitted) on clips 0 .. num_clips-1 of `split` and score it.
 
+    processor: the model's pixel normalisation (`processing.load_processor(model_dir, config)`);
+    None: `VideoProcessor.from_config(config)`.
+
     Returns {"split", "num_clips", "semantic": {"miou", "pixel_accuracy", "iou": {class: IoU}},
     "video_instance": {"AP", "AP50", "AP75", "AR1", "AR10", "AR100", "per_class_ap"},
-    "panoptic": {"pq", "sq", "rq", "n", "things", "stuff", "per_class"}, "seconds"}
-    (NaN where a metric is undefined, e.g. no thing instance in any clip).
+    "panoptic": {"pq", "sq", "rq", "n", "things", "stuff", "per_class"}, "long": `evaluate_long`'s
+    dict (absent when long_clips is 0), "seconds"} (NaN where a metric is undefined, e.g. no thing
+    instance in any clip).
     """
+    _check_eval_args(config, data_cfg, split, num_clips, batch_size)
+    if long_clips < 0:
+        raise ValueError(f"long_clips must be >= 0, got {long_clips}")
+    start = time.perf_counter()
+    model = VideomtModel(config)
+    forward = jit_model(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
+    processor = VideoProcessor.from_config(config) if processor is None else processor
+    acc = EvalAccumulator(data_cfg)
+    for first in range(0, num_clips, batch_size):
+        clips = [make_clip(data_cfg, split, i) for i in range(first, min(first + batch_size, num_clips))]
+        padded = clips + [clips[-1]] * (batch_size - len(clips))  # one static shape for every batch
+        pixels = processor.normalize(np.stack([c.frames for c in padded]))  # [B, T, H, W, 3]
+        acc.update(forward(params, pixels), clips)
+    results = {"split": split, **acc.compute()}
+    if long_clips:
+        results["long"] = evaluate_long(config, params, data_cfg, split, long_clips, processor=processor)
+    return {**results, "seconds": time.perf_counter() - start}
+
+
+def _check_eval_args(config: VideomtConfig, data_cfg: SyntheticConfig, split: str, num_clips: int, batch_size: int) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
     if num_clips < 1 or batch_size < 1:
@@ -162,21 +200,69 @@ def evaluate_model(
         raise ValueError(
             f"the model predicts {config.num_labels} labels but the data has {data_cfg.num_classes} classes"
         )
+
+
+def long_clip_config(data_cfg: SyntheticConfig, num_frames: int = LONG_FRAMES) -> SyntheticConfig:
+    """The long-clip version of a data config: `num_frames` frames, objects bouncing off the borders
+    (moving in straight lines, most objects leave a 64-frame clip within ~20 frames of its middle)."""
+    return dataclasses.replace(data_cfg, num_frames=num_frames, bounce=True)
+
+
+def evaluate_long(
+    config: VideomtConfig,
+    params: Any,
+    data_cfg: SyntheticConfig,
+    split: str = "heldout",
+    num_clips: int = LONG_CLIPS,
+    num_frames: int = LONG_FRAMES,
+    chunk: int = LONG_CHUNK,
+    window: int = LONG_WINDOW,
+    processor: VideoProcessor | None = None,
+) -> dict[str, Any]:
+    """Stream clips 0 .. num_clips-1 of `long_clip_config(data_cfg, num_frames)` in chunks of `chunk`
+    frames (the state carried across chunks) and score the per-frame semantic maps.
+
+    Returns {"num_clips", "num_frames", "chunk", "window", "miou" (all frames), "pixel_accuracy"
+    (all frames), "first_accuracy" / "last_accuracy" (pixel accuracy of the first / last `window`
+    frames), "per_frame_accuracy" [T], "seconds"}.
+    """
+    _check_eval_args(config, data_cfg, split, num_clips, 1)
+    if not 1 <= window <= num_frames or chunk < 1:
+        raise ValueError(f"need 1 <= window <= num_frames and chunk >= 1, got {window}, {num_frames}, {chunk}")
     start = time.perf_counter()
-    model = VideomtModel(config)
-    forward = jit_model(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
-    acc = EvalAccumulator(data_cfg, config.mask_stride)
-    for first in range(0, num_clips, batch_size):
-        clips = [make_clip(data_cfg, split, i) for i in range(first, min(first + batch_size, num_clips))]
-        padded = clips + [clips[-1]] * (batch_size - len(clips))  # one static shape for every batch
-        pixels = normalize_frames(np.stack([c.frames for c in padded]))  # [B, T, H, W, 3]
-        acc.update(forward(params, pixels), clips)
-    return {"split": split, **acc.compute(), "seconds": time.perf_counter() - start}
+    long_cfg = long_clip_config(data_cfg, num_frames)
+    processor = VideoProcessor.from_config(config) if processor is None else processor
+    clips = [make_clip(long_cfg, split, i) for i in range(num_clips)]
+    pixels = processor.normalize(np.stack([c.frames for c in clips]))  # [B, T, H, W, 3]
+    streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)
+    semantic = jax.jit(lambda out: post_process_semantic(out, long_cfg.image_hw, mask_stride=config.mask_stride))
+    state = streamer.init(num_clips)
+    maps = []
+    for part in split_chunks(pixels, chunk):
+        out, state = streamer.step(state, part)
+        maps.append(np.asarray(semantic(_logits(out))))  # [B, t, H, W]
+    pred = np.concatenate(maps, axis=1)  # [B, T, H, W]
+    gt = np.stack([c.semantic for c in clips])  # [B, T, H, W]
+    acc = SemanticAccumulator(data_cfg.num_classes)
+    acc.update(gt, pred)
+    per_frame = (pred == gt).mean(axis=(0, 2, 3))  # [T] (every pixel of a synthetic clip is labelled)
+    return {
+        "num_clips": num_clips,
+        "num_frames": num_frames,
+        "chunk": chunk,
+        "window": window,
+        "miou": acc.compute()["miou"],
+        "pixel_accuracy": float(per_frame.mean()),
+        "first_accuracy": float(per_frame[:window].mean()),
+        "last_accuracy": float(per_frame[-window:].mean()),
+        "per_frame_accuracy": per_frame,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _logits(out: VideomtOutput) -> VideomtOutput:
     """Only what post-processing reads leaves the device."""
-    return VideomtOutput(class_logits=out.class_logits, mask_logits=out.mask_logits)
+    return VideomtOutput(class_logits=out.class_logits, mask_logits=out.mask_logits, mask_stride=out.mask_stride)
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -186,13 +272,19 @@ def format_results(results: dict[str, Any]) -> str:
     def pct(x: Any) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
-    return "\n".join(
-        [
-            f"{results['split']}: {results['num_clips']} clips, {results['seconds']:.1f} s",
-            f"  semantic   mIoU {pct(sem['miou'])}  pixel acc {pct(sem['pixel_accuracy'])}",
-            f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  "
-            f"AR10 {pct(vis['AR10'])}",
-            f"  panoptic   PQ {pct(pan['pq'])}  SQ {pct(pan['sq'])}  RQ {pct(pan['rq'])}  "
-            f"PQ things {pct(pan['things']['pq'])}  PQ stuff {pct(pan['stuff']['pq'])}",
-        ]
-    )
+    lines = [
+        f"{results['split']}: {results['num_clips']} clips, {results['seconds']:.1f} s",
+        f"  semantic   mIoU {pct(sem['miou'])}  pixel acc {pct(sem['pixel_accuracy'])}",
+        f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  "
+        f"AR10 {pct(vis['AR10'])}",
+        f"  panoptic   PQ {pct(pan['pq'])}  SQ {pct(pan['sq'])}  RQ {pct(pan['rq'])}  "
+        f"PQ things {pct(pan['things']['pq'])}  PQ stuff {pct(pan['stuff']['pq'])}",
+    ]
+    if "long" in results:
+        lg = results["long"]
+        lines.append(
+            f"  long clips {lg['num_clips']} x {lg['num_frames']} frames (chunks of {lg['chunk']}): "
+            f"mIoU {pct(lg['miou'])}  pixel acc first {lg['window']} {pct(lg['first_accuracy'])}  "
+            f"last {lg['window']} {pct(lg['last_accuracy'])}"
+        )
+    return "\n".join(lines)

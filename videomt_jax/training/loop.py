@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -38,29 +37,63 @@ from videomt_jax.training.step import (
 
 
 # TrainConfig fields that never enter the compiled step (logging, checkpoint policy, the seed,
-# which lives in the state): runs that differ only there share one jitted step.
+# which lives in the state): runs that differ only there can share one `TrainProgram`.
 HOST_ONLY_FIELDS = {"log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "seed": 0}
-_PROGRAMS: OrderedDict[Any, tuple[optax.GradientTransformation, Callable]] = OrderedDict()
-_MAX_PROGRAMS = 4
 
 
-def train_program(
-    config: VideomtConfig, tc: TrainConfig, params: Any, mesh: Mesh | None
-) -> tuple[optax.GradientTransformation, Callable]:
-    """(optimizer, jitted step) for this model, train config, parameter shapes and mesh.
+def _shapes(params: Any) -> tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]:
+    """(tree structure, leaf shapes and dtypes) of params or of their `jax.ShapeDtypeStruct`s."""
+    leaves = jax.tree.leaves(params)
+    return jax.tree.structure(params), tuple((tuple(x.shape), str(np.dtype(x.dtype))) for x in leaves)
 
-    Cached per process, so repeated `fit` calls (resumes, notebooks, tests) trace and compile once.
-    """
-    shapes = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(params))
+
+@dataclass(frozen=True, eq=False)
+class TrainProgram:
+    """The optimizer and the jitted train step for one model config, train config (host-only fields
+    aside), parameter shapes and mesh: an explicit value, built once by `make_program` and passed to
+    every `fit` that should reuse it (resumes, notebooks, tests): the step then traces and compiles
+    once. `fit` checks that the program fits its arguments."""
+
+    config: VideomtConfig
+    train_config: TrainConfig  # HOST_ONLY_FIELDS reset: what the compiled step depends on
+    mesh: Mesh | None
+    param_shapes: tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
+    tx: optax.GradientTransformation
+    step: Callable  # (TrainState, batch) -> (TrainState, metrics), jitted, state donated
+
+    def check(self, config: VideomtConfig, tc: TrainConfig, params: Any, mesh: Mesh | None) -> None:
+        """Raise a ValueError naming what differs when this program cannot train (config, tc, params, mesh)."""
+        problems = []
+        if config != self.config:
+            problems.append("the model config differs")
+        if tc.replace(**HOST_ONLY_FIELDS) != self.train_config:
+            changed = sorted(
+                k for k, v in tc.replace(**HOST_ONLY_FIELDS).to_dict().items() if self.train_config.to_dict()[k] != v
+            )
+            problems.append(f"the train config differs in {changed}")
+        if _shapes(params) != self.param_shapes:
+            problems.append("the parameter shapes differ")
+        if mesh != self.mesh:
+            problems.append(f"the mesh differs ({mesh} vs the program's {self.mesh})")
+        if problems:
+            raise ValueError("this TrainProgram was built for another run: " + "; ".join(problems))
+
+
+def make_program(
+    config: VideomtConfig, tc: TrainConfig, params_shape: Any, mesh: Mesh | None = None
+) -> TrainProgram:
+    """Optimizer + jitted step for `config`, `tc`, the parameter tree `params_shape` (arrays or
+    `jax.ShapeDtypeStruct`s, e.g. `jax.eval_shape(init_params ...)`) and `mesh` (None: one device;
+    `step.data_mesh(n)` for data parallel, as `fit(num_devices=n)` builds it)."""
     program_tc = tc.replace(**HOST_ONLY_FIELDS)
-    key = (config, program_tc, mesh, jax.tree.structure(params), shapes)
-    if key not in _PROGRAMS:
-        tx = make_optimizer(params, config, program_tc)
-        _PROGRAMS[key] = (tx, make_train_step(config, program_tc, tx, mesh))
-        while len(_PROGRAMS) > _MAX_PROGRAMS:
-            _PROGRAMS.popitem(last=False)
-    _PROGRAMS.move_to_end(key)
-    return _PROGRAMS[key]
+    tx = make_optimizer(params_shape, config, program_tc)
+    step = make_train_step(config, program_tc, tx, mesh)
+    return TrainProgram(config, program_tc, mesh, _shapes(params_shape), tx, step)
+
+
+def fit_mesh(num_devices: int | None) -> Mesh | None:
+    """The mesh `fit(num_devices=...)` trains on: None for one device in one process."""
+    return None if num_devices == 1 and jax.process_count() == 1 else data_mesh(num_devices)
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,6 +125,7 @@ def fit(
     num_devices: int | None = 1,
     stop_after: int | None = None,
     log: TextIO | None | str = "stdout",
+    program: TrainProgram | None = None,
 ) -> FitResult:
     """Train `config` with `tc` on `batches(step)`; checkpoints in `out_dir/checkpoints`.
 
@@ -102,6 +136,9 @@ def fit(
     num_devices: data-parallel over this many devices (None: all; 1: no mesh).
     stop_after: stop after this many steps of this call (a planned interruption; resume later).
     log: where progress lines go: a stream, None for silence, "stdout" for the current sys.stdout.
+    program: the compiled step to use (`make_program`; its mesh must be `fit_mesh(num_devices)`);
+        None builds one for this call. Pass the same program to several calls (a resume, another
+        run with other logging) and the step compiles once.
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
@@ -110,9 +147,12 @@ def fit(
     image_hw = tuple(first["pixel_values"].shape[2:4])
     if params is None:
         params = _init_fn(config, image_hw)(jax.random.key(tc.seed))
-    mesh = None if num_devices == 1 and jax.process_count() == 1 else data_mesh(num_devices)
-    tx, step_fn = train_program(config, tc, params, mesh)
-    state, _ = create_train_state(params, config, tc, tx)
+    mesh = fit_mesh(num_devices)
+    if program is None:
+        program = make_program(config, tc, params, mesh)
+    program.check(config, tc, params, mesh)
+    step_fn = program.step
+    state, _ = create_train_state(params, config, tc, program.tx)
     # Committed to devices either way, like a restored state: a resumed run then hits the same
     # (persistent) compilation cache entry as a fresh one instead of compiling again.
     state = jax.device_put(state, jax.local_devices()[0]) if mesh is None else replicate(state, mesh)

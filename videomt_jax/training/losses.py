@@ -116,8 +116,21 @@ def set_prediction_loss(
     class_logits [B, T, Q, K+1], mask_logits [B, T, Q, h, w]. `match_per_clip`: see `videomt_loss`.
     """
     check_inputs(class_logits, mask_logits, targets, config.num_labels)
-    batch, frames, queries = class_logits.shape[:3]
+    batch, frames = class_logits.shape[:2]
     check_draws(draws, batch, frames, targets.valid.shape[-1], config)
+    return _prediction_loss(class_logits, mask_logits, targets, draws, config, match_per_clip)
+
+
+def _prediction_loss(
+    class_logits: jax.Array,
+    mask_logits: jax.Array,
+    targets: LossTargets,
+    draws: PointDraws,
+    config: VideomtConfig,
+    match_per_clip: bool,
+) -> tuple[dict[str, jax.Array], Matching]:
+    """`set_prediction_loss` on inputs its caller has checked (`videomt_loss` checks each once)."""
+    queries = class_logits.shape[2]
     matching = match_frames(class_logits, mask_logits, targets, draws.match, config, per_clip=match_per_clip)
     num_masks = num_target_masks(targets.valid)
     terms = mask_losses(mask_logits, targets, matching, draws, num_uncertain_points(config), num_masks)
@@ -212,7 +225,7 @@ def videomt_loss(
     total = jnp.float32(0.0)
     terms: dict[str, jax.Array] = {}
     for (suffix, cls, msk, scale), draw in zip(predictions, draws):
-        one, _ = set_prediction_loss(cls, msk, targets, draw, config, match_per_clip)
+        one, _ = _prediction_loss(cls, msk, targets, draw, config, match_per_clip)
         for name, value in one.items():
             terms[name + suffix] = value
             total = total + scale * weights[name] * value

@@ -28,6 +28,7 @@ import optax
 from flax import struct
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.outputs import check_logits
 from videomt_jax.training.points import sample_points
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -109,19 +110,7 @@ class Matching:
 
 def check_inputs(class_logits: jax.Array, mask_logits: jax.Array, targets: LossTargets, num_labels: int) -> None:
     """Shape/dtype checks (always) and label-range checks (when the labels are concrete: not traced, all local)."""
-    if class_logits.ndim != 4:
-        raise ValueError(f"class_logits must be [B, T, Q, K+1], got shape {class_logits.shape}")
-    if mask_logits.ndim != 5:
-        raise ValueError(f"mask_logits must be [B, T, Q, h, w], got shape {mask_logits.shape}")
-    if class_logits.shape[:3] != mask_logits.shape[:3]:
-        raise ValueError(f"class_logits {class_logits.shape} and mask_logits {mask_logits.shape} disagree on [B, T, Q]")
-    if class_logits.shape[-1] != num_labels + 1:
-        raise ValueError(
-            f"class_logits has {class_logits.shape[-1]} classes, expected num_labels + 1 = {num_labels + 1}"
-        )
-    for name, logits in (("class_logits", class_logits), ("mask_logits", mask_logits)):
-        if not jnp.issubdtype(logits.dtype, jnp.floating):
-            raise TypeError(f"{name} must be floating point, got {logits.dtype}")
+    check_logits(class_logits, mask_logits, num_labels)
     check_targets(targets.mask_labels, targets.class_labels, targets.valid, class_logits.shape[:2], num_labels, "targets.")
 
 

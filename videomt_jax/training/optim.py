@@ -1,6 +1,6 @@
 """AdamW with layer-wise learning-rate decay and the authors' two-stage warmup + poly decay.
 
-Parameter groups (REFERENCE.md, "Training recipe"):
+Parameter groups (docs/reference.md, "Optimizer and schedule", from the authors' tue-mps/videomt):
 - encoder: patch/position embeddings, CLS/register tokens (factor of block 0) and every encoder
   block i (factor decay^(L-1-i)); LR 0 for the first `warmup_head` steps, then a linear warmup
   over `warmup_encoder` steps, then poly decay.

@@ -32,10 +32,6 @@ class TrainState:
     rng: jax.Array  # raw uint32 key data (checkpoint friendly)
 
 
-def training_model_config(config: VideomtConfig, tc: TrainConfig) -> VideomtConfig:
-    return config.replace(dtype=tc.compute_dtype)
-
-
 def create_train_state(
     params: Any, config: VideomtConfig, tc: TrainConfig, tx: optax.GradientTransformation | None = None
 ) -> tuple[TrainState, optax.GradientTransformation]:
@@ -122,8 +118,8 @@ def make_train_step(
     With a mesh, the batch is split over its "data" axis and the state replicated; XLA inserts
     the gradient all-reduce, and the loss normaliser (target masks in the batch) is global.
     """
-    cfg = training_model_config(config, tc)
-    deterministic = cfg.drop_path_rate == 0 and cfg.hidden_dropout_prob == 0
+    cfg = config  # its `dtype` is the compute dtype of training too (params and optimizer stay float32)
+    deterministic = cfg.drop_path_rate == 0 and cfg.hidden_dropout_prob == 0 and cfg.attention_dropout == 0
     model = VideomtModel(cfg, deterministic=deterministic)
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:

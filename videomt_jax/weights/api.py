@@ -19,9 +19,25 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.processing import VideoProcessor
 from videomt_jax.utils.io import atomic_directory
+from videomt_jax.weights.family_io import (
+    check_dinov2_backbone,
+    export_hf_family,
+    load_hf_family,
+    load_original_dinov3,
+    to_model_type,
+)
 from videomt_jax.weights.hf import hf_buffers, hf_rules, params_to_hf_state_dict
-from videomt_jax.weights.native import CONFIG_NAME, is_native_dir, load_native, param_bytes, save_native
+from videomt_jax.weights.original_dinov3 import is_original_dinov3
+from videomt_jax.weights.native import (
+    CONFIG_NAME,
+    is_checkpoint_entry,
+    is_native_dir,
+    load_native,
+    param_bytes,
+    save_native,
+)
 from videomt_jax.weights.original import infer_original_config, original_state_dict_to_params
 from videomt_jax.weights.readers import CheckpointReadError, read_safetensors, read_sharded, torch_state_dict
 from videomt_jax.weights.tables import expected_shapes, source_to_params
@@ -53,6 +69,7 @@ class LoadReport:
     num_params: int = 0
     num_bytes: int = 0
     seconds: float = 0.0
+    fresh: list[str] = dataclasses.field(default_factory=list)  # parameters not from the checkpoint
 
 
 Loaded = tuple[VideomtConfig, dict, LoadReport]
@@ -82,6 +99,9 @@ def _is_hf_dir(path: Path) -> bool:
 def _load_hf(path: Path, overrides: dict[str, Any]) -> Loaded:
     overrides = _only_config_fields(overrides, path)
     config_file = path / CONFIG_NAME
+    data = _read_json(config_file)
+    if data.get("model_type", "videomt") != "videomt":  # EoMT, EoMT-DINOv3, DINOv3 VidEoMT, backbones
+        return _load_hf_family(path, data, overrides)
     try:
         config = VideomtConfig.from_json_file(str(config_file), **overrides)
     except (ValueError, TypeError) as e:
@@ -96,17 +116,59 @@ def _load_hf(path: Path, overrides: dict[str, Any]) -> Loaded:
     return config, params, LoadReport("hugging face", [str(config_file), *map(str, files)], len(state_dict), buffers)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointReadError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _load_hf_family(path: Path, data: dict[str, Any], overrides: dict[str, Any]) -> Loaded:
+    weights = _hf_weight_file(path)
+    if weights is None:
+        raise CheckpointReadError(f"{path} has a config.json but no weights (looked for {', '.join(HF_WEIGHT_FILES)})")
+    state_dict, files = HF_WEIGHT_FILES[weights.name](weights)
+    config, params = load_hf_family(data, state_dict, str(weights), overrides)
+    buffers = sorted(k for k in ("attn_mask_probs", "criterion.empty_weight") if k in state_dict)
+    files = [str(path / CONFIG_NAME), *map(str, files)]
+    return config, params, LoadReport(f"hugging face ({data['model_type']})", files, len(state_dict), buffers)
+
+
+def _is_hf_weight_file(path: Path) -> bool:
+    """model.safetensors (or another HF weight file) inside an HF directory: that directory is meant."""
+    return path.is_file() and path.name in HF_WEIGHT_FILES and _is_hf_dir(path.parent)
+
+
+def _load_hf_weight_file(path: Path, overrides: dict[str, Any]) -> Loaded:
+    chosen = _hf_weight_file(path.parent)
+    if chosen != path:
+        raise CheckpointReadError(
+            f"{path.parent} holds {chosen.name} as well as {path.name}, and Hugging Face loads {chosen.name}; "
+            f"pass the directory {path.parent} instead"
+        )
+    return _load_hf(path.parent, overrides)
+
+
 def _is_torch_file(path: Path) -> bool:
     return path.is_file() and path.suffix in TORCH_SUFFIXES
 
 
 def _load_original(path: Path, overrides: dict[str, Any]) -> Loaded:
     state_dict = torch_state_dict(path)
+    buffers = sorted(k for k in ("backbone.attn_mask_probs", "criterion.empty_weight") if k in state_dict)
+    if is_original_dinov3(state_dict):
+        config, params = load_original_dinov3(state_dict, str(path), overrides)
+        return config, params, LoadReport("authors' DINOv3 .pth", [str(path)], len(state_dict), buffers)
+    check_dinov2_backbone(overrides, str(path))
     overrides = dict(overrides)
     model_name = overrides.pop("model_name", None) or path.name
     config = infer_original_config(state_dict, model_name=model_name, source=str(path), **overrides)
     params = original_state_dict_to_params(config, state_dict, source=str(path))
-    buffers = sorted(k for k in ("backbone.attn_mask_probs", "criterion.empty_weight") if k in state_dict)
     return config, params, LoadReport("authors' .pth", [str(path)], len(state_dict), buffers)
 
 
@@ -114,6 +176,7 @@ def _load_original(path: Path, overrides: dict[str, Any]) -> Loaded:
 FORMATS: tuple[tuple[Callable[[Path], bool], Callable[[Path, dict[str, Any]], Loaded]], ...] = (
     (is_native_dir, _load_native),
     (_is_hf_dir, _load_hf),
+    (_is_hf_weight_file, _load_hf_weight_file),  # before .bin files are taken for authors' checkpoints
     (_is_torch_file, _load_original),
 )
 
@@ -148,6 +211,8 @@ def _resolve(path: Path, overrides: dict[str, Any]) -> Loaded:
             f"{path} is not a VidEoMT checkpoint directory: no config.json (HF layout) or params/ (videomt-jax); "
             f"it holds {contents}"
         )
+    if path.exists() and path.name in HF_WEIGHT_FILES:
+        raise CheckpointReadError(f"{path} is a Hugging Face weight file without a {CONFIG_NAME} beside it")
     if path.exists():
         raise CheckpointReadError(f"{path} is not a checkpoint file this loader knows (suffixes: {TORCH_SUFFIXES})")
     if not _looks_like_repo_id(str(path)):
@@ -169,7 +234,10 @@ def load_pretrained_with_report(
     overrides = dict(config_overrides)
     if dtype is not None:  # a name, or a numpy / jax dtype; VideomtConfig checks it is supported
         overrides["dtype"] = dtype if isinstance(dtype, str) else jnp.dtype(dtype).name
+    model_type = overrides.pop("model_type", None)  # e.g. "videomt": an EoMT checkpoint as a VidEoMT
     config, params, report = _resolve(Path(path), overrides)
+    if model_type is not None:
+        config, params, report.fresh = to_model_type(config, params, model_type)
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
     report.num_params, report.num_bytes = param_bytes(params)
     report.seconds = time.perf_counter() - start
@@ -183,6 +251,8 @@ def load_pretrained(path: str | Path, dtype: str | None = None, **config_overrid
         checkpoint's (float32 for HF and authors' checkpoints). Parameters stay float32 either way.
     config_overrides: VideomtConfig fields that replace what the checkpoint says or implies (for an
         authors' .pth, e.g. num_attention_heads, image_size, id2label; `model_name` picks the heads).
+        `model_type="videomt"` turns an EoMT / EoMT-DINOv3 image checkpoint into a VidEoMT of the same
+        backbone with a fresh `query_updater` (the report's `fresh` lists it).
     Raises ConversionError (a ValueError) naming keys when the weights do not fit the config,
     CheckpointReadError for corrupt files, CheckpointNotFoundError when nothing is found.
     """
@@ -190,23 +260,59 @@ def load_pretrained(path: str | Path, dtype: str | None = None, **config_overrid
     return config, params
 
 
-def save_pretrained(path: str | Path, config: VideomtConfig, params: Mapping, *, overwrite: bool = True) -> Path:
-    """JAX-native checkpoint (orbax params + config.json), written atomically.
+def save_pretrained(
+    path: str | Path,
+    config: VideomtConfig,
+    params: Mapping,
+    *,
+    overwrite: bool = False,
+    processor: VideoProcessor | None = None,
+) -> Path:
+    """JAX-native checkpoint (orbax params + config.json + video_preprocessor_config.json), atomically.
 
-    `load_pretrained(path)` gives back the same config and bit-identical parameters.
+    `load_pretrained(path)` gives back the same config and bit-identical parameters;
+    `VideoProcessor.from_pretrained(path)` the processor (default `VideoProcessor.from_config(config)`),
+    so the pixel normalisation travels with the model.
+    Nothing is replaced unless `overwrite=True`, and then only a directory holding checkpoint files
+    alone (`weights.native.is_checkpoint_entry`); one holding anything else is refused, untouched.
     """
-    return save_native(path, config, params, overwrite=overwrite)
+    processor = VideoProcessor.from_config(config) if processor is None else processor
+    return save_native(path, config, params, overwrite=overwrite, processor=processor)
 
 
-def export_hf(path: str | Path, config: VideomtConfig, params: Mapping, *, overwrite: bool = True) -> Path:
-    """Hugging Face layout (config.json + model.safetensors, float32, torch layout), written atomically.
+def export_hf(
+    path: str | Path,
+    config: VideomtConfig,
+    params: Mapping,
+    *,
+    overwrite: bool = False,
+    processor: VideoProcessor | None = None,
+) -> Path:
+    """Hugging Face layout (config.json + model.safetensors, float32, torch layout, and the processor's
+    video_preprocessor_config.json, default `VideoProcessor.from_config(config)`), written atomically.
 
     `transformers.VideomtForUniversalSegmentation.from_pretrained(path)` loads it with no missing or
-    unexpected keys. JAX-only settings (compute dtype, attention kernel, ...) are not written.
+    unexpected keys, `VideomtVideoProcessor.from_pretrained(path)` the processor. JAX-only settings
+    (compute dtype, attention kernel, uint8 resize mode, ...) are not written.
+    A model that propagates normalised queries (`norm_queries`) is refused: Hugging Face has no such
+    option, so it would load the weights without complaint and compute something else after frame 0.
+    Nothing is replaced unless `overwrite=True`, and then only a directory holding checkpoint files
+    alone (`weights.native.is_checkpoint_entry`); one holding anything else is refused, untouched.
     """
+    if config.model_type != "videomt" or config.backbone != "dinov2":  # EoMT, DINOv3 VidEoMT
+        processor = VideoProcessor.from_config(config) if processor is None else processor
+        return export_hf_family(Path(path), config, params, overwrite=overwrite, processor=processor)
+    if config.norm_queries:
+        raise ValueError(
+            f"cannot export to {path}: the model propagates normalised queries (norm_queries=True), which "
+            "Hugging Face VidEoMT cannot express (transformers would load it and give different outputs "
+            "from the second frame on); keep it in the native format (save_pretrained)"
+        )
+    processor = VideoProcessor.from_config(config) if processor is None else processor
     state_dict = params_to_hf_state_dict(config, params)
     hf_config = config.replace(extra={**config.extra, "dtype": "float32"})  # the arrays written are float32
-    with atomic_directory(Path(path), overwrite=overwrite) as tmp:
+    with atomic_directory(Path(path), overwrite=overwrite, replaceable=is_checkpoint_entry) as tmp:
         hf_config.to_json_file(str(tmp / CONFIG_NAME), hf_only=True)
         save_file(state_dict, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
+        processor.save_pretrained(tmp, hf_only=True)
     return Path(path)

@@ -6,10 +6,11 @@ rename, so an interrupted save leaves either the old checkpoint or none, never h
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,12 @@ from videomt_jax.weights.tables import check_params, expected_shapes, flatten
 CONFIG_NAME = "config.json"
 PARAMS_DIR = "params"
 JAX_SECTION = "videomt_jax"  # the config.json key VideomtConfig.to_json_file writes for JAX settings
+# Names in a checkpoint directory (native, Hugging Face, sharded) that overwrite=True may replace;
+# "data.json" is the training data config `training.evaluate.save_data_config` adds to a model.
+CHECKPOINT_ENTRIES: tuple[str, ...] = (
+    CONFIG_NAME, PARAMS_DIR, "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+    "pytorch_model.bin.index.json", "*preprocessor_config.json", "data.json",
+)
 
 
 def is_native_dir(path: Path) -> bool:
@@ -69,12 +76,25 @@ def read_params(directory: Path, config: VideomtConfig) -> dict:
     return traverse_util.unflatten_dict({**flatten(restored), **empty}, sep="/")
 
 
-def save_native(path: str | Path, config: VideomtConfig, params: Mapping, *, overwrite: bool = True) -> Path:
-    """Atomically write config.json + orbax params to the directory `path`."""
+def is_checkpoint_entry(entry: Path) -> bool:
+    """A file or folder of a checkpoint this package reads or writes (`CHECKPOINT_ENTRIES`): what
+    `save_native` / `export_hf` may replace in an existing directory (with overwrite=True)."""
+    return any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in CHECKPOINT_ENTRIES)
+
+
+def save_native(
+    path: str | Path, config: VideomtConfig, params: Mapping, *, overwrite: bool = False, processor: Any = None
+) -> Path:
+    """Atomically write config.json + orbax params (+ the processor's config, when given) to `path`.
+
+    An existing non-empty `path` is replaced only with overwrite=True and only when it holds
+    checkpoint entries alone (`is_checkpoint_entry`)."""
     check_params(config, params)
     path = Path(path)
-    with atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, overwrite=overwrite, replaceable=is_checkpoint_entry) as tmp:
         config.to_json_file(str(tmp / CONFIG_NAME))
+        if processor is not None:
+            processor.save_pretrained(tmp)
         write_params(tmp / PARAMS_DIR, params)
     return path
 

@@ -1,0 +1,118 @@
+"""The parallel input pipeline: `grain` worker processes load, decode and augment clips while the
+device trains, with prefetch, in the order of the steps.
+
+    batches = GrainBatches(recipe.clip_fn("train"), recipe.collate, ...)   # a `batches(step)` for fit
+    try:
+        fit(config, tc, batches, out_dir)
+    finally:
+        batches.close()                                                    # also on Ctrl-C
+
+Element k of the pipeline is clip j = k mod b of step k // b of this process (b clips per process
+and step); clip g = step * B + p * b + j of the global batch B (process p), the numbering
+`Recipe.batches` uses, so the pipeline yields exactly `Recipe.batches(...)(step)`: batches stay a
+pure function of (seed, step) and a resumed run is bit-identical. `GrainBatches(step)` hands out
+the next batch when `step` follows the previous call, and restarts the pipeline at `step` otherwise
+(the first call of a resumed `fit` asks for step 0, then for the resume step). Worker processes are
+spawned (fresh interpreters: they never inherit the parent's JAX runtime) and ignore Ctrl-C; the
+parent's KeyboardInterrupt reaches `close()`, which stops and joins them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from videomt_jax.data.batching import Batch, Clip
+
+MAX_AUTO_WORKERS = 8
+PREFETCH_BATCHES = 2  # batches buffered per worker
+
+
+def auto_workers() -> int:
+    """One worker per core but one (the main process runs the train step), 1 to MAX_AUTO_WORKERS."""
+    return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))
+
+
+def _grain() -> Any:
+    import grain
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # grain reads absl flags; a library must not parse argv for them
+        flags.FLAGS.mark_as_parsed()
+    return grain
+
+
+class _ClipAt:
+    """Pipeline element k -> clip (picklable; sent to every worker)."""
+
+    def __init__(self, clip_fn: Callable[[int], Clip], local: int, global_batch: int, process_index: int):
+        self.clip_fn, self.local, self.global_batch, self.process_index = clip_fn, local, global_batch, process_index
+
+    def __call__(self, k: int) -> Clip:
+        step, j = divmod(int(k), self.local)
+        return self.clip_fn(step * self.global_batch + self.process_index * self.local + j)
+
+
+def _ignore_sigint(worker_index: int, worker_count: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class GrainBatches:
+    """`batches(step) -> Batch` fed by a grain pipeline (module docstring)."""
+
+    def __init__(
+        self,
+        clip_fn: Callable[[int], Clip],
+        collate: Callable[[Sequence[Clip]], Batch],
+        *,
+        batch_size: int,
+        steps: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        workers: Optional[int] = None,
+        prefetch: int = PREFETCH_BATCHES,
+    ):
+        if batch_size % process_count or not 0 <= process_index < process_count:
+            raise ValueError(f"batch size {batch_size} cannot be split over {process_count} processes (index {process_index})")
+        if prefetch < 1 or (workers is not None and workers < 0):
+            raise ValueError(f"need prefetch >= 1 and workers >= 0, got {prefetch}, {workers}")
+        self.local = batch_size // process_count
+        self.element = _ClipAt(clip_fn, self.local, batch_size, process_index)
+        self.collate, self.steps = collate, steps
+        self.workers = auto_workers() if workers is None else workers
+        self.prefetch = prefetch
+        self._iter: Any = None
+        self._next = -1
+
+    def _start(self, step: int) -> None:
+        self.close()
+        grain = _grain()
+        # One batch past the end: the pipeline is closed, never exhausted (grain leaves the shared
+        # memory of an exhausted multiprocess pipeline behind).
+        last = max(self.steps, step + 1) + 1
+        ds = grain.MapDataset.range(step * self.local, last * self.local).map(self.element)
+        ds = ds.batch(self.local, batch_fn=self.collate)
+        # in-worker read-ahead: one batch at a time per worker (decoding is CPU-bound)
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=self.prefetch))
+        if self.workers > 0:
+            options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=self.prefetch)
+            ds = ds.mp_prefetch(options, worker_init_fn=_ignore_sigint)
+        self._iter, self._next = iter(ds), step
+
+    def __call__(self, step: int) -> Batch:
+        if self._iter is None or step != self._next:
+            self._start(step)
+        batch = next(self._iter)
+        self._next += 1
+        # Own copies: the shared-memory blocks the workers filled are released (unlinked) right away.
+        return type(batch)(*(None if a is None else np.array(a) for a in batch))
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        it, self._iter = self._iter, None
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()

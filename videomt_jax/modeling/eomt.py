@@ -1,0 +1,102 @@
+"""EoMT: the image segmenter VidEoMT grows from (HF `EomtForUniversalSegmentation`, `EomtDinov3...`).
+
+The same ViT, queries and heads as `VideomtModel` (the same parameter tree, less `query_updater`),
+run on every frame independently: the learned queries join the tokens before the last
+`num_blocks` layers on every image, nothing propagates. Query blocks whose `attn_mask_probs` entry
+is > 0 use EoMT's masked attention (`modeling/masking.py`), as HF's model does in eval mode; with
+every entry 0 (released checkpoints) the query blocks run as one stack, exactly like VidEoMT's.
+Like HF's loop (its `attention_mask` variable outlives the block that made it), a block with p = 0
+that follows a masked block attends with that block's mask; the authors' EoMT instead unmasks it.
+With masked blocks forming a suffix (EoMT anneals the first query block first) both agree.
+
+Letters: B images (videos), T frames, H/W pixels, C channels, g grid, Q queries, P prefix tokens,
+N = Q+P+g_h*g_w tokens, D hidden, K+1 classes, h/w mask grid.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.dinov3 import Rope, rope_tables
+from videomt_jax.modeling.embeddings import Embeddings
+from videomt_jax.modeling.heads import Heads
+from videomt_jax.modeling.layers import Block, BlockStack, layer_norm
+from videomt_jax.modeling.masking import ATTN_MASK_RNG, query_patch_mask
+from videomt_jax.modeling.outputs import VideomtOutput
+from videomt_jax.modeling.videomt import check_videos
+
+
+class EomtModel(nn.Module):
+    """`model.apply({"params": params}, images)` with images [B, T, H, W, C] (T = 1 for one image each)."""
+
+    config: VideomtConfig
+    deterministic: bool = True  # False turns on dropout / drop-path (needs a "dropout" rng)
+
+    def setup(self) -> None:
+        cfg = self.config
+        if cfg.model_type != "eomt":
+            raise ValueError(f"EomtModel needs a config with model_type='eomt', got {cfg.model_type!r}")
+        self.embeddings = Embeddings(cfg, self.deterministic)
+        if cfg.query_start > 0:
+            self.encoder = BlockStack(cfg, cfg.query_start, self.deterministic)
+        self.query_encoder = BlockStack(cfg, cfg.num_blocks, self.deterministic)
+        self.layernorm = layer_norm(cfg, "layernorm")
+        self.query = self.param("query", nn.initializers.normal(1.0), (cfg.num_queries, cfg.hidden_size), jnp.float32)
+        self.heads = Heads(cfg)
+
+    def _masked_query_blocks(self, x: jax.Array, rope: Rope | None, grid_hw: tuple[int, int]) -> jax.Array:
+        """x [B, N, D] through the query blocks, one at a time, masking where attn_mask_probs > 0."""
+        cfg = self.config
+        probs = cfg.attn_mask_probs or (0.0,) * cfg.num_blocks
+        if self.is_initializing() or not any(p > 0 for p in probs):
+            return self.query_encoder(x, rope)[0]  # at init this also creates the stacked block params
+        if not self.deterministic:
+            raise ValueError("EoMT masked attention (attn_mask_probs > 0) runs in inference mode only")
+        if any(0 < p < 1 for p in probs) and not self.has_rng(ATTN_MASK_RNG):
+            raise ValueError(
+                f"attn_mask_probs {probs} has values in (0, 1): HF drops masks at random there; "
+                f"pass rngs={{'{ATTN_MASK_RNG}': key}} to apply"
+            )
+        stacked = self.query_encoder.variables["params"]["layers"]["block"]  # leaves [num_blocks, ...]
+        mask = None  # as HF: a block with p = 0 after a masked one keeps using the last mask made
+        for i, prob in enumerate(probs):
+            if prob > 0:  # predict from the tokens entering block i, as HF's `predict(layernorm(x))`
+                _, mask_logits = self.heads(self.layernorm(x), grid_hw)  # [B, Q, h, w]
+                key = self.make_rng(ATTN_MASK_RNG) if prob < 1 else None
+                mask = query_patch_mask(mask_logits, grid_hw, cfg.num_prefix_tokens, prob, key)  # [B, N, N]
+            layer = jax.tree.map(lambda p: p[i], stacked)
+            x = Block(cfg, parent=None).apply({"params": layer}, x, True, rope, mask)  # a pure function of the slice
+        return x
+
+    def __call__(
+        self, images: jax.Array, *, interpolate_pos_encoding: bool = False, return_hidden_states: bool = False
+    ) -> VideomtOutput:
+        """images [B, T, H, W, C] -> VideomtOutput ([B, T, ...]); every frame is segmented on its own.
+
+        `return_hidden_states` adds the tokens after the embeddings and after the plain encoder layers.
+        """
+        cfg = self.config
+        check_videos(cfg, images, interpolate_pos_encoding)
+        b, t, h, w, c = images.shape
+        ph, pw = cfg.patch_hw
+        grid_hw = (h // ph, w // pw)
+        tokens = self.embeddings(images.reshape(b * t, h, w, c))  # [B*T, P+g*g, D]
+        rope = rope_tables(cfg, grid_hw)
+        hidden = [tokens]
+        if cfg.query_start > 0:
+            tokens, pre_outputs = self.encoder(tokens, rope)  # [B*T, P+g*g, D]
+            hidden += list(pre_outputs) if return_hidden_states else []
+        queries = jnp.broadcast_to(self.query, (b * t, *self.query.shape))  # [B*T, Q, D]
+        x = self._masked_query_blocks(jnp.concatenate([queries, tokens], axis=1), rope, grid_hw)  # [B*T, N, D]
+        normed = self.layernorm(x)
+        class_logits, mask_logits = self.heads(normed, grid_hw)  # [B*T, Q, K+1], [B*T, Q, h, w]
+        return VideomtOutput(
+            class_logits=class_logits.reshape(b, t, *class_logits.shape[1:]),
+            mask_logits=mask_logits.reshape(b, t, *mask_logits.shape[1:]),
+            last_hidden_state=normed.reshape(b, t, *normed.shape[1:]),
+            hidden_states=tuple(hidden) if return_hidden_states else None,
+            mask_stride=h // mask_logits.shape[-2],
+        )
