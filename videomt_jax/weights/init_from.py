@@ -7,8 +7,9 @@ Sources:
 - a backbone alone, HF `DINOv3ViTModel` or `Dinov2WithRegistersModel` (config.json `model_type`
   "dinov3_vit" / "dinov2_with_registers"): embeddings, every encoder layer and the final norm come
   from it; queries, query updater and heads start fresh. DINOv2's position embeddings are
-  resampled to `config`'s grid and its CLS position folded into the CLS token; the patch size must
-  match (no patch-kernel resampling).
+  resampled to `config`'s grid and its CLS position folded into the CLS token; its patch-embedding
+  kernel is PI-resized to `config`'s patch size when they differ (timm's resampling, by which the
+  authors build their patch-16 backbone from the patch-14 DINOv2 weights; `patch_resample.py`).
 Strict about everything else: the architecture fields the weights imply must equal `config`'s
 (named in the error), and every source key must be used.
 """
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from videomt_jax.config import VideomtConfig
@@ -29,6 +31,7 @@ from videomt_jax.modeling.heads import Heads
 from videomt_jax.weights.family_io import fresh_query_updater
 from videomt_jax.weights.family_tables import dinov2_backbone_rules, dinov3_backbone_rules, rename_legacy_dinov2
 from videomt_jax.weights.hf_family import dinov3_fields
+from videomt_jax.weights.patch_resample import DEFAULT_METHOD, resample_patch_kernel
 from videomt_jax.weights.tables import SEP, ConversionError, check_params, expected_shapes, flatten, source_to_params
 
 # Fields that fix the backbone's computation; a source must agree with `config` on each.
@@ -38,6 +41,7 @@ BACKBONE_FIELDS = (
 )
 MODEL_FIELDS = BACKBONE_FIELDS + ("num_queries", "num_blocks", "num_upscale_blocks")
 BACKBONE_PREFIXES = ("embeddings/", "encoder/", "query_encoder/", "layernorm/")
+PATCH_KERNEL, DINOV2_PATCH_KERNEL = "embeddings/patch_embeddings/kernel", "embeddings.patch_embeddings.projection.weight"
 
 
 @dataclasses.dataclass
@@ -45,6 +49,7 @@ class InitReport:
     source: str  # what the checkpoint was recognised as
     from_checkpoint: list[str]  # parameter paths filled from it
     fresh: list[str]  # parameter paths initialised here
+    resampled: dict[str, str] = dataclasses.field(default_factory=dict)  # path in from_checkpoint -> how it was resized
 
 
 def _disagreements(config: VideomtConfig, found: VideomtConfig, fields: tuple[str, ...]) -> list[str]:
@@ -80,8 +85,9 @@ def _backbone_config(data: Mapping[str, Any], config: VideomtConfig, source: str
         raise ConversionError(f"{source}: {e}") from e
 
 
-def _load_backbone(path: Path, data: Mapping[str, Any], config: VideomtConfig) -> tuple[dict, list[str]]:
-    """Backbone parameters (flat paths) from an HF DINOv3ViT / Dinov2WithRegisters directory."""
+def _load_backbone(path: Path, data: Mapping[str, Any], config: VideomtConfig) -> tuple[dict, dict[str, str]]:
+    """Backbone parameters (flat paths) from an HF DINOv3ViT / Dinov2WithRegisters directory, and the
+    resampled ones (path -> how)."""
     from videomt_jax.weights.api import HF_WEIGHT_FILES, _hf_weight_file
 
     weights = _hf_weight_file(path)
@@ -89,7 +95,9 @@ def _load_backbone(path: Path, data: Mapping[str, Any], config: VideomtConfig) -
         raise ConversionError(f"{path} has a config.json but no weights")
     state_dict, _ = HF_WEIGHT_FILES[weights.name](weights)
     source = str(weights)
-    _check_same(config, _backbone_config(data, config, source), BACKBONE_FIELDS, source)
+    dinov2 = data["model_type"] == "dinov2_with_registers"
+    stated = {k: v for k, v in data.items() if not (dinov2 and k == "patch_size")}  # DINOv2: resampled below
+    _check_same(config, _backbone_config(stated, config, source), BACKBONE_FIELDS, source)
     if data["model_type"] == "dinov3_vit":
         prefix = "model.layer.{}." if any(k.startswith("model.layer.") for k in state_dict) else "layer.{}."
         rules, buffers = dinov3_backbone_rules(config, prefix), {"embeddings.mask_token": (1, 1, config.hidden_size)}
@@ -98,8 +106,16 @@ def _load_backbone(path: Path, data: Mapping[str, Any], config: VideomtConfig) -
         state_dict = rename_legacy_dinov2(state_dict)
         rules, buffers = dinov2_backbone_rules(config), {"embeddings.mask_token": (1, config.hidden_size)}
     wanted = {p: s for p, s in expected_shapes(config).items() if p.startswith(BACKBONE_PREFIXES) and p != "embeddings/mask_token"}
+    old_patch = config.patch_hw
+    if dinov2 and np.ndim(state_dict.get(DINOV2_PATCH_KERNEL)) == 4:  # [D, C, p_h, p_w]
+        old_patch = tuple(int(n) for n in np.shape(state_dict[DINOV2_PATCH_KERNEL])[2:])
+        wanted[PATCH_KERNEL] = (*old_patch, *wanted[PATCH_KERNEL][2:])
     params, _ = source_to_params(state_dict, rules, wanted, source=source, buffers=buffers)
-    return flatten(params), [source]
+    flat, resampled = flatten(params), {}
+    if old_patch != config.patch_hw:
+        flat[PATCH_KERNEL] = resample_patch_kernel(flat[PATCH_KERNEL], config.patch_hw)
+        resampled[PATCH_KERNEL] = f"patch {old_patch} -> {config.patch_hw} (PI-resize, {DEFAULT_METHOD})"
+    return flat, resampled
 
 
 def fresh_params(config: VideomtConfig, paths: list[str], key: jax.Array) -> dict[str, jax.Array]:
@@ -112,7 +128,8 @@ def fresh_params(config: VideomtConfig, paths: list[str], key: jax.Array) -> dic
     if any(p.startswith("heads/") for p in paths):
         gh, gw = config.grid_hw
         tokens = jnp.zeros((1, config.num_queries + config.num_prefix_tokens + gh * gw, config.hidden_size), jnp.float32)
-        heads = Heads(config, parent=None).init(k_heads, tokens, (gh, gw))["params"]
+        init = jax.jit(lambda k, x: Heads(config, parent=None).init(k, x, (gh, gw))["params"])  # one compile, not per op
+        heads = init(k_heads, tokens)
         made.update({f"heads/{p}": v for p, v in flatten(heads).items()})
     unknown = [p for p in paths if p not in made]
     if unknown:
@@ -128,8 +145,9 @@ def init_videomt_from(path: str | Path, config: VideomtConfig, key: jax.Array) -
         raise ValueError(f"init_videomt_from builds a VidEoMT; config has model_type={config.model_type!r}")
     path = Path(path)
     data = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    resampled: dict[str, str] = {}
     if data.get("model_type") in ("dinov3_vit", "dinov2_with_registers"):
-        loaded, _ = _load_backbone(path, data, config)
+        loaded, resampled = _load_backbone(path, data, config)
         what = f"{data['model_type']} backbone"
     else:
         found, params, report = load_pretrained_with_report(path, model_type="videomt")
@@ -142,7 +160,7 @@ def init_videomt_from(path: str | Path, config: VideomtConfig, key: jax.Array) -
         what = report.source
     missing = sorted(p for p in expected_shapes(config) if p not in loaded)
     out = {**fresh_params(config, missing, key), **{p: jnp.asarray(v, jnp.float32) for p, v in loaded.items()}}
-    report = InitReport(what, sorted(loaded), missing)
+    report = InitReport(what, sorted(loaded), missing, resampled)
     params = traverse_util.unflatten_dict(out, sep=SEP)
     check_params(config, params)
     return params, report
