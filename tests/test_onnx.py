@@ -11,20 +11,18 @@ import json
 
 import jax
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("jax2onnx")
+from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
+from videomt_jax.cli import main as cli_main
+from videomt_jax.modeling.outputs import StreamState
+from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.serving.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx
+from videomt_jax.serving.plain_forward import params_at_size, streaming_step
+from videomt_jax.streaming import VideoStreamer
 
-from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
-from videomt_jax.cli import main as cli_main  # noqa: E402
-from videomt_jax.modeling.outputs import StreamState  # noqa: E402
-from videomt_jax.modeling.videomt import VideomtModel  # noqa: E402
-from videomt_jax.serving.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx  # noqa: E402
-from videomt_jax.serving.plain_forward import params_at_size, streaming_step  # noqa: E402
-from videomt_jax.streaming import VideoStreamer  # noqa: E402
-
-from serving_utils import CONFIG, FRAMES, random_params  # noqa: E402
+from serving_utils import CONFIG, FRAMES, random_params
 
 
 

@@ -91,7 +91,9 @@ def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, rep
     say(f"[{label}] {JAX_IMPL}: compiling and warming up {', '.join(settings.modes)} ...")
     units, reference = prepare_videomt_jax(config, params, videos, settings)
     prepared = {JAX_IMPL: units}
-    if hf_device is not None:
+    if hf_device is not None and config.backbone != "dinov2":  # transformers has no DINOv3 VidEoMT
+        report["skipped"].append(dict(preset=label, impl="hf", reason=f"transformers has no {config.backbone} VidEoMT"))
+    elif hf_device is not None:
         from videomt_bench.hf_runner import prepare_hf
 
         for impl, compiled in (("hf-eager", False), ("hf-compile", True))[: 1 + settings.compile_hf]:
