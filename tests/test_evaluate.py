@@ -9,6 +9,7 @@ to 0 while stuff stays perfect. Letters: B clips, T frames, Q queries, K classes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -23,6 +24,7 @@ from videomt_jax.training.evaluate import (
     json_ready,
     load_data_config,
     save_data_config,
+    video_metrics,
 )
 
 DATA = SyntheticConfig(
@@ -105,3 +107,44 @@ def test_data_config_round_trip_and_errors(tmp_path):
 def test_json_ready_makes_plain_json():
     out = json_ready({"a": float("nan"), 1: np.float32(0.5), "b": np.arange(3), "c": {"d": np.int64(2)}, "e": (1.0,)})
     assert out == {"a": None, "1": 0.5, "b": [0, 1, 2], "c": {"d": 2}, "e": [1.0]}
+
+
+def test_video_metrics_of_an_oracle_and_of_an_identity_switch():
+    """VPQ / STQ / mVC of whole videos: an oracle scores 1; swapping two thing queries' masks
+    halfway through (an identity switch that per-frame metrics cannot see) lowers VPQ and AQ."""
+    data = dataclasses.replace(DATA, num_frames=10, min_objects=2)
+    clips, index = [], 0
+    while len(clips) < 2:
+        clip = make_clip(data, "heldout", index)
+        index += 1
+        same = [m for m in range(clip.num_instances) if clip.classes[m] == clip.classes[0]]
+        if clip.num_instances >= 2 and len(same) >= 2 and clip.masks[:, same[:2]].any(axis=(2, 3)).all():
+            clips.append(clip)
+    oracle = _oracle_for(data, clips)
+    perfect = video_metrics(oracle, clips, data)
+    assert perfect["vpq"] == pytest.approx(1.0) and perfect["stq"] == pytest.approx(1.0)
+    assert perfect["mvc_8"] == pytest.approx(1.0)
+    switched = _oracle_for(data, clips, switch_at=5)
+    worse = video_metrics(switched, clips, data)
+    assert worse["vpq"] < 0.99 and worse["aq"] < 0.99
+    assert worse["vpq_detail"]["by_tube"][1]["all"]["pq"] == pytest.approx(1.0)  # each frame alone is perfect
+
+
+def _oracle_for(data: SyntheticConfig, clips: list, switch_at: int | None = None) -> VideomtOutput:
+    """Oracle logits at full resolution; `switch_at`: from that frame on, the first two instances
+    of the first thing class trade queries (same class, so only the identity changes)."""
+    b, (t, h, w), k = len(clips), (data.num_frames, *data.image_hw), data.num_classes
+    class_logits = np.zeros((b, t, NUM_QUERIES, k + 1), np.float32)
+    class_logits[..., k] = CONFIDENT
+    mask_logits = np.full((b, t, NUM_QUERIES, h, w), -CONFIDENT, np.float32)
+    for i, clip in enumerate(clips):
+        segments = [(int(c), clip.masks[:, m]) for m, c in enumerate(clip.classes)]
+        segments += [(s, clip.semantic == s) for s in data.stuff_ids if (clip.semantic == s).any()]
+        for q, (label, mask) in enumerate(segments):
+            class_logits[i, :, q, :] = 0.0
+            class_logits[i, :, q, label] = CONFIDENT
+            mask_logits[i, :, q] = np.where(mask, CONFIDENT, -CONFIDENT)
+        if switch_at is not None:
+            a, c = [m for m in range(clip.num_instances) if clip.classes[m] == clip.classes[0]][:2]
+            mask_logits[i, switch_at:, [a, c]] = mask_logits[i, switch_at:, [c, a]]
+    return VideomtOutput(class_logits=class_logits, mask_logits=mask_logits, mask_stride=1)

@@ -35,14 +35,17 @@ import numpy as np
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.batching import Clip
 from videomt_jax.data.synthetic import SPLITS, SyntheticConfig, make_clip
+from videomt_jax.metrics.consistency import evaluate_video_consistency
 from videomt_jax.metrics.panoptic import PanopticAccumulator, panoptic_from_segments
 from videomt_jax.metrics.semantic import SemanticAccumulator
+from videomt_jax.metrics.stq import evaluate_stq
 from videomt_jax.metrics.vis import VideoInstanceAccumulator
+from videomt_jax.metrics.vpq import evaluate_vpq
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.postprocess.frame import post_process_panoptic, post_process_semantic
-from videomt_jax.postprocess.video import TOP_K, video_instance
+from videomt_jax.postprocess.video import TOP_K, video_instance, video_panoptic, video_semantic
 from videomt_jax.processing import VideoProcessor
 from videomt_jax.streaming import VideoStreamer, split_chunks
 from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
@@ -224,7 +227,7 @@ def evaluate_long(
 
     Returns {"num_clips", "num_frames", "chunk", "window", "miou" (all frames), "pixel_accuracy"
     (all frames), "first_accuracy" / "last_accuracy" (pixel accuracy of the first / last `window`
-    frames), "per_frame_accuracy" [T], "seconds"}.
+    frames), "per_frame_accuracy" [T], "video" (the paper's video metrics, `video_metrics`), "seconds"}.
     """
     _check_eval_args(config, data_cfg, split, num_clips, 1)
     if not 1 <= window <= num_frames or chunk < 1:
@@ -237,11 +240,13 @@ def evaluate_long(
     streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)
     semantic = jax.jit(lambda out: post_process_semantic(out, long_cfg.image_hw, mask_stride=config.mask_stride))
     state = streamer.init(num_clips)
-    maps = []
+    maps, outs = [], []
     for part in split_chunks(pixels, chunk):
         out, state = streamer.step(state, part)
         maps.append(np.asarray(semantic(_logits(out))))  # [B, t, H, W]
+        outs.append(jax.device_get(_logits(out)))
     pred = np.concatenate(maps, axis=1)  # [B, T, H, W]
+    whole = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *outs)  # the whole videos' logits
     gt = np.stack([c.semantic for c in clips])  # [B, T, H, W]
     acc = SemanticAccumulator(data_cfg.num_classes)
     acc.update(gt, pred)
@@ -256,8 +261,28 @@ def evaluate_long(
         "first_accuracy": float(per_frame[:window].mean()),
         "last_accuracy": float(per_frame[-window:].mean()),
         "per_frame_accuracy": per_frame,
+        "video": video_metrics(whole, clips, data_cfg),
         "seconds": time.perf_counter() - start,
     }
+
+
+def video_metrics(out: VideomtOutput, clips: list[Clip], data_cfg: SyntheticConfig) -> dict[str, Any]:
+    """The paper's video metrics of whole videos (`out` [B, T, ...] logits of `clips`):
+    VPQ and STQ of the video-level panoptic result (segment ids stable over the video, so an
+    identity switch costs), mVC of the video-level semantic maps (docs/metrics.md)."""
+    image_hw = clips[0].frames.shape[1:3]
+    stuff = tuple(data_cfg.stuff_ids)
+    pan = jax.device_get(video_panoptic(out, image_hw, stuff_label_ids=stuff))
+    sem = np.asarray(video_semantic(out, image_hw))  # [B, T, H, W]
+    pan_videos = [
+        (panoptic_from_segments(pan.segmentation[b], pan.label_id[b], stuff), clip.panoptic)
+        for b, clip in enumerate(clips)
+    ]
+    vpq = evaluate_vpq(pan_videos, data_cfg.thing_ids, stuff)
+    stq = evaluate_stq(pan_videos, data_cfg.thing_ids, stuff)
+    vc = evaluate_video_consistency([(sem[b], clip.semantic) for b, clip in enumerate(clips)])
+    return {"vpq": vpq["vpq"], "stq": stq["stq"], "aq": stq["aq"], "mvc_8": vc["mvc_8"], "mvc_16": vc["mvc_16"],
+            "vpq_detail": vpq, "stq_detail": stq, "mvc_detail": vc}
 
 
 def _logits(out: VideomtOutput) -> VideomtOutput:
@@ -286,5 +311,10 @@ def format_results(results: dict[str, Any]) -> str:
             f"  long clips {lg['num_clips']} x {lg['num_frames']} frames (chunks of {lg['chunk']}): "
             f"mIoU {pct(lg['miou'])}  pixel acc first {lg['window']} {pct(lg['first_accuracy'])}  "
             f"last {lg['window']} {pct(lg['last_accuracy'])}"
+        )
+        vid = lg["video"]
+        lines.append(
+            f"  long clips video metrics: VPQ {pct(vid['vpq'])}  STQ {pct(vid['stq'])}  AQ {pct(vid['aq'])}  "
+            f"mVC8 {pct(vid['mvc_8'])}  mVC16 {pct(vid['mvc_16'])}"
         )
     return "\n".join(lines)

@@ -202,7 +202,7 @@ def _tiny_long() -> Recipe:
     # Stage 2 of the shipped model: start from `synthetic-tiny`'s weights (`--init`) and teach the
     # recurrence to hold over long videos. Stage 1 propagates the raw query tokens through an
     # unconstrained linear updater and only ever applies it twice (3-frame clips); its carried
-    # queries grow without bound (norm 32 at frame 0, ~3000 at frame 63) and it stops segmenting
+    # queries grow without bound (norm 30 at frame 0, ~3000 at frame 63) and it stops segmenting
     # after ~12 frames. Here the propagated queries are the final LayerNorm's output (the authors'
     # NORM_QUERIES), so their norm is fixed, and the clips are twice as long (docs/training.md).
     base = _tiny()
