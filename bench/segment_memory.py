@@ -38,7 +38,8 @@ def write_synthetic_video(path: Path, frames: int, height: int, width: int, fps:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for t in range(frames):
             frame = clip[t % CLIP_FRAMES].repeat(CLIP_SCALE, axis=0).repeat(CLIP_SCALE, axis=1)
-            frame = np.ascontiguousarray(np.pad(frame, ((0, max(0, height - frame.shape[0])), (0, max(0, width - frame.shape[1])), (0, 0)), mode="edge")[:height, :width])
+            pad = ((0, max(0, height - frame.shape[0])), (0, max(0, width - frame.shape[1])), (0, 0))
+            frame = np.ascontiguousarray(np.pad(frame, pad, mode="edge")[:height, :width])
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():

@@ -106,8 +106,9 @@ def test_overwrite_never_deletes_unrelated_files(hf_dir, tmp_path, capsys, scrip
     (out / "keep.txt").write_text("old")
     (out / "config.json").write_text("{}")
     assert script.main([str(hf_dir), str(out), "--overwrite"]) == 1
-    err = capsys.readouterr().err
-    assert "keep.txt" in err and "not replacing" in err and "reading" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "keep.txt" in captured.err and "not replacing" in captured.err
+    assert "reading" not in captured.out  # refused before the source was read
     assert _files(out) == {Path("keep.txt"): b"old", Path("config.json"): b"{}"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]
 

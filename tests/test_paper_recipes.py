@@ -1,5 +1,6 @@
-"""The paper's built-in recipes (values from the authors' configs), `videomt-jax train <recipe>
---data-root` on fixture datasets of every kind, fed by the grain pipeline, and a bit-identical resume."""
+"""The paper's built-in recipes (values from the authors' configs); the grain pipeline yields the
+recipe's batches; a run stopped and resumed on grain-fed fixture data ends bit-identical.
+The command line on every dataset kind: test_train_datasets_cli.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from dataset_fixtures import write_vipseg, write_vspw, write_ytvis
-from videomt_jax.cli import main as cli_main
+from dataset_fixtures import write_ytvis
 from videomt_jax.data.grain_pipeline import GrainBatches
 from videomt_jax.training.recipes import load_recipe
 
@@ -77,37 +77,39 @@ def test_grain_pipeline_yields_the_recipes_batches(tmp_path):
         fed.close()
 
 
-def _params(path):
-    from videomt_jax.weights.api import load_pretrained
-
+def test_resume_with_the_grain_pipeline_is_bit_identical(tmp_path):
     import jax
 
-    return jax.tree.leaves(load_pretrained(path)[1])
+    from videomt_jax.modeling.videomt import init_params
+    from videomt_jax.training.loop import fit, make_program
 
-
-def test_train_every_kind_on_fixtures_and_resume_bit_identically(tmp_path):
     write_ytvis(tmp_path)
-    write_vipseg(tmp_path)
-    write_vspw(tmp_path)
-    root = str(tmp_path)
-    ytvis = _small(tmp_path, "ytvis19-vits")
-    for name, workers in (("vipseg-vitl", "1"), ("vspw-vitl", "0")):  # 1: a worker process; 0: grain in-process
-        assert cli_main(["train", _small(tmp_path, name), "--data-root", root, "--out", str(tmp_path / name),
-                         "--workers", workers, "--steps", "2"], commands=("train",)) == 0
-        assert (tmp_path / name / "model" / "config.json").is_file()
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert cli_main(["train", ytvis, "--data-root", root, "--out", str(straight), "--workers", "0"], commands=("train",)) == 0
-    assert cli_main(["train", ytvis, "--data-root", root, "--out", str(split), "--workers", "0", "--stop-after", "1"],
-                    commands=("train",)) == 0
-    saved = json.loads((split / "recipe.json").read_text())
-    assert saved["data"]["root"] == root and saved["data"]["kind"] == "ytvis"
-    # continue the run from its own recipe.json (the dataset root is in it)
-    assert cli_main(["train", str(split / "recipe.json"), "--out", str(split), "--workers", "0"], commands=("train",)) == 0
-    a, b = _params(straight / "model"), _params(split / "model")
-    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert any(not np.array_equal(x, y) for x, y in zip(a, _params(tmp_path / "vipseg-vitl" / "model")) if x.shape == y.shape)
+    recipe = load_recipe(_small(tmp_path, "ytvis19-vits"))
+    recipe = dataclasses.replace(recipe, data=recipe.data.with_root(str(tmp_path)))
+    model, tc = recipe.model, recipe.train
+    shapes = jax.eval_shape(lambda k: init_params(model, k, image_hw=recipe.data.image_hw), jax.random.key(0))
+    program = make_program(model, tc, shapes)  # one compiled step for the three calls
+
+    def run(out, stop_after=None):
+        fed = GrainBatches(recipe.clip_fn("train"), recipe.collate, batch_size=tc.batch_size, steps=tc.steps, workers=1)
+        try:
+            return fit(model, tc, fed, out, stop_after=stop_after, log=None, program=program)
+        finally:
+            fed.close()
+
+    straight = run(None)
+    assert run(tmp_path / "split", stop_after=1).state.step == 1
+    resumed = run(tmp_path / "split")
+    assert resumed.resumed_from == 1 and int(resumed.state.step) == tc.steps
+    a, b = jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, jax.tree.leaves(program_params_init(model, recipe))))
 
 
-def test_dataset_recipe_without_root_fails_early(tmp_path, capsys):
-    assert cli_main(["train", _small(tmp_path, "vspw-vitl"), "--out", str(tmp_path / "x")], commands=("train",)) == 1
-    assert "pass --data-root" in capsys.readouterr().err
+def program_params_init(model, recipe):
+    """The initial parameters of the runs above (fit's default init: the train seed)."""
+    import jax
+
+    from videomt_jax.modeling.videomt import init_params
+
+    return init_params(model, jax.random.key(recipe.train.seed), image_hw=recipe.data.image_hw)

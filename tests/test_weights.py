@@ -268,7 +268,7 @@ def test_save_pretrained_round_trip_is_bit_identical(hf_dir, tmp_path):
     assert again_config == config and again_config.to_dict() == config.to_dict()
     _assert_same_params(again, params)
     # saving again over it replaces it (atomically), loading with a dtype overrides the saved one
-    save_pretrained(tmp_path / "native", config.replace(dtype="float32"), params)
+    save_pretrained(tmp_path / "native", config.replace(dtype="float32"), params, overwrite=True)
     assert load_pretrained(tmp_path / "native", dtype="float16")[0].dtype == "float16"
 
 
@@ -285,7 +285,7 @@ def test_interrupted_save_leaves_old_checkpoint(hf_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(native, "write_params", crash)
     with pytest.raises(RuntimeError, match="simulated"):
-        save_pretrained(target, config, params)
+        save_pretrained(target, config, params, overwrite=True)
     with pytest.raises(RuntimeError, match="simulated"):
         save_pretrained(tmp_path / "fresh", config, params)
     assert not (tmp_path / "fresh").exists()

@@ -43,7 +43,7 @@ HF_FIELDS: tuple[str, ...] = (
     "num_register_tokens",
 )
 # JAX-side settings, saved by `save_pretrained` under the "videomt_jax" key of config.json.
-JAX_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers", "norm_queries")
+JAX_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers", "norm_queries", "remat")
 # Model family (backbone and image / video model), saved with the JAX settings; see `family_problems`.
 FAMILY_FIELDS: tuple[str, ...] = (
     "model_type", "backbone", "rope_theta", "key_bias", "intermediate_size", "attn_mask_probs"
@@ -56,6 +56,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "einsum", "einsum_map", "xla", "cudnn")
 # The supported `hidden_act` names, listed once: modeling/layers.py ACTIVATIONS maps each to its function.
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
+# Rematerialisation of the encoder blocks in training (named jax.checkpoint policies; modeling/layers.py
+# REMAT_POLICIES maps each): none | full (keep only block inputs) | dots (keep matmul outputs) |
+# dots_no_batch (keep matmuls without batch dimensions: the weight products, not attention's).
+REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, num_blocks=3),
@@ -122,6 +126,7 @@ class VideomtConfig:
     dtype: str = "float32"  # compute dtype (inference and training); params stay float32, norms/softmax/logits float32
     attention_impl: str = "auto"  # auto: cudnn flash attention on GPU (16-bit), einsum_map on CPU, einsum elsewhere
     scan_layers: bool = False  # lax.scan over encoder layers (faster compile, same numbers)
+    remat: str = "none"  # recompute block activations in the backward pass: one of REMAT_NAMES (same numbers)
     norm_queries: bool = False  # authors' NORM_QUERIES: final LayerNorm before aux heads and propagation
     # --- model family ---
     model_type: str = "videomt"  # "videomt" (queries propagate over frames) | "eomt" (image model)
@@ -162,6 +167,8 @@ class VideomtConfig:
             problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.hidden_act not in HIDDEN_ACTS:
             problems.append(f"hidden_act must be one of {HIDDEN_ACTS}, got {self.hidden_act!r}")
+        if self.remat not in REMAT_NAMES:
+            problems.append(f"remat must be one of {REMAT_NAMES}, got {self.remat!r}")
         if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.hidden_dropout_prob < 1.0:
             problems.append(
                 f"attention_dropout and hidden_dropout_prob must be in [0, 1), got "

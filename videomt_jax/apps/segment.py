@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,6 +43,19 @@ def output_paths(out: Path, fmt: str, overwrite: bool) -> tuple[Path, Path]:
     return paths
 
 
+class FrameRLEs(Sequence):
+    """One track's per-frame RLEs, held as their count strings (the size is the video's)."""
+
+    def __init__(self, size: list[int], counts: list[str]):
+        self.size, self.counts = size, counts
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, t: int) -> dict[str, Any]:
+        return {"size": self.size, "counts": self.counts[t]}
+
+
 class TrackMasks:
     """Per-track compressed RLEs, one per frame, gathered chunk by chunk (tracks may start late)."""
 
@@ -49,20 +63,21 @@ class TrackMasks:
         from videomt_jax.data.results_json import encode_rle
 
         self.encode = encode_rle
-        self.empty = encode_rle(np.zeros(size, bool))
-        self.rles: dict[int, list[dict[str, Any]]] = {}
+        self.size = [int(s) for s in size]
+        self.empty = encode_rle(np.zeros(size, bool))["counts"]  # one shared string for empty frames
+        self.counts: dict[int, list[str]] = {}
         self.num_frames = 0
 
     def add(self, masks: dict[int, np.ndarray], frames: int) -> None:
         """masks: track id -> bool [t, H, W] for this chunk's t frames (absent tracks: empty)."""
         for track, m in masks.items():
-            self.rles.setdefault(track, [self.empty] * self.num_frames).extend(self.encode(x) for x in m)
+            self.counts.setdefault(track, [self.empty] * self.num_frames).extend(self.encode(x)["counts"] for x in m)
         self.num_frames += frames
-        for rles in self.rles.values():
-            rles.extend([self.empty] * (self.num_frames - len(rles)))
+        for counts in self.counts.values():
+            counts.extend([self.empty] * (self.num_frames - len(counts)))
 
-    def get(self, track: int) -> list[dict[str, Any]]:
-        return self.rles.get(track, [self.empty] * self.num_frames)
+    def get(self, track: int) -> FrameRLEs:
+        return FrameRLEs(self.size, self.counts.get(track, [self.empty] * self.num_frames))
 
 
 def _chunks(args: argparse.Namespace) -> Iterable[np.ndarray]:
@@ -79,8 +94,6 @@ def run_segment(args: argparse.Namespace) -> int:
     from videomt_jax.data.overlay import OverlayPainter, legend_texts_for
     from videomt_jax.data.results_json import ResultsWriter
     from videomt_jax.data.video_io import VideoWriter, probe_video
-    from videomt_jax.processing import load_processor
-    from videomt_jax.weights.api import load_pretrained
 
     out = Path(args.out)
     overlay_path, results_path = output_paths(out, args.format, args.overwrite)
@@ -89,13 +102,14 @@ def run_segment(args: argparse.Namespace) -> int:
         chunks = _chunks(args)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read video {args.video!r}: {e}") from None
+    kwargs = {} if args.threshold is None or args.task == "semantic" else {"threshold": args.threshold}
     try:
-        config, params = load_pretrained(args.model, dtype=args.dtype)
-        processor = load_processor(args.model, config) if Path(args.model).is_dir() else None
+        segmenter = Segmenter.from_pretrained(
+            args.model, dtype=args.dtype, task=args.task, keep_aspect=args.keep_aspect, task_kwargs=kwargs
+        )
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load model {args.model!r}: {e}") from None
-    kwargs = {} if args.threshold is None or args.task == "semantic" else {"threshold": args.threshold}
-    segmenter = Segmenter(config, params, task=args.task, keep_aspect=args.keep_aspect, task_kwargs=kwargs, processor=processor)
+    config = segmenter.config
     fps = info.fps / args.stride if info.fps else FALLBACK_FPS
     max_id = None if args.task == "semantic" else config.num_queries - 1
     labels: dict[int, int] = {}
@@ -149,7 +163,9 @@ def write_video_level(
     with tqdm(total=video_level.num_frames, unit="frame", desc="video-level", file=sys.stderr) as bar:
         for chunk, vc in zip(frames, video_level.chunks(), strict=True):
             if chunk.shape[0] != vc.segmentation.shape[0]:
-                raise ValueError(f"the video decoded differently the second time ({chunk.shape[0]} frames vs {vc.segmentation.shape[0]})")
+                raise ValueError(
+                    f"the video decoded differently the second time ({chunk.shape[0]} vs {vc.segmentation.shape[0]} frames)"
+                )
             overlay.write(painter.paint(chunk, vc.segmentation, video_level.labels, id2label))
             tracks.add(vc.masks, chunk.shape[0])
             bar.update(chunk.shape[0])

@@ -123,7 +123,7 @@ def track_record(
             record["label"] = id2label.get(int(info["label_id"]))
     coco = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
     record["areas"] = [int(mask_utils.area(c)) for c in coco]  # one at a time: pycocotools' list form overflows past 255
-    record["segmentations"] = [dict(r) for r in rles]
+    record["segmentations"] = [{"size": r["size"], "counts": r["counts"]} for r in rles]
     return record
 
 
@@ -157,7 +157,7 @@ class ResultsWriter:
         self.fps, self.category_offset = fps, category_offset
         self.num_frames = 0
         self._frames_open = False
-        self._tracks: list[dict[str, Any]] = []
+        self._tracks: list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = []  # (info, RLEs)
         self._tracks_open = False  # write a "tracks" list (tracks were added or announced)
         self._sizes: set[tuple[int, int]] = set()
 
@@ -189,10 +189,11 @@ class ResultsWriter:
             self.num_frames += 1
 
     def add_track_rles(self, info: Mapping[str, Any], rles: Sequence[Mapping[str, Any]]) -> None:
-        """One track: info {"id", "label_id", "score", ...} and one compressed RLE per frame."""
+        """One track: info {"id", "label_id", "score", ...} and one compressed RLE per frame (any
+        sequence; kept as given until the file is closed, then turned into its record)."""
         for rle in rles:
             self._size(rle["size"])
-        self._tracks.append(track_record(info, rles, self.video_id, self.id2label, self.category_offset))
+        self._tracks.append((info, rles))
         self._tracks_open = True
 
     def add_tracks(self, tracks: Any) -> None:
@@ -200,22 +201,26 @@ class ResultsWriter:
         for info, masks in _iter_tracks(tracks):
             self.add_track_rles(info, [encode_rle(m) for m in masks])
 
-    def _tail(self, tracks_given: bool) -> str:
-        tail: dict[str, Any] = {}
-        lengths = {len(t["segmentations"]) for t in self._tracks} | ({self.num_frames} if self._frames_open else set())
+    def _write_tail(self) -> None:
+        lengths = {len(rles) for _, rles in self._tracks} | ({self.num_frames} if self._frames_open else set())
         if len(lengths) > 1:
             raise ValueError(f"tracks and frames disagree on the number of frames: {sorted(lengths)}")
-        if tracks_given:
-            tail["tracks"] = self._tracks
-        tail["num_frames"] = lengths.pop() if lengths else 0
+        if self._tracks_open:  # one track record at a time: memory stays one track large
+            self._file.write(', "tracks": [')
+            for n, (info, rles) in enumerate(self._tracks):
+                record = track_record(info, rles, self.video_id, self.id2label, self.category_offset)
+                self._file.write((", " if n else "") + json.dumps(record))
+            self._file.write("]")
+        tail: dict[str, Any] = {"num_frames": lengths.pop() if lengths else 0}
         if self._sizes:
             tail["height"], tail["width"] = next(iter(self._sizes))
-        return ", " + json.dumps(tail)[1:]
+        self._file.write(", " + json.dumps(tail)[1:])
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc_type is None:
-                self._file.write(("]" if self._frames_open else "") + self._tail(self._tracks_open))
+                self._file.write("]" if self._frames_open else "")
+                self._write_tail()
         except BaseException as e:
             self._file.close()
             self._atomic.__exit__(type(e), e, e.__traceback__)

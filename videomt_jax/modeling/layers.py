@@ -8,7 +8,7 @@ stream in float32.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -227,11 +227,22 @@ class _ScanBlock(nn.Module):
         return y, y
 
 
+# VideomtConfig.remat name -> jax.checkpoint policy (None: no rematerialisation)
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 class BlockStack(nn.Module):
     """`length` blocks with parameters stacked on a leading [L] axis.
 
     `config.scan_layers` picks a rolled loop (fast compile) or a fully unrolled one (fastest run);
-    the parameters and the numbers are the same either way. Returns the last output and the
+    the parameters and the numbers are the same either way. `config.remat` wraps each block in
+    `nn.remat` with a named policy (`REMAT_POLICIES`): the backward pass recomputes what the policy
+    does not keep, same numbers, less memory. Returns the last output and the
     output of every block  # [B, N, D], [L, B, N, D]
     `rope`: DINOv3 rotary tables, the same for every layer (None for DINOv2).
     """
@@ -242,8 +253,10 @@ class BlockStack(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, rope: Rope | None = None) -> tuple[jax.Array, jax.Array]:
+        policy = REMAT_POLICIES[self.config.remat]
+        block = _ScanBlock if policy is None else nn.remat(_ScanBlock, policy=policy, prevent_cse=False)
         stack = nn.scan(
-            _ScanBlock,
+            block,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
             in_axes=nn.broadcast,

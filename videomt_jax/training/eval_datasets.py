@@ -1,0 +1,230 @@
+"""The paper's evaluation protocols on the benchmark datasets (the authors' inference, tue-mps/videomt).
+
+Letters: T frames, Q queries, K classes, H/W original frame size, h/w resized input, Hp/Wp padded.
+
+Every video is read whole, resized with its shorter edge to `min_size_test` (longer edge at most
+1333; Pillow bilinear, as detectron2), normalised, padded at the bottom/right to a multiple of 32,
+and fed to the model in windows of `window` frames that carry the propagated queries from one
+window to the next (`VideoStreamer`; the authors' `run_window_inference` with `resume=True`: the
+result does not depend on the window, only memory does). The last window is padded with copies
+of the last frame, whose outputs are dropped (frames never see later ones). Then, per dataset:
+
+- `ytvis19` / `ytvis21` / `ytvis22` / `ovis` (video instance): `video_instance` (top `MAX_NUM`
+  (query, class) pairs: 10 for YouTube-VIS, 20 for OVIS) -> `results.json` in the YouTube-VIS
+  format, zipped as `results.zip` (what the CodaLab servers take); with ground truth in the
+  annotation file, also video AP.
+- `vipseg` (video panoptic): `video_panoptic` (object threshold 0.8, overlap 0.8, stuff merged per
+  class) -> VPQ (windows 1, 2, 4, 6 frames) and STQ against the panoptic ground truth.
+- `vspw` (video semantic): `video_semantic` -> mIoU (the authors' `eval_miou_vspw.py`: mean over the
+  classes present in the ground truth) and mVC_8 / mVC_16 (`eval_vc_vspw.py`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from PIL import Image
+
+from videomt_jax.config import VideomtConfig
+from videomt_jax.data.batching import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
+from videomt_jax.data.clip_transforms import eval_input_size
+from videomt_jax.data.sources import VideoDataConfig, VIPSegDataConfig, VSPWDataConfig, YTVISDataConfig
+from videomt_jax.metrics.consistency import evaluate_video_consistency
+from videomt_jax.metrics.semantic import SemanticAccumulator
+from videomt_jax.metrics.stq import evaluate_stq
+from videomt_jax.metrics.vis import VideoInstanceAccumulator
+from videomt_jax.metrics.vpq import evaluate_vpq
+from videomt_jax.modeling.outputs import VideomtOutput
+from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.postprocess.video import video_instance, video_panoptic, video_semantic
+from videomt_jax.processing import VideoProcessor
+from videomt_jax.streaming import VideoStreamer
+from videomt_jax.utils.io import atomic_write_bytes
+
+WINDOW = 3  # frames per model call (authors' TEST.WINDOW_SIZE default)
+RESULTS_ZIP, RESULTS_JSON = "results.zip", "results.json"
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    data: VideoDataConfig  # the dataset (layout, classes, test size)
+    split: str
+    task: str  # "vis" | "vps" | "vss"
+    top_k: int = 10  # vis: MAX_NUM
+
+
+PROTOCOLS: dict[str, EvalProtocol] = {
+    "ytvis19": EvalProtocol(YTVISDataConfig("ytvis_2019", min_size_test=448), "valid", "vis", 10),
+    "ytvis21": EvalProtocol(YTVISDataConfig("ytvis_2021", min_size_test=448), "valid", "vis", 10),
+    "ytvis22": EvalProtocol(YTVISDataConfig("ytvis_2022", min_size_test=448), "valid", "vis", 10),
+    "ovis": EvalProtocol(YTVISDataConfig("ovis", min_size_test=544), "valid", "vis", 20),
+    "vipseg": EvalProtocol(VIPSegDataConfig("vipseg", canvas=(800, 1344), min_size_test=720), "val", "vps"),
+    "vspw": EvalProtocol(VSPWDataConfig("vspw", canvas=(800, 1344), min_size_test=720), "val", "vss"),
+}
+
+
+def prepare_video(frames: np.ndarray, min_size: int, max_size: int, divisor: int, processor: VideoProcessor):
+    """uint8 [T, H, W, 3] -> (normalised padded [T, Hp, Wp, 3], resized (h, w))."""
+    (h, w), (hp, wp) = eval_input_size(frames.shape[1:3], min_size, max_size, divisor)
+    resized = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
+    out = np.zeros((len(frames), hp, wp, 3), np.float32)  # padding: 0 after normalisation, as the authors'
+    out[:, :h, :w] = processor.normalize(resized)
+    return out, (h, w)
+
+
+def run_windows(streamer: VideoStreamer, pixels: np.ndarray, window: int) -> VideomtOutput:
+    """Model outputs for all T frames of one video ([1, T, ...] on host), `window` frames a call."""
+    t = pixels.shape[0]
+    state = streamer.init(1)
+    cls, masks = [], []
+    for start in range(0, t, window):
+        chunk = pixels[start : start + window]
+        n = chunk.shape[0]
+        if n < window:  # one static shape per video size: repeat the last frame, drop its outputs
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], window - n, axis=0)])
+        out, state = streamer.step(state, chunk[None])
+        out = jax.device_get(out)
+        cls.append(np.asarray(out.class_logits[:, :n], np.float32))
+        masks.append(np.asarray(out.mask_logits[:, :n], np.float32))
+    return VideomtOutput(class_logits=np.concatenate(cls, 1), mask_logits=np.concatenate(masks, 1))
+
+
+def _mask_stride(config: VideomtConfig) -> int:
+    return config.mask_stride
+
+
+class _VIS:
+    """YouTube-VIS / OVIS: results.json (+ AP when the annotation file has ground truth)."""
+
+    def __init__(self, protocol: EvalProtocol, reader: Any, config: VideomtConfig):
+        self.protocol, self.reader, self.config = protocol, reader, config
+        self.records: list[dict[str, Any]] = []
+        self.acc = VideoInstanceAccumulator()
+        self.has_gt = any(reader.num_annotations(i) for i in range(len(reader)))
+
+    def update(self, index: int, out: VideomtOutput, valid: tuple[int, int], clip: Any) -> None:
+        h, w = clip.image_hw
+        pairs = out.class_logits.shape[2] * (out.class_logits.shape[3] - 1)
+        res = jax.device_get(video_instance(out, (h, w), min(self.protocol.top_k, pairs), valid_size=valid,
+                                            mask_stride=_mask_stride(self.config)))
+        masks = np.asarray(res.masks[0]).transpose(1, 0, 2, 3)  # [T, N, H, W]
+        scores, labels = np.asarray(res.score[0]), np.asarray(res.label_id[0])
+        self.records += self.reader.results_json(index, scores, labels, masks)
+        if self.has_gt:
+            self.acc.update({"masks": clip.masks, "classes": clip.classes}, {"masks": masks, "scores": scores, "classes": labels})
+
+    def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
+        result: dict[str, Any] = {"num_predictions": len(self.records)}
+        if self.has_gt:
+            result.update({k: v for k, v in self.acc.compute().items() if k != "per_class_ap"})
+        if out_dir is not None:
+            payload = json.dumps(self.records).encode()
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(RESULTS_JSON, payload)
+            atomic_write_bytes(Path(out_dir) / RESULTS_ZIP, buffer.getvalue())
+            result["submission"] = str(Path(out_dir) / RESULTS_ZIP)
+        return result
+
+
+class _VPS:
+    """VIPSeg: VPQ and STQ of the video panoptic maps against the ground truth."""
+
+    def __init__(self, protocol: EvalProtocol, reader: Any, config: VideomtConfig):
+        self.reader, self.config = reader, config
+        self.things, self.stuff = reader.thing_ids, reader.stuff_ids
+        self.videos: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, index: int, out: VideomtOutput, valid: tuple[int, int], clip: Any) -> None:
+        res = jax.device_get(video_panoptic(out, clip.image_hw, stuff_label_ids=self.stuff, valid_size=valid,
+                                            mask_stride=_mask_stride(self.config)))
+        seg = np.asarray(res.segmentation[0])  # [T, H, W] segment slot, -1 void
+        label, thing = np.asarray(res.label_id[0]), np.asarray(res.isthing[0])
+        slot = np.maximum(seg, 0)
+        pan = label[slot] * LABEL_DIVISOR + np.where(thing[slot], slot + 1, 0)
+        self.videos.append((np.where(seg >= 0, pan, VOID_ID).astype(np.int32), clip.panoptic))
+
+    def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
+        vpq = evaluate_vpq(self.videos, self.things, self.stuff)
+        stq = evaluate_stq(self.videos, self.things, self.stuff)
+        return {"vpq": vpq["vpq"], "stq": stq["stq"], "aq": stq["aq"], "iou": stq["iou"], "vpq_detail": vpq}
+
+
+class _VSS:
+    """VSPW: mIoU over the classes present in the ground truth, mVC_8 / mVC_16."""
+
+    def __init__(self, protocol: EvalProtocol, reader: Any, config: VideomtConfig):
+        self.config = config
+        self.acc = SemanticAccumulator(reader.num_classes, IGNORE_INDEX)
+        self.videos: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, index: int, out: VideomtOutput, valid: tuple[int, int], clip: Any) -> None:
+        sem = np.asarray(video_semantic(out, clip.image_hw, valid_size=valid, mask_stride=_mask_stride(self.config))[0])
+        self.acc.update(clip.semantic, sem)
+        self.videos.append((sem.astype(np.int32), clip.semantic))
+
+    def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
+        conf = self.acc.compute()["confusion"].astype(np.float64)
+        present = conf.sum(1) > 0  # the authors' `isval`: classes with ground-truth pixels
+        tp = np.diag(conf)
+        union = conf.sum(0) + conf.sum(1) - tp
+        iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
+        vc = evaluate_video_consistency(self.videos, windows=(8, 16), ignore_index=IGNORE_INDEX)
+        miou = float(iou[present].mean()) if present.any() else float("nan")
+        return {"miou": miou, "mvc_8": vc["mvc_8"], "mvc_16": vc["mvc_16"]}
+
+
+TASKS: dict[str, Callable[..., Any]] = {"vis": _VIS, "vps": _VPS, "vss": _VSS}
+
+
+def evaluate_dataset(
+    config: VideomtConfig,
+    params: Any,
+    dataset: str,
+    data_root: str,
+    *,
+    split: Optional[str] = None,
+    processor: Optional[VideoProcessor] = None,
+    window: int = WINDOW,
+    max_videos: Optional[int] = None,
+    min_size_test: Optional[int] = None,
+    out_dir: Optional[str | Path] = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Run the paper's protocol for `dataset` (a `PROTOCOLS` name) on `data_root` (module docstring).
+
+    min_size_test overrides the protocol's test shorter edge (quick checks; the paper's figures use
+    the protocol's). `out_dir`: where a video instance dataset's results.zip goes (None: not written).
+    """
+    if dataset not in PROTOCOLS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(PROTOCOLS)}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    protocol = PROTOCOLS[dataset]
+    data = protocol.data.with_root(data_root)
+    if min_size_test is not None:
+        data = replace(data, min_size_test=int(min_size_test))
+    if config.num_labels != data.num_classes:
+        raise ValueError(f"the model predicts {config.num_labels} labels, {dataset} has {data.num_classes} classes")
+    split = split or protocol.split
+    reader = data.open(split)
+    processor = VideoProcessor.from_config(config) if processor is None else processor
+    streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)
+    task = TASKS[protocol.task](replace(protocol, split=split), reader, config)
+    count = len(reader) if max_videos is None else min(max_videos, len(reader))
+    start = time.perf_counter()
+    for index in range(count):
+        clip = reader.load_clip(index)
+        pixels, valid = prepare_video(clip.frames, data.min_size_test, data.max_size_test, data.size_divisibility, processor)
+        task.update(index, run_windows(streamer, pixels, window), valid, clip)
+        log(f"{dataset} {split}: video {index + 1}/{count} ({clip.num_frames} frames, input {pixels.shape[1]}x{pixels.shape[2]})")
+    results = task.finish(None if out_dir is None else Path(out_dir))
+    return {"dataset": dataset, "split": split, "num_videos": count, **results, "seconds": time.perf_counter() - start}

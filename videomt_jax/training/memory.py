@@ -1,0 +1,86 @@
+"""Peak memory of one train step from XLA's compiled memory analysis, without running it.
+
+The step is lowered and compiled for abstract inputs (`jax.ShapeDtypeStruct`: no parameter or
+batch is ever allocated), so a ViT-L step at the paper's sizes can be sized on a CPU host:
+
+    python -m videomt_jax.training.memory ytvis19-vits ytvis19-vitl --remat none full
+
+Letters: B clips, T frames, H/W canvas, M target slots. The figures are for the backend that
+compiles (on CPU: XLA:CPU's buffer assignment and fusion, attention as `attention_impl` picks on
+CPU); a GPU compile of the same step differs (fusion, cuDNN attention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from videomt_jax.modeling.videomt import init_params
+from videomt_jax.training.loop import make_program
+from videomt_jax.training.step import create_train_state
+
+GIB = 1024**3
+
+
+def abstract_batch(batch: int, frames: int, hw: tuple[int, int], slots: int) -> dict[str, jax.ShapeDtypeStruct]:
+    h, w = hw
+    return {
+        "pixel_values": jax.ShapeDtypeStruct((batch, frames, h, w, 3), jnp.float32),
+        "mask_labels": jax.ShapeDtypeStruct((batch, frames, slots, h, w), jnp.bool_),
+        "class_labels": jax.ShapeDtypeStruct((batch, frames, slots), jnp.int32),
+        "valid": jax.ShapeDtypeStruct((batch, frames, slots), jnp.bool_),
+    }
+
+
+def train_step_memory(recipe: Any, remat: str = "none", **model_changes: Any) -> dict[str, Any]:
+    """Compile the recipe's train step (its batch, frames, canvas, target slots) for abstract inputs.
+
+    Returns bytes: arguments (state + batch), outputs, aliased (donated state reused for the new
+    one), temporaries, and peak = arguments + outputs - aliased + temporaries; plus the compile time.
+    """
+    model = recipe.model.replace(remat=remat, **model_changes)
+    tc, hw = recipe.train, recipe.data.image_hw
+    params = jax.eval_shape(lambda k: init_params(model, k, image_hw=hw), jax.random.key(0))
+    program = make_program(model, tc, params)
+    state = jax.eval_shape(lambda p: create_train_state(p, model, tc, program.tx)[0], params)
+    batch = abstract_batch(tc.batch_size, tc.num_frames, hw, recipe.max_instances)
+    start = time.perf_counter()
+    stats = program.step.lower(state, batch).compile().memory_analysis()
+    out = {
+        "recipe": recipe.name,
+        "remat": remat,
+        "batch": [tc.batch_size, tc.num_frames, *hw],
+        "dtype": model.dtype,
+        "arguments": int(stats.argument_size_in_bytes),
+        "outputs": int(stats.output_size_in_bytes),
+        "aliased": int(stats.alias_size_in_bytes),
+        "temporaries": int(stats.temp_size_in_bytes),
+        "compile_s": round(time.perf_counter() - start, 1),
+    }
+    out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from videomt_jax.training.recipes import load_recipe
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--remat", nargs="+", default=["none", "full"])
+    parser.add_argument("--attention-impl", help="override the model's attention_impl (e.g. einsum)")
+    args = parser.parse_args(argv)
+    changes = {"attention_impl": args.attention_impl} if args.attention_impl else {}
+    for name in args.recipes:
+        for remat in args.remat:
+            row = train_step_memory(load_recipe(name), remat, **changes)
+            print(json.dumps({**row, "peak_gib": round(row["peak"] / GIB, 2)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
