@@ -50,3 +50,36 @@ def test_documented_resume_and_allowed_changes_pass(run_dir):
     check_resumable(run_dir, load_recipe(run_dir / RECIPE_FILE, steps=9000))  # a longer schedule
     with pytest.raises(ValueError, match="train.batch_size"):
         check_resumable(run_dir, load_recipe(run_dir / RECIPE_FILE, batch_size=2))
+
+
+def test_init_reports_what_came_from_an_eomt_and_a_dinov2_checkpoint(tmp_path):
+    """`--init` (issue 16): an HF EoMT image model gives everything but a fresh query updater; a
+    patch-14 Dinov2WithRegisters backbone gives the backbone (patch kernel resized to 16) and fresh
+    queries and heads; anything that does not fit is refused, naming the field."""
+    import torch
+    import transformers
+    from family_utils import build_eomt
+
+    from videomt_jax.cli.train import _init_params
+    from videomt_jax.config import VideomtConfig
+
+    eomt = build_eomt("eomt", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_blocks=1,
+                      image_size=32, patch_size=8, num_queries=3, num_register_tokens=1, num_labels=2)
+    eomt.save_pretrained(tmp_path / "eomt")
+    config = VideomtConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_blocks=1, image_size=32,
+                           patch_size=8, num_queries=3, num_register_tokens=1)
+    params, summary = _init_params(str(tmp_path / "eomt"), config, seed=0)
+    assert "(eomt)]" in summary and "2 fresh (query_updater/bias, query_updater/kernel)" in summary
+    assert params["query_updater"]["kernel"].shape == (32, 32)
+
+    hf = transformers.Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                patch_size=14, image_size=28, num_register_tokens=1)
+    torch.manual_seed(0)
+    transformers.Dinov2WithRegistersModel(hf).save_pretrained(tmp_path / "dinov2")
+    backbone_config = config.replace(patch_size=16, image_size=32)
+    params, summary = _init_params(str(tmp_path / "dinov2"), backbone_config, seed=0)
+    assert "dinov2_with_registers backbone" in summary and "query_updater/kernel" in summary
+    assert "resampled embeddings/patch_embeddings/kernel: patch (14, 14) -> (16, 16)" in summary
+    assert params["embeddings"]["patch_embeddings"]["kernel"].shape[:2] == (16, 16)
+    with pytest.raises(ValueError, match="--init weights do not fit the recipe's model: .*hidden_size"):
+        _init_params(str(tmp_path / "eomt"), config.replace(hidden_size=64, num_attention_heads=2), seed=0)

@@ -362,7 +362,7 @@ def test_cli_parser_flags():
     args = parser.parse_args(["train", "r.json", "--no-resume", "--devices", "all", "--distributed", "--steps", "5"])
     assert (args.resume, args.devices, args.distributed, args.steps) == (False, None, True, 5)
     args = parser.parse_args(["eval", "m", "--clips", "3"])
-    assert (args.split, args.clips, args.out) == ("heldout", 3, None)
+    assert (args.split, args.clips, args.out) == (None, 3, None)  # None: heldout (synthetic) or the dataset's own
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "r.json", "--devices", "0"])
 
@@ -389,7 +389,8 @@ def test_cli_train_resume_and_eval(cli_run):
     assert info["init"]["rc"] == 0 and "step 1/30  loss" in info["init"]["stdout"]
     mismatch = info["init_mismatch"]
     assert mismatch["rc"] == 1 and "--init weights do not fit" in mismatch["stderr"]
-    assert "(1, 32, 32) vs (1, 64, 64)" in mismatch["stderr"]
+    assert "hidden_size: checkpoint 32, config 64" in mismatch["stderr"]
+    assert "parameters from the checkpoint, 0 fresh" in info["init"]["stdout"]
     ev = info["eval"]
     assert ev["rc"] == 0, ev["stderr"][-2000:]
     assert "mIoU" in ev["stdout"] and "AP" in ev["stdout"] and "PQ" in ev["stdout"]

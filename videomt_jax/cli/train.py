@@ -71,20 +71,22 @@ def check_resumable(out: Path, recipe: Any) -> None:
         )
 
 
-def _check_init(params: Any, config: Any, image_hw: tuple[int, int]) -> None:
-    """--init weights must have exactly the parameters of the recipe's model."""
+def _init_params(path: str, config: Any, seed: int) -> tuple[Any, str]:
+    """--init: the recipe model's parameters from PATH (any checkpoint load_pretrained reads, an EoMT
+    image model, or a bare DINOv2-with-registers / DINOv3 backbone), strict about the architecture;
+    returns the parameters and a summary of what came from the checkpoint and what starts fresh."""
     import jax
 
-    from videomt_jax.modeling.videomt import init_params
+    from videomt_jax.weights.init_from import init_videomt_from
 
-    want = jax.eval_shape(lambda key: init_params(config, key, image_hw=image_hw), jax.random.key(0))
-    flat_want = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(want)}
-    flat_have = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(params)}
-    problems = sorted(set(flat_want) ^ set(flat_have))
-    common = flat_want.keys() & flat_have.keys()
-    problems += [f"{k}: {flat_have[k]} vs {flat_want[k]}" for k in sorted(common) if flat_have[k] != flat_want[k]]
-    if problems:
-        raise ValueError(f"--init weights do not fit the recipe's model: {problems[:8]}")
+    try:
+        params, report = init_videomt_from(path, config, jax.random.key(seed))
+    except ValueError as e:
+        raise ValueError(f"--init weights do not fit the recipe's model: {e}") from None
+    lines = [f"init from {path} [{report.source}]: {len(report.from_checkpoint)} parameters from the checkpoint, "
+             f"{len(report.fresh)} fresh" + (f" ({', '.join(report.fresh)})" if report.fresh else "")]
+    lines += [f"  resampled {name}: {how}" for name, how in report.resampled.items()]
+    return params, "\n".join(lines)
 
 
 def _with_data_root(recipe: Any, root: str | None) -> Any:
@@ -117,7 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
     from videomt_jax.training.loop import fit
     from videomt_jax.training.recipes import load_recipe
     from videomt_jax.utils.io import atomic_write_text
-    from videomt_jax.weights.api import export_hf, load_pretrained, save_pretrained
+    from videomt_jax.weights.api import export_hf, save_pretrained
 
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
     recipe = _with_data_root(load_recipe(args.config, **overrides), args.data_root)
@@ -129,8 +131,9 @@ def run_train(args: argparse.Namespace) -> int:
         check_resumable(out, recipe)
     params = None
     if args.init:
-        _, params = load_pretrained(args.init)
-        _check_init(params, recipe.model, recipe.data.image_hw)
+        params, summary = _init_params(args.init, recipe.model, recipe.train.seed)
+        if main_process:
+            print(summary, flush=True)
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / RECIPE_FILE, recipe.to_json() + "\n")
@@ -193,7 +196,11 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument(
         "--workers", type=int, help="data-loading worker processes (default: cores - 1, at most 8; 0: in this process)"
     )
-    train.add_argument("--init", metavar="PATH", help="initial weights: anything load_pretrained reads")
+    train.add_argument(
+        "--init", metavar="PATH",
+        help="initial weights: anything load_pretrained reads (a VidEoMT, an EoMT image model: fresh query updater), "
+        "or an HF Dinov2WithRegistersModel / DINOv3ViTModel backbone (queries and heads fresh); prints what came from where",
+    )
     train.add_argument("--stop-after", type=int, help="stop after this many steps of this call (resume later)")
     multi = train.add_argument_group("multi-host (docs/training.md)")
     multi.add_argument(
