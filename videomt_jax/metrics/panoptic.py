@@ -22,6 +22,20 @@ from videomt_jax.data.batching import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.pairs import feed_pairs
 
 
+def pq_from_counts(
+    tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, iou: np.ndarray, classes: Sequence[int]
+) -> dict[str, Any]:
+    """PQ / SQ / RQ averaged over `classes` from per-class counts [K] (TP, FP, FN, summed TP IoU);
+    classes with TP + FP + FN = 0 are left out, SQ is 0 where TP = 0 (panopticapi's rules)."""
+    cls = np.asarray([c for c in classes if tp[c] + fp[c] + fn[c] > 0], np.int64)
+    if cls.size == 0:
+        return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
+    tp, fp, fn, iou = tp[cls], fp[cls], fn[cls], iou[cls]
+    denom = tp + 0.5 * fp + 0.5 * fn
+    sq = np.divide(iou, tp, out=np.zeros(len(cls)), where=tp > 0)
+    return {"pq": float(np.mean(iou / denom)), "sq": float(np.mean(sq)), "rq": float(np.mean(tp / denom)), "n": int(cls.size)}
+
+
 class PanopticAccumulator:
     def __init__(
         self,
@@ -95,18 +109,7 @@ class PanopticAccumulator:
             self.update_frame(g.astype(np.int64), p.astype(np.int64))
 
     def _average(self, classes: Sequence[int]) -> dict[str, float]:
-        cls = np.asarray([c for c in classes if self.tp[c] + self.fp[c] + self.fn[c] > 0], np.int64)
-        if cls.size == 0:
-            return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
-        tp, fp, fn, iou = self.tp[cls], self.fp[cls], self.fn[cls], self.iou[cls]
-        denom = tp + 0.5 * fp + 0.5 * fn
-        sq = np.divide(iou, tp, out=np.zeros(len(cls)), where=tp > 0)
-        return {
-            "pq": float(np.mean(iou / denom)),
-            "sq": float(np.mean(sq)),
-            "rq": float(np.mean(tp / denom)),
-            "n": int(cls.size),
-        }
+        return pq_from_counts(self.tp, self.fp, self.fn, self.iou, classes)
 
     def compute(self) -> dict[str, Any]:
         """{"pq", "sq", "rq", "n", "things": {...}, "stuff": {...}, "per_class": {c: {...}}}."""

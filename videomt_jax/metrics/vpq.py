@@ -41,6 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from videomt_jax.data.batching import LABEL_DIVISOR, VOID_ID
+from videomt_jax.metrics.panoptic import pq_from_counts
 from videomt_jax.metrics.video_inputs import ClassTable, check_videos
 
 VPQ_TUBE_LENGTHS = (1, 2, 4, 6, 8)  # eval_vpq_vspw.py line 449
@@ -115,18 +116,7 @@ class _Stats:
         self.fp += np.bincount(ov.p_cls[pi], minlength=size)
 
     def average(self, classes: Sequence[int]) -> dict[str, Any]:
-        cls = np.asarray([c for c in classes if self.tp[c] + self.fp[c] + self.fn[c] > 0], np.int64)
-        if cls.size == 0:
-            return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
-        tp, fp, fn, iou = self.tp[cls], self.fp[cls], self.fn[cls], self.iou[cls]
-        denom = tp + 0.5 * fp + 0.5 * fn
-        sq = np.divide(iou, tp, out=np.zeros(len(cls)), where=tp > 0)
-        return {
-            "pq": float(np.mean(iou / denom)),
-            "sq": float(np.mean(sq)),
-            "rq": float(np.mean(tp / denom)),
-            "n": int(cls.size),
-        }
+        return pq_from_counts(self.tp, self.fp, self.fn, self.iou, classes)
 
     def per_class(self, classes: Sequence[int]) -> dict[int, dict[str, Any]]:
         out = {}
