@@ -128,7 +128,7 @@ def make_train_step(
         (loss, terms), grads = grad_fn(state.params, batch, key, model, tc)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     if mesh is None:
