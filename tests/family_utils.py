@@ -12,12 +12,29 @@ Letters: B videos, T frames, H/W pixels, C channels, Q queries, K+1 classes, N t
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
 import torch
 import transformers
 from hf_utils import randomize_, to_hf_pixels
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.family import model_for
+
+OUTPUTS = ("class_logits", "mask_logits")
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_forward(config: VideomtConfig):
+    """The jitted forward of `model_for(config)`, one per config."""
+    return jax.jit(lambda p, x: model_for(config).apply({"params": p}, x))
+
+
+def max_logit_diff(out, ref: dict) -> float:
+    """Largest |ours - reference| over the class and mask logits."""
+    return max(float(np.abs(np.asarray(getattr(out, k)) - ref[k]).max()) for k in OUTPUTS)
 
 
 def eomt_hf_config(kind: str, **fields) -> transformers.PretrainedConfig:

@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from family_utils import build_eomt, numpy_state_dict, random_images, random_updater, reference_videomt_dinov3
+from family_utils import (
+    build_eomt, jitted_forward, max_logit_diff, numpy_state_dict, random_images, random_updater, reference_videomt_dinov3,
+)
 from hf_utils import build_hf_model, hf_to_original_state_dict
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.family import model_for
 from videomt_jax.weights.api import export_hf, load_pretrained, load_pretrained_with_report
 from videomt_jax.weights.hf_family import config_from_eomt_dict, family_state_dict_to_params
 from videomt_jax.weights.original_dinov3 import params_to_original_dinov3, save_original_dinov3
 from videomt_jax.weights.tables import ConversionError
 
 ATOL = 2e-5  # class and mask logits vs the reference (fp32)
-OUTPUTS = ("class_logits", "mask_logits")
 
 
 def _labels(n: int) -> dict[int, str]:
@@ -61,15 +61,6 @@ def _case(name: str):
     return model, updater, config, params
 
 
-@functools.lru_cache(maxsize=None)
-def _forward(config: VideomtConfig):
-    return jax.jit(lambda p, x: model_for(config).apply({"params": p}, x))
-
-
-def _diff(out, ref) -> float:
-    return max(float(np.abs(np.asarray(getattr(out, k)) - ref[k]).max()) for k in OUTPUTS)
-
-
 @pytest.mark.parametrize("name", list(SPECS))
 def test_dinov3_videomt_parity(name: str):
     model, updater, config, params = _case(name)
@@ -77,8 +68,8 @@ def test_dinov3_videomt_parity(name: str):
     _, batch, frames = SPECS[name]
     videos = random_images(config, batch, frames, seed=2)
     ref = reference_videomt_dinov3(model, updater, videos)
-    out = _forward(config)(params, jnp.asarray(videos))
-    MEASURED[name] = _diff(out, ref)
+    out = jitted_forward(config)(params, jnp.asarray(videos))
+    MEASURED[name] = max_logit_diff(out, ref)
     assert MEASURED[name] <= ATOL, MEASURED[name]
     assert np.abs(ref["mask_logits"]).max() > 0.5  # not trivially small
 
@@ -92,8 +83,8 @@ def test_any_input_size_needs_no_resampling():
     other.load_state_dict(model.state_dict())
     videos = random_images(config, 1, 2, seed=3, size=(48, 48))
     ref = reference_videomt_dinov3(other, updater, videos)
-    out = _forward(config)(params, jnp.asarray(videos))  # no interpolate flag needed
-    MEASURED["any_size_48"] = _diff(out, ref)
+    out = jitted_forward(config)(params, jnp.asarray(videos))  # no interpolate flag needed
+    MEASURED["any_size_48"] = max_logit_diff(out, ref)
     assert MEASURED["any_size_48"] <= ATOL
 
 

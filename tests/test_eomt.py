@@ -7,7 +7,6 @@ Letters: B images, T frames, Q queries, K+1 classes, h/w mask grid, D hidden.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from family_utils import build_eomt, random_images, run_eomt
+from family_utils import build_eomt, jitted_forward, max_logit_diff, random_images, run_eomt
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.family import model_for
@@ -24,7 +23,6 @@ from videomt_jax.weights.init_from import init_videomt_from
 from videomt_jax.weights.tables import ConversionError
 
 ATOL = 2e-5
-OUTPUTS = ("class_logits", "mask_logits")
 
 
 def _labels(n: int) -> dict[int, str]:
@@ -69,15 +67,6 @@ def saved(tmp_path_factory):
     return get
 
 
-@functools.lru_cache(maxsize=None)
-def _forward(config: VideomtConfig):
-    return jax.jit(lambda p, x: model_for(config).apply({"params": p}, x))
-
-
-def _diff(out, ref) -> float:
-    return max(float(np.abs(np.asarray(getattr(out, k)) - ref[k]).max()) for k in OUTPUTS)
-
-
 @pytest.mark.parametrize("name", list(SPECS))
 def test_eomt_parity(saved, name: str):
     model, directory = saved(name)
@@ -87,12 +76,12 @@ def test_eomt_parity(saved, name: str):
     assert config.attn_mask_probs == probs
     images = random_images(config, 2, 1, seed=5)
     ref = run_eomt(model, images)
-    out = _forward(config)(params, jnp.asarray(images))
-    MEASURED[name] = _diff(out, ref)
+    out = jitted_forward(config)(params, jnp.asarray(images))
+    MEASURED[name] = max_logit_diff(out, ref)
     assert MEASURED[name] <= ATOL, MEASURED[name]
     if any(probs):  # the mask acts: without it the outputs differ clearly
-        plain = _forward(config.replace(attn_mask_probs=None))(params, jnp.asarray(images))
-        assert _diff(plain, ref) > 1e-2
+        plain = jitted_forward(config.replace(attn_mask_probs=None))(params, jnp.asarray(images))
+        assert max_logit_diff(plain, ref) > 1e-2
 
 
 def test_random_masking_needs_an_rng(saved):
@@ -128,8 +117,8 @@ def test_image_checkpoint_as_videomt(saved, name: str):
     assert set(params["query_updater"]) == {"kernel", "bias"} and report.fresh == ["query_updater/kernel", "query_updater/bias"]
     assert params["query_updater"]["kernel"].shape == (config.hidden_size, config.hidden_size)
     images = random_images(config, 1, 2, seed=7)
-    video = _forward(config)(params, jnp.asarray(images))
-    image = _forward(eomt_config.replace(attn_mask_probs=None))(eomt_params, jnp.asarray(images))
+    video = jitted_forward(config)(params, jnp.asarray(images))
+    image = jitted_forward(eomt_config.replace(attn_mask_probs=None))(eomt_params, jnp.asarray(images))
     np.testing.assert_allclose(video.class_logits[:, 0], image.class_logits[:, 0], atol=1e-5)  # frame 0: no propagation yet
     assert float(jnp.abs(video.class_logits[:, 1] - image.class_logits[:, 1]).max()) > 1e-3  # frame 1 uses the updater
 

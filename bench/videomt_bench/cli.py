@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 from videomt_bench.settings import HF_ATTENTION, MODES, BenchSettings, config_summary, preset_config, preset_label

@@ -85,13 +85,6 @@ def validate_clip(clip: Clip) -> Clip:
     return clip
 
 
-def normalize_frames(
-    frames: np.ndarray, out: Optional[np.ndarray] = None, processor: VideoProcessor = DEFAULT_PROCESSOR
-) -> np.ndarray:
-    """uint8 (or float on 0-255) frames [..., 3] -> float32, normalised by `processor` (`VideoProcessor.normalize`)."""
-    return processor.normalize(frames, out)
-
-
 class Batch(NamedTuple):
     """Fixed-shape training batch (a pytree: jax.tree functions and jit accept it as is)."""
 

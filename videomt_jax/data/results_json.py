@@ -85,13 +85,6 @@ def frame_record(t: int, frame: Mapping[str, Any], id2label: Mapping[int, str] |
     return {"frame": t, "segments": segments}
 
 
-def frame_records(
-    frames: Sequence[Mapping[str, Any]], id2label: Mapping[int, str] | None = None
-) -> list[dict[str, Any]]:
-    """HF per-frame results [{"segmentation": (H, W) ids, "segments_info": [...]}] -> JSON records."""
-    return [frame_record(t, frame, id2label) for t, frame in enumerate(frames)]
-
-
 def _iter_tracks(tracks: Any) -> Iterable[tuple[Mapping[str, Any], np.ndarray]]:
     """(info, masks [T, H, W] bool) per track, from a list of tracks or a video-level map."""
     if isinstance(tracks, Mapping):  # {"segmentation": (T, H, W) stable ids, "segments_info": [...]}
@@ -125,16 +118,6 @@ def track_record(
     record["areas"] = [int(mask_utils.area(c)) for c in coco]  # one at a time: pycocotools' list form overflows past 255
     record["segmentations"] = [{"size": r["size"], "counts": r["counts"]} for r in rles]
     return record
-
-
-def track_records(
-    tracks: Any, video_id: Any = None, id2label: Mapping[int, str] | None = None, category_offset: int = 0
-) -> list[dict[str, Any]]:
-    """Tracks -> YouTube-VIS style records (one RLE and area per frame)."""
-    return [
-        track_record(info, [encode_rle(m) for m in masks], video_id, id2label, category_offset)
-        for info, masks in _iter_tracks(tracks)
-    ]
 
 
 class ResultsWriter:

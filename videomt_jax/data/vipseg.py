@@ -121,9 +121,6 @@ class VIPSegDataset:
     def video_length(self, index: int) -> int:
         return len(self.videos[index]["frames"])
 
-    def video_name(self, index: int) -> str:
-        return str(self.videos[index]["video_id"])
-
     def load_frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:  # [T, H, W, 3] uint8
         video = self.videos[index]
         where = f"{self.annotation_file}: video {video['video_id']!r}"

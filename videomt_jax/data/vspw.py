@@ -78,9 +78,6 @@ class VSPWDataset:
     def video_length(self, index: int) -> int:
         return len(self.videos[index]["frames"])
 
-    def video_name(self, index: int) -> str:
-        return self.videos[index]["name"]
-
     def read_labels(self, index: int, frame: int) -> np.ndarray:
         """Label map [H, W] int32 (contiguous labels, IGNORE_INDEX unlabeled) of one frame."""
         video = self.videos[index]

@@ -137,9 +137,6 @@ class YTVISDataset:
     def video_length(self, index: int) -> int:
         return len(self.videos[index]["file_names"])
 
-    def video_name(self, index: int) -> str:
-        return str(self.videos[index]["id"])
-
     def load_frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:  # [T, H, W, 3] uint8
         video = self.videos[index]
         where = f"{self.annotation_file}: video {video['id']}"

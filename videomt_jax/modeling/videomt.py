@@ -16,7 +16,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.dinov3 import Rope, rope_tables
