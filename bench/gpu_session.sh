@@ -4,6 +4,8 @@
 #   bash bench/gpu_session.sh core      # environment, speed vs HF eager (online, clip), bf16 fidelity
 #   bash bench/gpu_session.sh extra     # online probe under XLA runtime flags, HF torch.compile rows,
 #                                       # bf16 fidelity, the XLA-attention lever, batch mode + base preset
+#   bash bench/gpu_session.sh train     # docs/training.md: train-step memory (GPU compile) and time,
+#                                       # ViT-S / ViT-L YouTube-VIS recipes, full remat, 1 and 8 clips
 #
 # Results go to $OUT (default gpu_out/): log.txt, env.txt and one JSON per step. Every step has
 # its own time limit, cut to what is left of DEADLINE seconds (default 570) from the start, so a
@@ -76,9 +78,17 @@ extra() {
     step batch-and-base 90 "${BENCH[@]}" --presets "$PRESETS_ALL" --modes online,clip,batch --batch 4 --iters 5 --no-compile --json "$OUT/speed_batch.json"
 }
 
+train() {
+    environment
+    step train-memory 150 "$PY" -m videomt_jax.training.memory ytvis19-vits ytvis19-vitl --remat none full --clips 1
+    step train-step-vits 120 "$PY" bench/train_step.py ytvis19-vits --clips 1 8 --remat full
+    step train-step-vitl 200 "$PY" bench/train_step.py ytvis19-vitl --clips 1 8 --remat full dots_no_batch
+}
+
 case "${1:-core}" in
     core) core ;;
     extra) extra ;;
-    *) echo "usage: $0 core|extra" >&2; exit 2 ;;
+    train) train ;;
+    *) echo "usage: $0 core|extra|train" >&2; exit 2 ;;
 esac
 grep -E "^\[|fps|error|Error|^\{" "$LOG" | tail -n 60

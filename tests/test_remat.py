@@ -18,9 +18,10 @@ CFG = VideomtConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, 
 def _loss_and_grads(cfg: VideomtConfig, params, videos):
     model = VideomtModel(cfg)
 
-    def loss(p):
-        out = model.apply({"params": p}, videos)
-        return jnp.mean(out.mask_logits**2) + jnp.mean(out.class_logits**2)
+    def loss(p):  # deep supervision on: the auxiliary predictions take the rematerialised head path too
+        out = model.apply({"params": p}, videos, return_aux=True)
+        final = jnp.mean(out.mask_logits**2) + jnp.mean(out.class_logits**2)
+        return final + jnp.mean(jnp.sin(out.aux_mask_logits)) + jnp.mean(out.aux_class_logits**3)
 
     return jax.jit(jax.value_and_grad(loss))(params)
 
@@ -39,18 +40,34 @@ def test_every_policy_matches_no_remat():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_full_remat_lowers_peak_memory():
-    """Blocks dominate here (8 layers, 256 tokens, the loss on the hidden states): keeping only the
-    block inputs must cut the backward pass's temporaries by far (before remat implied the rolled
-    layer loop, XLA merged the recomputation back in unrolled code and nothing was saved)."""
-    cfg = CFG.replace(num_hidden_layers=8, hidden_size=64, image_size=128)
-    videos = jax.ShapeDtypeStruct((2, 2, 128, 128, 3), jnp.float32)
+def _hidden_loss(out):
+    return jnp.mean(out.last_hidden_state**2)
+
+
+def _deep_supervision_loss(out):
+    return jnp.mean(jnp.sin(out.mask_logits)) + jnp.mean(jnp.sin(out.aux_mask_logits))
+
+
+# Blocks dominate the first case (8 layers, 256 tokens, the loss on the hidden states): before
+# remat implied the rolled layer loop, XLA merged the recomputation back in unrolled code and
+# nothing was saved. Heads dominate the second (2 layers, a 64x64 mask grid, deep supervision): the
+# upscaled maps of every frame and prediction must no longer be alive at once in the backward pass.
+MEMORY_CASES = {
+    "blocks": (dict(num_hidden_layers=8, hidden_size=64, image_size=128), (2, 2), False, _hidden_loss),
+    "heads": (dict(num_blocks=2, hidden_size=64, image_size=128, num_queries=8), (1, 4), True, _deep_supervision_loss),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMORY_CASES))
+def test_full_remat_at_least_halves_the_backward_temporaries(case):
+    changes, (batch, frames), aux, loss_of = MEMORY_CASES[case]
+    videos = jax.ShapeDtypeStruct((batch, frames, 128, 128, 3), jnp.float32)
     temps = {}
     for name in ("none", "full"):
-        c = cfg.replace(remat=name)
+        c = CFG.replace(remat=name, **changes)
         params = jax.eval_shape(lambda k, c=c: init_params(c, k), jax.random.key(0))
         model = VideomtModel(c)
-        loss = jax.grad(lambda p, x, model=model: jnp.mean(model.apply({"params": p}, x).last_hidden_state ** 2))
+        loss = jax.grad(lambda p, x, model=model: loss_of(model.apply({"params": p}, x, return_aux=aux)))
         temps[name] = jax.jit(loss).lower(params, videos).compile().memory_analysis().temp_size_in_bytes
     assert temps["full"] < 0.5 * temps["none"], temps
 

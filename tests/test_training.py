@@ -265,7 +265,11 @@ def test_all_invalid_targets_give_a_finite_loss(main_run):
 # ------------------------------------------------------------------------------------------ (e) errors
 def test_bad_batches_raise_clear_errors(recipe):
     cfg = recipe.model
-    good = batch_arrays(recipe.batches()(0))
+    lean = recipe.batches()(0)
+    check_batch(batch_arrays(lean), cfg)  # the lean format collate gives (uint8 frames, packed masks)
+    # the float / bool format a caller may hand fit
+    good = {"pixel_values": lean.pixel_values, "mask_labels": lean.mask_labels, "class_labels": lean.class_labels,
+            "valid": lean.valid}
     check_batch(good, cfg)  # padded slots carry the no-object label; only valid slots are checked
 
     def broken(**changes):

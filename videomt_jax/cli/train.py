@@ -151,7 +151,8 @@ def run_train(args: argparse.Namespace) -> int:
     num_devices = None if distributed else args.devices
     try:
         result = fit(
-            recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices, stop_after=args.stop_after
+            recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices,
+            stop_after=args.stop_after, processor=recipe.processor,
         )
     finally:  # also on Ctrl-C: stop the data-loading workers
         batches.close()
@@ -194,7 +195,7 @@ def add_parser(subparsers: Any) -> None:
         help="dataset recipes: the folder holding the dataset folder (ytvis_2019/, ovis/, VIPSeg/, VSPW_480p/) or that folder",
     )
     train.add_argument(
-        "--workers", type=int, help="data-loading worker processes (default: cores - 1, at most 8; 0: in this process)"
+        "--workers", type=int, help="data-loading worker processes (default: cores - 1, at most 32; 0: in this process)"
     )
     train.add_argument(
         "--init", metavar="PATH",

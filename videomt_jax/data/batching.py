@@ -9,6 +9,12 @@ a list of clips into the per-frame targets the loss wants: slot m of frame t is 
 the instance is present in that frame; invalid slots carry the class `num_labels` (no object) and
 an all-False mask. Pixels are normalised by the model's `VideoProcessor` (`processing.py`; default
 HF's: /255, ImageNet mean/std), the one normalisation of inference, training and evaluation.
+
+The batch is lean (what worker processes hand over is ~10x smaller than float pixels + bool masks):
+frames stay uint8 and are normalised on the device by the train step, through `pixel_table`
+(the processor's value of each 0..255 level per channel, so the device numbers are the host's
+bit for bit); masks are bit-packed along W (`np.packbits`, 8 pixels a byte) and unpacked on the
+device. `Batch.pixel_values` and `Batch.mask_labels` give the float / bool arrays on the host.
 """
 
 from __future__ import annotations
@@ -85,16 +91,41 @@ def validate_clip(clip: Clip) -> Clip:
     return clip
 
 
-class Batch(NamedTuple):
-    """Fixed-shape training batch (a pytree: jax.tree functions and jit accept it as is)."""
+def pixel_table(processor: VideoProcessor) -> np.ndarray:  # [256, 3] float32
+    """`processor.normalize` of every uint8 level in every channel: row v, column c is what pixel
+    value v of channel c normalises to (the one source of the train step's normalisation)."""
+    levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3))
+    return processor.normalize(levels)
 
-    pixel_values: np.ndarray  # [B, T, H, W, 3] float32, normalised
-    mask_labels: np.ndarray  # [B, T, M, H, W] bool
+
+def normalize_with_table(frames: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """uint8 frames [..., 3] -> float32 through a `pixel_table` [256, 3] (host side)."""
+    return table[frames, np.arange(3)]
+
+
+class Batch(NamedTuple):
+    """Fixed-shape training batch (a pytree: jax.tree functions and jit accept it as is).
+
+    Lean format (module docstring): the train step normalises `frames` with its processor and
+    unpacks `mask_bits`; `pixel_table` records the collate processor so `fit` can check they agree."""
+
+    frames: np.ndarray  # [B, T, H, W, 3] uint8, not normalised
+    mask_bits: np.ndarray  # [B, T, M, H, ceil(W / 8)] uint8: np.packbits(masks, axis=-1)
     class_labels: np.ndarray  # [B, T, M] int32; num_labels (no object) where not valid
     valid: np.ndarray  # [B, T, M] bool: instance present in that frame
     track_ids: np.ndarray  # [B, M] int32; -1 for empty slots
+    pixel_table: np.ndarray  # [256, 3] float32: `pixel_table(processor)` of the collate processor
     semantic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
     panoptic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
+
+    @property
+    def pixel_values(self) -> np.ndarray:  # [B, T, H, W, 3] float32, normalised (host)
+        return normalize_with_table(self.frames, self.pixel_table)
+
+    @property
+    def mask_labels(self) -> np.ndarray:  # [B, T, M, H, W] bool (host)
+        width = self.frames.shape[3]
+        return np.unpackbits(self.mask_bits, axis=-1, count=width).astype(bool)
 
 
 def collate(
@@ -102,7 +133,8 @@ def collate(
 ) -> Batch:
     """Pad clips of equal T, H, W to a `Batch` with `max_instances` slots per clip.
 
-    Frames are normalised by `processor` (the model's; no resize here: clips are at model size).
+    Frames stay uint8 (the train step normalises them with `processor`, the model's; no resize
+    here: clips are at model size); masks are packed per clip, never held unpacked per batch.
 
     Instances absent from every frame carry no target and are dropped first; a clip that still
     has more than `max_instances` instances is an error (raise the limit or drop objects).
@@ -118,8 +150,8 @@ def collate(
             raise type(e)(f"clip {i}: {e}") from None
     t, h, w = clips[0].frames.shape[:3]
     b = len(clips)
-    pixel_values = np.empty((b, t, h, w, 3), np.float32)
-    mask_labels = np.zeros((b, t, max_instances, h, w), bool)
+    frames = np.empty((b, t, h, w, 3), np.uint8)
+    mask_bits = np.zeros((b, t, max_instances, h, -(-w // 8)), np.uint8)
     class_labels = np.full((b, t, max_instances), num_labels, np.int32)
     valid = np.zeros((b, t, max_instances), bool)
     track_ids = np.full((b, max_instances), -1, np.int32)
@@ -139,14 +171,14 @@ def collate(
                 f"clip {i} has {len(keep)} instances present in some frame, more than max_instances={max_instances}"
             )
         n = len(keep)
-        processor.normalize(clip.frames, out=pixel_values[i])
-        mask_labels[i, :, :n] = clip.masks[:, keep]
+        frames[i] = clip.frames
+        mask_bits[i, :, :n] = np.packbits(clip.masks[:, keep], axis=-1)  # [T, n, H, ceil(W/8)]
         valid[i, :, :n] = present[:, keep]
         class_labels[i, :, :n] = np.where(valid[i, :, :n], clip.classes[keep][None], num_labels)
         track_ids[i, :n] = clip.track_ids[keep]
     semantic = _stack_optional([c.semantic for c in clips])
     panoptic = _stack_optional([c.panoptic for c in clips])
-    return Batch(pixel_values, mask_labels, class_labels, valid, track_ids, semantic, panoptic)
+    return Batch(frames, mask_bits, class_labels, valid, track_ids, pixel_table(processor), semantic, panoptic)
 
 
 def _stack_optional(maps: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:

@@ -14,7 +14,9 @@ pure function of (seed, step) and a resumed run is bit-identical. `GrainBatches(
 the next batch when `step` follows the previous call, and restarts the pipeline at `step` otherwise
 (the first call of a resumed `fit` asks for step 0, then for the resume step). Worker processes are
 spawned (fresh interpreters: they never inherit the parent's JAX runtime) and ignore Ctrl-C; the
-parent's KeyboardInterrupt reaches `close()`, which stops and joins them.
+parent's KeyboardInterrupt reaches `close()`, which stops and joins them. Workers hand over the lean
+`Batch` (uint8 frames, bit-packed masks: `data/batching.py`), ~6x smaller than float pixels and
+bool masks, through shared memory.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import numpy as np
 
 from videomt_jax.data.batching import Batch, Clip
 
-MAX_AUTO_WORKERS = 8
+# A GPU consumes ViT-S clips at 768x768 far faster than one core decodes them (~7 clips/s here):
+# docs/training.md, "Input pipeline". The cap only keeps a many-core host from spawning hundreds.
+MAX_AUTO_WORKERS = 32
 PREFETCH_BATCHES = 2  # batches buffered per worker
 
 

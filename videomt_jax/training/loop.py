@@ -20,19 +20,24 @@ import optax
 from jax.sharding import Mesh
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.data.batching import pixel_table
 from videomt_jax.modeling.videomt import init_params
+from videomt_jax.processing import VideoProcessor
 from videomt_jax.training.checkpoint import Checkpointer
 from videomt_jax.training.config import TrainConfig
 from videomt_jax.training.optim import make_optimizer
 from videomt_jax.training.step import (
+    BATCH_FIELDS,
     TrainState,
     batch_arrays,
+    batch_field,
     check_batch,
     create_train_state,
     data_mesh,
     make_train_step,
     replicate,
     shard_batch,
+    train_processor,
 )
 
 
@@ -52,7 +57,8 @@ class TrainProgram:
     """The optimizer and the jitted train step for one model config, train config (host-only fields
     aside), parameter shapes and mesh: an explicit value, built once by `make_program` and passed to
     every `fit` that should reuse it (resumes, notebooks, tests): the step then traces and compiles
-    once. `fit` checks that the program fits its arguments."""
+    once. `fit` checks that the program fits its arguments. `processor` normalises uint8 frames in
+    the step (the recipe's: `Recipe.processor`)."""
 
     config: VideomtConfig
     train_config: TrainConfig  # HOST_ONLY_FIELDS reset: what the compiled step depends on
@@ -60,6 +66,7 @@ class TrainProgram:
     param_shapes: tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
     tx: optax.GradientTransformation
     step: Callable  # (TrainState, batch) -> (TrainState, metrics), jitted, state donated
+    processor: VideoProcessor  # normalises uint8 batch frames in `step`
 
     def check(self, config: VideomtConfig, tc: TrainConfig, params: Any, mesh: Mesh | None) -> None:
         """Raise a ValueError naming what differs when this program cannot train (config, tc, params, mesh)."""
@@ -80,15 +87,32 @@ class TrainProgram:
 
 
 def make_program(
-    config: VideomtConfig, tc: TrainConfig, params_shape: Any, mesh: Mesh | None = None
+    config: VideomtConfig,
+    tc: TrainConfig,
+    params_shape: Any,
+    mesh: Mesh | None = None,
+    processor: VideoProcessor | None = None,
 ) -> TrainProgram:
     """Optimizer + jitted step for `config`, `tc`, the parameter tree `params_shape` (arrays or
     `jax.ShapeDtypeStruct`s, e.g. `jax.eval_shape(init_params ...)`) and `mesh` (None: one device;
-    `step.data_mesh(n)` for data parallel, as `fit(num_devices=n)` builds it)."""
+    `step.data_mesh(n)` for data parallel, as `fit(num_devices=n)` builds it). `processor` (default:
+    the model's, `step.train_processor`) normalises the batches' uint8 frames on the device."""
+    processor = train_processor(config, processor)
     program_tc = tc.replace(**HOST_ONLY_FIELDS)
     tx = make_optimizer(params_shape, config, program_tc)
-    step = make_train_step(config, program_tc, tx, mesh)
-    return TrainProgram(config, program_tc, mesh, _shapes(params_shape), tx, step)
+    step = make_train_step(config, program_tc, tx, mesh, processor)
+    return TrainProgram(config, program_tc, mesh, _shapes(params_shape), tx, step, processor)
+
+
+def check_normalization(batch: Any, processor: VideoProcessor) -> None:
+    """A `Batch` records the processor `collate` used (`pixel_table`); it must be the step's."""
+    table = batch.get("pixel_table") if isinstance(batch, dict) else getattr(batch, "pixel_table", None)
+    if table is not None and not np.array_equal(np.asarray(table), pixel_table(processor)):
+        raise ValueError(
+            "the batches were collated with another VideoProcessor (mean/std) than the train step "
+            f"normalises with ({processor.mean}, {processor.std}): pass the recipe's processor "
+            "(fit(..., processor=recipe.processor) or make_program(..., processor=recipe.processor))"
+        )
 
 
 def fit_mesh(num_devices: int | None) -> Mesh | None:
@@ -126,6 +150,7 @@ def fit(
     stop_after: int | None = None,
     log: TextIO | None | str = "stdout",
     program: TrainProgram | None = None,
+    processor: VideoProcessor | None = None,
 ) -> FitResult:
     """Train `config` with `tc` on `batches(step)`; checkpoints in `out_dir/checkpoints`.
 
@@ -139,18 +164,24 @@ def fit(
     program: the compiled step to use (`make_program`; its mesh must be `fit_mesh(num_devices)`);
         None builds one for this call. Pass the same program to several calls (a resume, another
         run with other logging) and the step compiles once.
+    processor: normalises uint8 `frames` in the step (default: the model's, `step.train_processor`;
+        the program's when a program is given); it must be the one the batches were collated with.
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
-    first = batch_arrays(batches(0))
+    first_batch = batches(0)
+    first = batch_arrays(first_batch)
     check_batch(first, config)
-    image_hw = tuple(first["pixel_values"].shape[2:4])
+    image_hw = tuple(first[batch_field(first, BATCH_FIELDS[0])].shape[2:4])
     if params is None:
         params = _init_fn(config, image_hw)(jax.random.key(tc.seed))
     mesh = fit_mesh(num_devices)
     if program is None:
-        program = make_program(config, tc, params, mesh)
+        program = make_program(config, tc, params, mesh, processor)
+    elif processor is not None and processor != program.processor:
+        raise ValueError(f"processor {processor} differs from the program's {program.processor}")
     program.check(config, tc, params, mesh)
+    check_normalization(first_batch, program.processor)
     step_fn = program.step
     state, _ = create_train_state(params, config, tc, program.tx)
     # Committed to devices either way, like a restored state: a resumed run then hits the same
@@ -173,7 +204,7 @@ def fit(
     start_step = int(state.step)
     end_step = tc.steps if stop_after is None else min(tc.steps, start_step + stop_after)
     if log and mesh is not None:
-        global_batch = first["pixel_values"].shape[0] * jax.process_count()
+        global_batch = first["class_labels"].shape[0] * jax.process_count()
         print(
             f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes), "
             f"global batch {global_batch}",

@@ -3,7 +3,9 @@
 The step is lowered and compiled for abstract inputs (`jax.ShapeDtypeStruct`: no parameter or
 batch is ever allocated), so a ViT-L step at the paper's sizes can be sized on a CPU host:
 
-    python -m videomt_jax.training.memory ytvis19-vits ytvis19-vitl --remat none full
+    python -m videomt_jax.training.memory ytvis19-vits ytvis19-vitl --remat none full --clips 1
+
+`--clips` sizes one device of a data-parallel run (the recipes' batch of 8 clips is global).
 
 Letters: B clips, T frames, H/W canvas, M target slots. The figures are for the backend that
 compiles (on CPU: XLA:CPU's buffer assignment and fusion, attention as `attention_impl` picks on
@@ -28,17 +30,19 @@ GIB = 1024**3
 
 
 def abstract_batch(batch: int, frames: int, hw: tuple[int, int], slots: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """The lean batch `train` feeds (`data.batching.collate`): uint8 frames, masks packed along W."""
     h, w = hw
     return {
-        "pixel_values": jax.ShapeDtypeStruct((batch, frames, h, w, 3), jnp.float32),
-        "mask_labels": jax.ShapeDtypeStruct((batch, frames, slots, h, w), jnp.bool_),
+        "frames": jax.ShapeDtypeStruct((batch, frames, h, w, 3), jnp.uint8),
+        "mask_bits": jax.ShapeDtypeStruct((batch, frames, slots, h, -(-w // 8)), jnp.uint8),
         "class_labels": jax.ShapeDtypeStruct((batch, frames, slots), jnp.int32),
         "valid": jax.ShapeDtypeStruct((batch, frames, slots), jnp.bool_),
     }
 
 
-def train_step_memory(recipe: Any, remat: str = "none", **model_changes: Any) -> dict[str, Any]:
-    """Compile the recipe's train step (its batch, frames, canvas, target slots) for abstract inputs.
+def train_step_memory(recipe: Any, remat: str = "none", clips: int | None = None, **model_changes: Any) -> dict[str, Any]:
+    """Compile the recipe's train step (its frames, canvas, target slots; `clips` per step, default
+    the recipe's batch) for abstract inputs.
 
     Returns bytes: arguments (state + batch), outputs, aliased (donated state reused for the new
     one), temporaries, and peak = arguments + outputs - aliased + temporaries; plus the compile time.
@@ -48,13 +52,14 @@ def train_step_memory(recipe: Any, remat: str = "none", **model_changes: Any) ->
     params = jax.eval_shape(lambda k: init_params(model, k, image_hw=hw), jax.random.key(0))
     program = make_program(model, tc, params)
     state = jax.eval_shape(lambda p: create_train_state(p, model, tc, program.tx)[0], params)
-    batch = abstract_batch(tc.batch_size, tc.num_frames, hw, recipe.max_instances)
+    clips = tc.batch_size if clips is None else clips
+    batch = abstract_batch(clips, tc.num_frames, hw, recipe.max_instances)
     start = time.perf_counter()
     stats = program.step.lower(state, batch).compile().memory_analysis()
     out = {
         "recipe": recipe.name,
         "remat": remat,
-        "batch": [tc.batch_size, tc.num_frames, *hw],
+        "batch": [clips, tc.num_frames, *hw],
         "dtype": model.dtype,
         "arguments": int(stats.argument_size_in_bytes),
         "outputs": int(stats.output_size_in_bytes),
@@ -72,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--remat", nargs="+", default=["none", "full"])
+    parser.add_argument("--clips", type=int, help="clips per step (default: the recipe's batch)")
     parser.add_argument("--attention-impl", help="override the model's attention_impl (e.g. einsum)")
     args = parser.parse_args(argv)
     changes = {"attention_impl": args.attention_impl} if args.attention_impl else {}
     for name in args.recipes:
         for remat in args.remat:
-            row = train_step_memory(load_recipe(name), remat, **changes)
+            row = train_step_memory(load_recipe(name), remat, args.clips, **changes)
             print(json.dumps({**row, "peak_gib": round(row["peak"] / GIB, 2)}), flush=True)
     return 0
 

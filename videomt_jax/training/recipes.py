@@ -113,7 +113,8 @@ class Recipe:
         return make
 
     def collate(self, clips: list[Clip]) -> Batch:
-        """Clips -> one training `Batch` (targets padded to `max_instances`, pixels normalised)."""
+        """Clips -> one training `Batch` (targets padded to `max_instances` and bit-packed, frames uint8:
+        the train step normalises them with `self.processor`, passed to `fit` / `make_program`)."""
         return collate(
             clips, num_labels=self.data.num_classes, max_instances=self.max_instances, processor=self.processor
         )
