@@ -23,6 +23,9 @@ def test_train_every_dataset_kind_from_the_command_line(tmp_path, capsys):
         saved = json.loads((out / "recipe.json").read_text())
         assert saved["data"]["root"] == root and saved["data"]["kind"] == name.split("-")[0].replace("ytvis19", "ytvis")
         assert (out / "model" / "config.json").is_file() and (out / "checkpoints" / "2").is_dir()
+        # the recipe's remat (ViT-L: dots_no_batch) trains; the saved model runs without it
+        assert saved["model"]["remat"] == ("none" if name.endswith("vits") else "dots_no_batch")
+        assert json.loads((out / "model" / "config.json").read_text())["videomt_jax"]["remat"] == "none"
     assert "step 2/2" in capsys.readouterr().out
 
 

@@ -162,9 +162,12 @@ def run_train(args: argparse.Namespace) -> int:
         # save_pretrained's orbax writer waits for every process; with several, process 0 writes
         # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
         write = save_pretrained if jax.process_count() == 1 else export_hf
+        # The run's own model, with the pixel normalisation it was trained on; without remat, which
+        # only shapes the backward pass (at inference it would just run layers and heads as loops).
         model_dir = write(
-            out / MODEL_DIR, recipe.model, host_params, processor=recipe.processor, overwrite=True
-        )  # the run's own model, with the pixel normalisation it was trained on
+            out / MODEL_DIR, recipe.model.replace(remat="none"), host_params, processor=recipe.processor,
+            overwrite=True,
+        )
         if isinstance(recipe.data, SyntheticConfig):  # dataset models are evaluated with --dataset
             save_data_config(model_dir, recipe.data)
         last = result.history[-1] if result.history else {}

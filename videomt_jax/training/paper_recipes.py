@@ -12,7 +12,8 @@
 Solver values shared by all (their SOLVER / INPUT blocks): 8 clips of 5 frames (sampled within a
 range of 2), AdamW, LR 1e-4, weight decay 0.05, layer-wise LR decay 0.6, warmup 500 (heads) then
 1000 (encoder) steps, poly 0.9, full-model gradient clipping at 0.01, mixed precision (bfloat16
-compute here), 200 queries, 12,544 loss points, deep supervision. Query blocks: the last 3 (ViT-S/B)
+compute here), 200 queries, 12,544 loss points, deep supervision; remat `dots_no_batch` for ViT-B/L
+(`REMAT`). Query blocks: the last 3 (ViT-S/B)
 or 4 (ViT-L). Position embeddings at 640 (YouTube-VIS, OVIS) or 1280 (VIPSeg, VSPW). Input sizes:
 see `data/sources.py` (training shorter edge and cap, test shorter edge: 448 YouTube-VIS, 544
 OVIS, 720 VIPSeg / VSPW). Not reproduced: the authors add COCO images as pseudo-videos to
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 SOLVER = dict(batch_size=8, num_frames=5, learning_rate=1e-4, weight_decay=0.05, layer_decay=0.6,
               warmup_head=500, warmup_encoder=1000, poly_power=0.9, grad_clip=0.01)
 PRESET = {"vits": "small", "vitb": "base", "vitl": "large"}
+# Rematerialisation per size, so that one clip per device fits 80 GB (docs/training.md, "Memory":
+# by XLA's analysis ViT-B 84 GiB and ViT-L 197 GiB without remat; with dots_no_batch 10.0 and 21.8,
+# VIPSeg / VSPW's ViT-L 42.9). A training setting only: `train` saves the model without it.
+REMAT = {"vits": "none", "vitb": "dots_no_batch", "vitl": "dots_no_batch"}
 VIDEO_720P = dict(min_size_train=VIDEO_720P_MIN_SIZES, max_size_train=1333, crop_prob=0.0,
                   canvas=(800, 1344), min_size_test=720, eval_split="val")
 # Target slots per frame: more than any training clip of the dataset is expected to hold
@@ -53,7 +58,8 @@ def _recipe(name: str, size: str, steps: int, data: VideoDataConfig, pos_embed: 
     from videomt_jax.training.recipes import Recipe
 
     model = VideomtConfig.preset(
-        PRESET[size], image_size=pos_embed, num_queries=200, id2label=data.id2label, dtype="bfloat16"
+        PRESET[size], image_size=pos_embed, num_queries=200, id2label=data.id2label, dtype="bfloat16",
+        remat=REMAT[size],
     )
     train = TrainConfig(steps=steps, **SOLVER)
     return Recipe(name, model, train, data, augment=None, max_instances=MAX_INSTANCES[data.kind], panoptic_targets=False)
