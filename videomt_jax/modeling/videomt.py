@@ -167,6 +167,7 @@ class VideomtModel(nn.Module):
         state, per_frame = scan(self, state, frames)  # per_frame values: [T, B, ...]
         normed = jnp.swapaxes(per_frame["last_hidden_state"], 0, 1)  # [B, T, N, D]
         class_logits, mask_logits = (y[0] for y in self._heads(per_frame["last_hidden_state"][:, None], grid_hw))
+        # [B, T, Q, K+1], [B, T, Q, h, w]
         out = VideomtOutput(
             class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state,
             mask_stride=h // mask_logits.shape[-2],  # input pixels per mask pixel (patch / 2^upscale blocks)
