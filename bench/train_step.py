@@ -7,8 +7,9 @@ The step is the one `videomt-jax train` runs (`make_program`: loss with deep sup
 clipping), fed the batch format `train` feeds (`memory.abstract_batch`) filled with random values:
 random frames, random target masks in the valid slots, random classes. Prints one JSON line per
 setting: compile seconds, seconds per step (median of `--steps` after one warm-up step), clips/s,
-the compiled step's peak memory (XLA's analysis) and the analytic model FLOPs of one clip (`videomt_bench.flops`: forward + the deep-supervision heads,
-x3 for forward and backward, not counting the recomputation of remat).
+the compiled step's peak memory (XLA's analysis) and the analytic model FLOPs of one clip
+(`videomt_bench.flops`: forward + the deep-supervision heads, x3 for forward and backward, not
+counting the recomputation of remat).
 
 Letters: B clips, T frames, H/W canvas, M target slots.
 """
@@ -27,7 +28,7 @@ import numpy as np
 from videomt_bench.flops import flops_breakdown
 from videomt_jax.modeling.videomt import init_params
 from videomt_jax.training.loop import make_program
-from videomt_jax.training.memory import GIB, abstract_batch
+from videomt_jax.training.memory import GIB, abstract_batch, peak_bytes
 from videomt_jax.training.recipes import load_recipe
 from videomt_jax.training.step import create_train_state
 
@@ -79,13 +80,11 @@ def time_step(name: str, clips: int, remat: str, dtype: str | None, steps: int) 
     step_s = statistics.median(times[1:])
     aux = model.num_blocks - 1 if tc.drop_last_aux else model.num_blocks
     flops = training_flops_per_clip(model, hw, tc.num_frames, aux if tc.deep_supervision else 0) * clips
-    peak = memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-    peak += memory.temp_size_in_bytes
     return {
         "recipe": name, "clips": clips, "frames": tc.num_frames, "hw": list(hw), "remat": remat,
         "dtype": model.dtype, "backend": jax.default_backend(), "compile_s": round(compile_s, 1),
         "step_s": round(step_s, 2), "step_s_all": [round(t, 2) for t in times], "clips_per_s": round(clips / step_s, 4),
-        "peak_gib": round(peak / GIB, 2),
+        "peak_gib": round(peak_bytes(memory) / GIB, 2),
         "model_flops": flops, "model_tflops_per_s": round(flops / step_s / 1e12, 3), "loss": round(loss, 4),
     }
 
@@ -93,7 +92,9 @@ def time_step(name: str, clips: int, remat: str, dtype: str | None, steps: int) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="+")
-    parser.add_argument("--clips", type=int, nargs="+", default=[1], help="clips per step (one device of the global batch: 1)")
+    parser.add_argument(
+        "--clips", type=int, nargs="+", default=[1], help="clips per step (one device of the global batch: 1)"
+    )
     parser.add_argument("--remat", nargs="+", default=["full"])
     parser.add_argument("--dtype", help="override the recipe's compute dtype (e.g. float32 on CPU)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")

@@ -100,7 +100,7 @@ def pixel_table(processor: VideoProcessor) -> np.ndarray:  # [256, 3] float32
 
 def normalize_with_table(frames: np.ndarray, table: np.ndarray) -> np.ndarray:
     """uint8 frames [..., 3] -> float32 through a `pixel_table` [256, 3] (host side)."""
-    return table[frames, np.arange(3)]
+    return table[frames, np.arange(table.shape[1])]
 
 
 class Batch(NamedTuple):

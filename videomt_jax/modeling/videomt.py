@@ -105,7 +105,7 @@ class VideomtModel(nn.Module):
         return StreamState(queries=queries_out, started=jnp.ones_like(state.started)), out
 
     def _heads(self, tokens: jax.Array, grid_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-        """tokens [T, S, B, N, D] (S: 1, or one per prediction) -> class logits [S, B, T, Q, K+1],
+        """tokens [S, B, T, N, D] (S: 1, or one per prediction) -> class logits [S, B, T, Q, K+1],
         mask logits [S, B, T, Q, h, w].
 
         Without remat the heads see every frame at once. With `config.remat` set they run one
@@ -114,13 +114,14 @@ class VideomtModel(nn.Module):
         (h x w x D each, float32 around the LayerNorms) otherwise held most of a deep-supervised
         train step's memory. Same numbers either way.
         """
-        t, s, b = tokens.shape[:3]
+        s, b, t = tokens.shape[:3]
         if REMAT_POLICIES[self.config.remat] is None:
-            cls, mask = self.heads(jnp.moveaxis(tokens, 0, 2).reshape(-1, *tokens.shape[3:]), grid_hw)
+            cls, mask = self.heads(tokens.reshape(-1, *tokens.shape[3:]), grid_hw)
             return cls.reshape(s, b, t, *cls.shape[1:]), mask.reshape(s, b, t, *mask.shape[1:])
+        steps = jnp.moveaxis(tokens, 2, 0).reshape(t * s, b, *tokens.shape[3:])  # [T*S, B, N, D]
         step = nn.remat(lambda mdl, carry, x: (carry, mdl.heads(x, grid_hw)), prevent_cse=False)
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
-        _, (cls, mask) = scan(self, None, tokens.reshape(t * s, *tokens.shape[2:]))  # [T*S, B, ...]
+        _, (cls, mask) = scan(self, None, steps)  # [T*S, B, ...]
         cls, mask = cls.reshape(t, s, *cls.shape[1:]), mask.reshape(t, s, *mask.shape[1:])
         return jnp.moveaxis(cls, 0, 2), jnp.moveaxis(mask, 0, 2)
 
@@ -166,14 +167,13 @@ class VideomtModel(nn.Module):
         )
         state, per_frame = scan(self, state, frames)  # per_frame values: [T, B, ...]
         normed = jnp.swapaxes(per_frame["last_hidden_state"], 0, 1)  # [B, T, N, D]
-        class_logits, mask_logits = (y[0] for y in self._heads(per_frame["last_hidden_state"][:, None], grid_hw))
-        # [B, T, Q, K+1], [B, T, Q, h, w]
+        class_logits, mask_logits = (y[0] for y in self._heads(normed[None], grid_hw))  # [B, T, Q, ...]
         out = VideomtOutput(
             class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state,
             mask_stride=h // mask_logits.shape[-2],  # input pixels per mask pixel (patch / 2^upscale blocks)
         )
-        if return_aux:  # [T, A, B, N, D] -> [A, B, T, ...]
-            aux_cls, aux_mask = self._heads(per_frame["aux_tokens"], grid_hw)
+        if return_aux:  # [T, A, B, N, D] -> [A, B, T, N, D] -> heads
+            aux_cls, aux_mask = self._heads(jnp.moveaxis(per_frame["aux_tokens"], 0, 2), grid_hw)
             out = out.replace(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
         if return_hidden_states:
             q_out = jnp.moveaxis(per_frame["query_hidden_states"], 0, 2)  # [A, B, T, N, D]

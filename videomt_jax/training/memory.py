@@ -40,7 +40,16 @@ def abstract_batch(batch: int, frames: int, hw: tuple[int, int], slots: int) -> 
     }
 
 
-def train_step_memory(recipe: Any, remat: str = "none", clips: int | None = None, **model_changes: Any) -> dict[str, Any]:
+def peak_bytes(stats: Any) -> int:
+    """arguments + outputs - aliased + temporaries of a compiled `memory_analysis()`."""
+    return int(
+        stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+    )
+
+
+def train_step_memory(
+    recipe: Any, remat: str = "none", clips: int | None = None, **model_changes: Any
+) -> dict[str, Any]:
     """Compile the recipe's train step (its frames, canvas, target slots; `clips` per step, default
     the recipe's batch) for abstract inputs.
 
@@ -67,7 +76,7 @@ def train_step_memory(recipe: Any, remat: str = "none", clips: int | None = None
         "temporaries": int(stats.temp_size_in_bytes),
         "compile_s": round(time.perf_counter() - start, 1),
     }
-    out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+    out["peak"] = peak_bytes(stats)
     return out
 
 
