@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from videomt_bench.flops import flops_breakdown
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.modeling.family import init_params
 from videomt_jax.training.loop import make_program
 from videomt_jax.training.memory import GIB, abstract_batch, peak_bytes
 from videomt_jax.training.recipes import load_recipe
@@ -57,8 +57,8 @@ def training_flops_per_clip(config: Any, hw: tuple[int, int], frames: int, aux_p
 
 def time_step(name: str, clips: int, remat: str, dtype: str | None, steps: int) -> dict[str, Any]:
     recipe = load_recipe(name)
-    changes = {"remat": remat, **({"dtype": dtype} if dtype else {})}
-    model, tc, hw = recipe.model.replace(**changes), recipe.train, recipe.data.image_hw
+    changes = {"dtype": dtype} if dtype else {}
+    model, tc, hw = recipe.model.replace(**changes), recipe.train.replace(remat=remat), recipe.data.image_hw
     params = jax.jit(lambda k: init_params(model, k, image_hw=hw))(jax.random.key(0))
     program = make_program(model, tc, params, processor=recipe.processor)
     state, _ = create_train_state(params, model, tc, program.tx)

@@ -144,3 +144,74 @@ def rewrite_json(path: os.PathLike, edit) -> None:
     data = json.loads(Path(path).read_text())
     edit(data)
     Path(path).write_text(json.dumps(data))
+
+
+# COCO categories of the fixture: mapped for YouTube-VIS 2019 (person, car, dog, skis), and one mapped nowhere
+COCO_FIXTURE_CATEGORIES = {1: "person", 3: "car", 10: "traffic light", 18: "dog", 35: "skis"}
+
+
+def _rect(x0: int, y0: int, x1: int, y1: int) -> list[float]:
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def write_coco(root: Path, seed: int = 0) -> dict:
+    """`root/coco/` in the authors' layout (annotations/instances_train2017.json, train2017/*.jpg).
+
+    Image 1: a person (polygon), a car (compressed RLE), a crowd person (RLE), a traffic light (polygon);
+    image 2: a dog (two polygons), a person whose only polygon has 2 points, skis (uncompressed RLE);
+    image 3: a traffic light alone. Every object is painted in its own colour over a grey noise
+    background. Returns per image the annotations as written: id, category, mask (pycocotools'
+    rasterisation of the polygons / the drawn box), colour, crowd, and whether its polygons are valid."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "coco"
+    sizes = {1: (40, 56), 2: (48, 40), 3: (36, 36)}
+    # image -> (annotation id, category, segmentation kind, boxes (x0, y0, x1, y1), crowd)
+    specs = {
+        1: [(11, 1, "polygon", [(4, 6, 20, 30)], 0), (12, 3, "rle", [(28, 10, 50, 26)], 0),
+            (13, 1, "rle", [(0, 34, 56, 40)], 1), (14, 10, "polygon", [(40, 28, 54, 33)], 0)],
+        2: [(21, 18, "polygon", [(2, 2, 14, 14), (16, 2, 24, 10)], 0), (22, 1, "short", [(20, 30, 30, 40)], 0),
+            (23, 35, "raw_rle", [(10, 20, 36, 44)], 0)],
+        3: [(31, 10, "polygon", [(5, 5, 20, 20)], 0)],
+    }
+    images, annotations, truth = [], [], {}
+    for image_id, (h, w) in sizes.items():
+        pixels = np.clip(128 + rng.integers(-20, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        truth[image_id] = []
+        for k, (ann_id, category, kind, boxes, crowd) in enumerate(specs[image_id]):
+            if kind in ("polygon", "short"):
+                polygons = [_rect(*b) for b in boxes] if kind == "polygon" else [[20, 30, 30, 40]]
+                segmentation = polygons
+                mask = np.zeros((h, w), bool)
+                if kind == "polygon":
+                    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+                    mask = mask_utils.decode(rle).astype(bool)
+            else:
+                mask = np.zeros((h, w), bool)
+                for x0, y0, x1, y1 in boxes:
+                    mask[y0:y1, x0:x1] = True
+                rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+                if kind == "rle":
+                    segmentation = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+                else:  # uncompressed: run lengths in column-major order, starting with zeros
+                    counts, value, run = [], False, 0
+                    for v in mask.T.reshape(-1):
+                        if v != value:
+                            counts.append(run)
+                            value, run = v, 0
+                        run += 1
+                    segmentation = {"size": [h, w], "counts": counts + [run]}
+            colour = np.array([(60 * k + 40) % 256, (90 * k + 200) % 256, (150 * k + 20) % 256], np.uint8)
+            pixels[mask] = colour
+            annotations.append({"id": ann_id, "image_id": image_id, "category_id": category, "iscrowd": crowd,
+                                "segmentation": segmentation, "area": float(mask.sum()), "bbox": [0, 0, 1, 1]})
+            truth[image_id].append({"id": ann_id, "category": category, "mask": mask, "colour": colour,
+                                    "crowd": bool(crowd), "valid": kind != "short"})
+        path = folder / "train2017" / f"{image_id:012d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, quality=95)
+        images.append({"id": image_id, "file_name": path.name, "height": h, "width": w})
+    categories = [{"id": i, "name": n, "supercategory": "x"} for i, n in COCO_FIXTURE_CATEGORIES.items()]
+    annotation_file = folder / "annotations" / "instances_train2017.json"
+    annotation_file.parent.mkdir(parents=True, exist_ok=True)
+    annotation_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return {"folder": folder, "annotation_file": annotation_file, "image_root": folder / "train2017", "truth": truth}

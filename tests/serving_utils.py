@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.modeling.family import init_params
 
 FRAMES = 2  # frames per call; the test videos hold 3 calls' worth
 # 4 labels, Q = 6 queries, D = 32, 4x4 patch grid -> 16x16 mask grid

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.data.batching import Clip, collate, pixel_table
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.data.batching import Clip, ClipNumbering, collate, pixel_table
+from videomt_jax.modeling.family import init_params
 from videomt_jax.processing import VideoProcessor
 from videomt_jax.training.config import TrainConfig
 from videomt_jax.training.loop import check_normalization
@@ -43,6 +43,34 @@ def _clip(seed: int) -> Clip:
     masks[:, 0] = rng.random((T, H, W)) < 0.4
     masks[1, 1, 2, 7:12] = True  # crosses the byte boundary at column 8, ends in the padded byte
     return Clip(frames, masks, np.array([1, 0], np.int32), np.array([5, 9], np.int32))
+
+
+def test_crowded_clip_keeps_its_largest_objects_and_counts_the_rest():
+    """A clip with more objects than slots never stops training: the largest stay (in their order)."""
+    crowded = _clip(0)
+    areas = (9, 3, 12, 1, 6)  # pixels of each object in frame 1; object 3 also in frame 0
+    masks = np.zeros((T, len(areas), H, W), bool)
+    for m, area in enumerate(areas):
+        masks[1, m].flat[:area] = True
+    masks[0, 3, 0, 0] = True
+    crowded = crowded._replace(masks=masks, classes=np.array([0, 1, 0, 1, 1], np.int32),
+                               track_ids=np.arange(10, 15, dtype=np.int32))
+    batch = collate([_clip(1), crowded], num_labels=2, max_instances=SLOTS, processor=PROCESSOR)
+    assert batch.dropped.tolist() == [0, 2]
+    kept = [0, 2, 4]  # areas 9, 12, 6 (object 3 has 2 pixels over the clip)
+    assert batch.track_ids[1].tolist() == [10 + m for m in kept]
+    np.testing.assert_array_equal(batch.mask_labels[1], masks[:, kept])
+    assert batch.class_labels[1, 1].tolist() == crowded.classes[kept].tolist()
+
+
+def test_clip_numbering_gives_each_process_its_block_of_the_step():
+    # 3 processes x 2 clips: step s, process p, clip j is run-wide clip 6 s + 2 p + j (by hand)
+    seen = [ClipNumbering(6, p, 3).number(s, j) for s in range(3) for p in range(3) for j in range(2)]
+    assert seen == list(range(18)) and ClipNumbering(6, 1, 3).local == 2
+    assert [ClipNumbering(6).number(2, j) for j in range(6)] == list(range(12, 18))  # one process: the same clips
+    for bad in ((6, 0, 4), (6, 3, 3), (0, 0, 1)):
+        with pytest.raises(ValueError, match=f"batch size {bad[0]} cannot be split over {bad[2]} processes"):
+            ClipNumbering(*bad)
 
 
 def test_collate_packs_the_masks_exactly():

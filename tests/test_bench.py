@@ -21,7 +21,8 @@ from videomt_bench.report import MODE_KEYS, REQUIRED_KEYS, ROW_KEYS
 from videomt_bench.settings import BenchSettings, preset_config
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling import xla_options
-from videomt_jax.modeling.videomt import VideomtModel, init_params
+from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.modeling.family import init_params
 
 # Wide enough that matmuls dominate XLA's count (it also counts element-wise work, which the
 # analytic count leaves out: about 8% here, under 4% for ViT-S at 320x320).

@@ -15,7 +15,7 @@ from hf_utils import build_hf_model, hf_to_original_state_dict
 
 from videomt_jax import cli
 from videomt_jax.config import VideomtConfig
-from videomt_jax.weights import api, native
+from videomt_jax.weights import api, native, writers
 from videomt_jax.weights.api import load_pretrained
 
 CONFIG = VideomtConfig(
@@ -208,7 +208,7 @@ def _crash_safetensors(tensors, filename, metadata=None):
 
 @pytest.mark.parametrize(
     "script, module, name, crash",
-    [(to_jax, native, "write_params", _crash_params), (to_hf, api, "save_file", _crash_safetensors)],
+    [(to_jax, native, "write_params", _crash_params), (to_hf, writers, "save_file", _crash_safetensors)],
     ids=["to_jax", "to_hf"],
 )
 def test_interrupted_conversion_is_atomic(hf_dir, tmp_path, monkeypatch, script, module, name, crash):

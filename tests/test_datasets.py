@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from dataset_fixtures import rewrite_json, write_vipseg, write_vspw, write_ytvis
-from videomt_jax.data.batching import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID, Clip, validate_clip
+from videomt_jax.data.batching import Clip, validate_clip
+from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 from videomt_jax.data.clip_transforms import ClipAugment, augment_video_clip, eval_input_size, shortest_edge_size
 from videomt_jax.data.sources import VIPSegDataConfig, VSPWDataConfig, YTVISDataConfig
 

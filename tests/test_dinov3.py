@@ -1,7 +1,7 @@
 """DINOv3 VidEoMT: fp32 parity with a reference built from HF's EoMT-DINOv3 layers in the authors'
-forward (tests/family_utils.py), on three configs; any input size without resampling; the authors'
-`.pth` layout (plain and fused q|k|v) both ways, checked against a torch module laid out as theirs;
-clear errors for mixed or truncated checkpoints.
+forward (tests/family_utils.py), on four configs (gated MLPs with gelu and with silu); any input size
+without resampling; the authors' `.pth` layout (plain and fused q|k|v) both ways, checked against a
+torch module laid out as theirs; clear errors for mixed or truncated checkpoints.
 
 Letters: B videos, T frames, Q queries, K+1 classes, h/w mask grid, N tokens, D hidden.
 """
@@ -24,7 +24,7 @@ from hf_utils import build_hf_model, hf_to_original_state_dict
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.weights.api import export_hf, load_pretrained, load_pretrained_with_report
-from videomt_jax.weights.hf_family import config_from_eomt_dict, family_state_dict_to_params
+from videomt_jax.weights.hf_eomt import config_from_eomt_dict, eomt_state_dict_to_params
 from videomt_jax.weights.original_dinov3 import params_to_original_dinov3, save_original_dinov3
 from videomt_jax.weights.tables import ConversionError
 
@@ -43,6 +43,10 @@ SPECS = {
                                     patch_size=8, num_queries=4, num_register_tokens=0, key_bias=True, use_gated_mlp=True,
                                     hidden_act="silu", intermediate_size=80, rope_parameters={"rope_theta": 50.0, "rope_type": "default"},
                                     id2label=_labels(2)), 1, 3),
+    # gated MLP with HF's default hidden_act: the gate applies gelu (HF DINOv3), not DINOv2's fixed SiLU
+    "gated_gelu_nb2": (dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_blocks=2, image_size=32,
+                            patch_size=8, num_queries=5, use_gated_mlp=True, intermediate_size=48,
+                            id2label=_labels(3)), 1, 2),
     "allquery_reg2_patch16_up1": (dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_blocks=3, image_size=64,
                                        patch_size=16, num_queries=6, num_register_tokens=2, num_upscale_blocks=1,
                                        intermediate_size=96, layer_norm_eps=1e-5, id2label=_labels(4)), 2, 2),
@@ -57,7 +61,7 @@ def _case(name: str):
     model = build_eomt("eomt_dinov3", seed=len(name), **fields)
     updater = random_updater(fields["hidden_size"], len(name))
     config = config_from_eomt_dict(model.config.to_dict(), name).replace(model_type="videomt", attn_mask_probs=None)
-    config, params = family_state_dict_to_params(config, numpy_state_dict(model, {"query_updater": updater}), name)
+    config, params = eomt_state_dict_to_params(config, numpy_state_dict(model, {"query_updater": updater}), name)
     return model, updater, config, params
 
 

@@ -1,6 +1,7 @@
 """EoMT and EoMT-DINOv3 image models: fp32 parity with HF's models through `load_pretrained` (three
-configs each, masked attention on and off), `export_hf` back to transformers, the image checkpoint
-as a VidEoMT (`model_type="videomt"`), and `init_videomt_from` (full and backbone-only).
+configs each, masked attention on and off, and an EoMT-DINOv3 gated MLP with gelu as with silu),
+`export_hf` back to transformers, the image checkpoint as a VidEoMT (`model_type="videomt"`), and
+`init_videomt_from` (full and backbone-only).
 
 Letters: B images, T frames, Q queries, K+1 classes, h/w mask grid, D hidden.
 """
@@ -43,6 +44,9 @@ SPECS = {
     "v3_gated_keybias_reg0": ("eomt_dinov3", dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, num_blocks=1,
                                                   image_size=32, patch_size=8, num_queries=4, num_register_tokens=0, key_bias=True,
                                                   use_gated_mlp=True, hidden_act="silu", intermediate_size=80, id2label=_labels(2)), (0.0,)),
+    "v3_gated_gelu_nb2": ("eomt_dinov3", dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_blocks=2,
+                                              image_size=32, patch_size=8, num_queries=5, use_gated_mlp=True,
+                                              intermediate_size=48, id2label=_labels(3)), (0.0, 0.0)),
     "v3_allquery_last_masked": ("eomt_dinov3", dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_blocks=3,
                                                     image_size=64, patch_size=16, num_queries=6, num_register_tokens=2,
                                                     num_upscale_blocks=1, intermediate_size=96, id2label=_labels(4)), (0.0, 0.0, 1.0)),

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import jax
 import numpy as np
+import pycocotools.mask as mask_utils
 import pytest
-
 from dataset_fixtures import write_vipseg, write_vspw, write_ytvis
+
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.evaluation.datasets import PROTOCOLS, evaluate_dataset, prepare_video
+from videomt_jax.metrics import evaluate_video_instance
+from videomt_jax.modeling.family import init_params
 from videomt_jax.processing import VideoProcessor
-from videomt_jax.training.eval_datasets import PROTOCOLS, evaluate_dataset, prepare_video
 
 
 def _model(labels: int):
@@ -57,6 +60,47 @@ def test_ytvis_submission_and_window_independence(tmp_path):
         assert len(r["segmentations"]) == frames and all(s["size"] == size for s in r["segmentations"])
         assert 1 <= r["category_id"] <= 40 and 0.0 <= r["score"] <= 1.0
     assert runs[1] == runs[3]  # queries carried across windows: the window size changes nothing
+
+
+def _video_truth(truth: list, t: int, h: int, w: int) -> dict:
+    """The fixture writer's instances of one video as metric ground truth (labels: category id - 1)."""
+    masks = np.zeros((t, len(truth), h, w), bool)
+    for m, (_, frames) in enumerate(truth):
+        for i, mask in enumerate(frames):
+            masks[i, m] = False if mask is None else mask
+    return {"masks": masks, "classes": np.array([c - 1 for c, _ in truth])}
+
+
+def test_ytvis22_scores_short_and_long_videos_alone_and_averages(tmp_path):
+    videos = {1: (3, 24, 32), 2: (4, 24, 32), 3: (6, 24, 32)}  # video 3: the long one
+    written = write_ytvis(tmp_path, dataset="ytvis_2022", split="valid", videos=tuple(videos.values()))
+    cfg, params = _model(40)
+    res = evaluate_dataset(cfg, params, "ytvis22", str(tmp_path), min_size_test=32, out_dir=tmp_path / "a")
+    assert [Path(f).name for f in res["subsets_missing"]] == ["gt_short.json", "gt_long.json"]
+    assert "AP_short" not in res and 0.0 <= res["AP"] <= 1.0  # the annotation file's own ground truth, pooled
+    valid = json.loads(written["annotation_file"].read_text())
+    for name, ids in (("gt_short.json", {1, 2}), ("gt_long.json", {3})):  # the official ground-truth files
+        part = dict(valid, videos=[v for v in valid["videos"] if v["id"] in ids],
+                    annotations=[a for a in valid["annotations"] if a["video_id"] in ids])
+        (written["folder"] / name).write_text(json.dumps(part))
+    res = evaluate_dataset(cfg, params, "ytvis22", str(tmp_path), min_size_test=32, out_dir=tmp_path / "b")
+    with zipfile.ZipFile(tmp_path / "b" / "results.zip") as archive:
+        records = json.loads(archive.read("results.json"))
+    expected = {}
+    for name, ids in (("short", (1, 2)), ("long", (3,))):
+        gts, preds = [], []
+        for v in ids:
+            mine = [r for r in records if r["video_id"] == v]
+            masks = np.stack([np.stack([mask_utils.decode({"size": s["size"], "counts": s["counts"].encode()})
+                                        for s in r["segmentations"]]) for r in mine], axis=1).astype(bool)
+            preds.append({"masks": masks, "scores": np.array([r["score"] for r in mine]),
+                          "classes": np.array([r["category_id"] - 1 for r in mine])})
+            gts.append(_video_truth(written["truth"][v], *videos[v]))
+        expected[name] = evaluate_video_instance(gts, preds)["AP"]
+    assert (res["AP_short"], res["AP_long"]) == pytest.approx((expected["short"], expected["long"]), abs=1e-12)
+    assert res["AP"] == pytest.approx((expected["short"] + expected["long"]) / 2, abs=1e-12)
+    assert "AP_all" in res and "subsets_missing" not in res
+    assert len(PROTOCOLS["ytvis22"].data.with_root(str(tmp_path)).open("valid_short")) == 2  # also a split of its own
 
 
 @pytest.mark.parametrize("dataset, writer, keys", [("vipseg", write_vipseg, ("vpq", "stq")), ("vspw", write_vspw, ("miou",))])

@@ -1,4 +1,4 @@
-"""`videomt_jax.training.evaluate`: scoring plumbing checked with hand-built "oracle" outputs.
+"""`videomt_jax.evaluation.synthetic`: scoring plumbing checked with hand-built "oracle" outputs.
 
 An oracle output has one query per ground-truth segment (thing instance or stuff class) with a
 confident class logit and mask logits +-10 on the ground-truth mask, at full resolution (mask
@@ -18,7 +18,7 @@ import pytest
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
 from videomt_jax.modeling.outputs import VideomtOutput
-from videomt_jax.training.evaluate import (
+from videomt_jax.evaluation.synthetic import (
     EvalAccumulator,
     evaluate_model,
     json_ready,

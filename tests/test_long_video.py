@@ -23,7 +23,7 @@ from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.postprocess.frame import post_process_semantic
 from videomt_jax.processing import VideoProcessor
 from videomt_jax.streaming import VideoStreamer
-from videomt_jax.training.evaluate import evaluate_long, load_data_config
+from videomt_jax.evaluation.synthetic import evaluate_long, load_data_config
 from videomt_jax.training.recipes import load_recipe
 from videomt_jax.weights.api import export_hf, load_pretrained
 

@@ -11,7 +11,15 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from transformers.models.videomt import modeling_videomt as hf
 
-from videomt_jax.training.matcher import LossTargets, clip_match, hungarian_match, pairwise_mask_costs
+from videomt_jax.training.config import MATCHINGS
+from videomt_jax.training.matcher import (
+    MATCHING_RULES,
+    LossTargets,
+    first_appearance_match,
+    hungarian_match,
+    matching_rule,
+    pairwise_mask_costs,
+)
 from videomt_jax.training.points import sample_points, uncertain_points
 
 HUNGARIAN = jax.jit(hungarian_match)
@@ -127,37 +135,45 @@ def test_hungarian_ignores_padded_slots(queries, slots, num_valid):
         np.testing.assert_allclose(ours, _scipy_total(cost[:, valid]), rtol=1e-6, atol=1e-5)
 
 
-def test_clip_match_is_one_assignment_of_summed_present_costs():
-    """Per clip: the scipy optimum of costs summed over the frames where each track is present;
-    the same query in every frame, matched only where its track is present."""
-    rng = np.random.default_rng(11)
-    b, t, q, m = 3, 4, 7, 5
-    cost = rng.normal(size=(b, t, q, m)).astype(np.float32)
-    valid = rng.random((b, t, m)) < 0.7
-    valid[:, :, 4] = False  # a padded slot
-    valid[0, :, :] = False  # a clip without targets
-    valid[1, :, 0] = [True, False, False, False]  # a track seen in one frame only
-    matching = jax.jit(clip_match)(jnp.asarray(cost), jnp.asarray(valid))
+def _first_appearance_reference(cost: np.ndarray, valid: np.ndarray) -> dict[int, int]:
+    """The authors' rule on one clip with scipy: cost [T, Q, M], valid [T, M] -> {slot: query}.
+    Frames in order; the slots first visible in frame t are matched among the queries still free."""
+    pairs: dict[int, int] = {}
+    seen = np.zeros(valid.shape[1], bool)
+    for frame_cost, visible in zip(cost, valid):
+        new = np.flatnonzero(visible & ~seen)
+        seen |= visible
+        free = np.array(sorted(set(range(cost.shape[1])) - set(pairs.values())), int)
+        if len(new) and len(free):
+            rows, cols = linear_sum_assignment(frame_cost[np.ix_(free, new)].astype(np.float64))
+            pairs.update({int(new[c]): int(free[r]) for r, c in zip(rows, cols)})
+    return pairs
+
+
+@pytest.mark.parametrize("queries", [9, 4])  # Q > M; Q < objects of a clip (the extra objects stay unmatched)
+def test_first_appearance_match_equals_frame_by_frame_scipy(queries):
+    rng = np.random.default_rng(queries)
+    b, t, m = 4, 5, 6
+    cost = (rng.normal(size=(b, t, queries, m)) * 3).astype(np.float32)
+    valid = rng.random((b, t, m)) < 0.4
+    valid[:, :, 5] = False  # a padded slot
+    valid[0] = False  # a clip without objects
+    valid[1, 0] = False  # nothing in frame 0
+    valid[2, :, :5] = True  # every object from frame 0
+    cost[3, 1, 0, 2] = np.nan  # a non-finite cost is avoided, as HF does
+    matching = jax.jit(first_appearance_match)(jnp.asarray(cost), jnp.asarray(valid))
     query_index, matched = np.asarray(matching.query_index), np.asarray(matching.matched)
-    np.testing.assert_array_equal(matched, matched & valid)
-    assert not matched[0].any()
-    for i in range(1, b):
-        tracks = np.flatnonzero(valid[i].any(0))
-        assert (query_index[i] == query_index[i, :1]).all()  # one query per track, all frames
-        np.testing.assert_array_equal(matched[i][:, tracks], valid[i][:, tracks])
-        summed = np.where(valid[i][:, None, :], cost[i], 0).sum(0)[:, tracks]  # [Q, tracks]
-        ours = summed[query_index[i, 0, tracks], np.arange(len(tracks))].sum()
-        np.testing.assert_allclose(ours, _scipy_total(summed), rtol=1e-6, atol=1e-5)
-        assert len(set(query_index[i, 0, tracks].tolist())) == len(tracks)
+    assert (query_index == query_index[:, :1]).all() and (matched == matched[:, :1]).all()  # one assignment per clip
+    for i in range(b):
+        ours = {int(s): int(query_index[i, 0, s]) for s in np.flatnonzero(matched[i, 0])}
+        assert ours == _first_appearance_reference(np.nan_to_num(cost[i], nan=1e30), valid[i])
+        assert len(ours) == min(queries, valid[i].any(0).sum()) and len(set(ours.values())) == len(ours)
 
 
-def test_clip_match_of_one_frame_is_frame_match():
-    rng = np.random.default_rng(12)
-    cost = jnp.asarray(rng.normal(size=(2, 1, 6, 4)).astype(np.float32))
-    valid = jnp.asarray(rng.random((2, 1, 4)) < 0.8)
-    a, b = clip_match(cost, valid), HUNGARIAN(cost, valid)
-    np.testing.assert_array_equal(np.asarray(a.matched), np.asarray(b.matched))
-    np.testing.assert_array_equal(np.asarray(a.query_index)[np.asarray(a.matched)], np.asarray(b.query_index)[np.asarray(b.matched)])
+def test_matching_rules_are_the_config_names():
+    assert tuple(MATCHING_RULES) == MATCHINGS
+    with pytest.raises(ValueError, match="matching must be one of"):
+        matching_rule("per_clip")
 
 
 def test_hungarian_avoids_nonfinite_costs_like_hf():

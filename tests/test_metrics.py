@@ -13,6 +13,7 @@ from pycocotools.cocoeval import COCOeval
 
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
 from videomt_jax.metrics import (
+    SubsetVideoInstanceAccumulator,
     evaluate_panoptic,
     evaluate_semantic,
     evaluate_video_instance,
@@ -163,29 +164,54 @@ def _coco_reference(gts, preds):
     return ev.stats
 
 
+def _random_video(rng: np.random.Generator, t: int = 3) -> tuple[dict, dict]:
+    """(ground truth, prediction) of one video: moving boxes, shifted copies of them and clutter."""
+    h, w, n = 10, 12, int(rng.integers(1, 5))
+    boxes = []
+    for _ in range(n):
+        y, x = rng.integers(0, 6, 2)
+        boxes.append([_box(h, w, y, y + 4 + i % 4, x, x + 5 + i % 4) for i in range(t)])
+    g = np.array(boxes).transpose(1, 0, 2, 3)  # [T, n, H, W]
+    p_list = [np.roll(g[:, k], int(rng.integers(-1, 2)), axis=int(rng.integers(1, 3))) for k in range(n)]
+    p_list += [rng.random((t, h, w)) < 0.2 for _ in range(int(rng.integers(0, 4)))]  # clutter
+    p = np.stack(p_list, axis=1)
+    g_cls = rng.integers(0, 3, n)
+    p_cls = rng.integers(0, 3, p.shape[1])
+    p_cls[:n] = np.where(rng.random(n) < 0.8, g_cls, p_cls[:n])  # mostly the right class
+    return {"masks": g, "classes": g_cls}, {"masks": p, "scores": rng.random(p.shape[1]), "classes": p_cls}
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_vis_matches_pycocotools(seed):
     rng = np.random.default_rng(seed)
-    gts, preds = [], []
-    for _ in range(4):
-        t, h, w, n = 3, 10, 12, int(rng.integers(1, 5))
-        boxes = []
-        for _ in range(n):
-            y, x = rng.integers(0, 6, 2)
-            boxes.append([_box(h, w, y, y + 4 + i, x, x + 5 + i) for i in range(t)])
-        g = np.array(boxes).transpose(1, 0, 2, 3)  # [T, n, H, W]
-        p_list = [np.roll(g[:, k], int(rng.integers(-1, 2)), axis=int(rng.integers(1, 3))) for k in range(n)]
-        p_list += [rng.random((t, h, w)) < 0.2 for _ in range(int(rng.integers(0, 4)))]  # clutter
-        p = np.stack(p_list, axis=1)
-        g_cls = rng.integers(0, 3, n)
-        p_cls = rng.integers(0, 3, p.shape[1])
-        p_cls[:n] = np.where(rng.random(n) < 0.8, g_cls, p_cls[:n])  # mostly the right class
-        gts.append({"masks": g, "classes": g_cls})
-        preds.append({"masks": p, "scores": rng.random(p.shape[1]), "classes": p_cls})
+    gts, preds = (list(x) for x in zip(*[_random_video(rng) for _ in range(4)]))
     ours = evaluate_video_instance(gts, preds)
     ref = _coco_reference(gts, preds)
     got = [ours[k] for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")]
     np.testing.assert_allclose(got, ref[[0, 1, 2, 6, 7, 8]], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vis_subsets_are_scored_alone_and_averaged_as_youtube_vis_2022(seed):
+    # the authors' yt2022_evaluate.py: COCO-style AP against the short videos' and the long videos'
+    # ground truth separately, reported AP = their mean; pycocotools on tiled frames is the reference
+    rng = np.random.default_rng(seed)
+    subsets = {"short": [_random_video(rng, 3) for _ in range(3)], "long": [_random_video(rng, 8) for _ in range(3)]}
+    acc = SubsetVideoInstanceAccumulator(["short", "long"])
+    for pairs in zip(subsets["short"], subsets["long"]):  # videos of both subsets interleaved
+        for name, (g, p) in zip(subsets, pairs):
+            acc.update(name, g, p)
+    ours = acc.compute()
+    for name, videos in subsets.items():
+        ref = _coco_reference(*zip(*videos))
+        got = [ours[f"{k}_{name}"] for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")]
+        np.testing.assert_allclose(got, ref[[0, 1, 2, 6, 7, 8]], atol=1e-12)
+    short, long = (_coco_reference(*zip(*v))[0] for v in subsets.values())
+    assert ours["AP"] == pytest.approx((short + long) / 2, abs=1e-12)
+    with pytest.raises(ValueError, match="unknown subset 'medium'"):
+        acc.update("medium", *subsets["short"][0])
+    with pytest.raises(ValueError, match="distinct subset names"):
+        SubsetVideoInstanceAccumulator(["short", "short"])
 
 
 def test_vis_errors():

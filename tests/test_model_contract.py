@@ -21,7 +21,7 @@ from videomt_jax.modeling.layers import Attention
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.postprocess import common
 from videomt_jax.processing import PROCESSOR_CONFIG_NAME, VideoProcessor, load_processor
-from videomt_jax.training import evaluate
+from videomt_jax.evaluation import synthetic
 from videomt_jax.training.recipes import recipe_from_dict
 
 SYN = SyntheticConfig(image_size=32, num_frames=2)

@@ -222,7 +222,7 @@ def test_bad_model_input_raises_clearly(what: str):
 
 
 def _init(config: VideomtConfig):
-    from videomt_jax.modeling.videomt import init_params
+    from videomt_jax.modeling.family import init_params
 
     return init_params(config, jax.random.key(0))
 

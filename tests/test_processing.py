@@ -16,7 +16,6 @@ from PIL import Image
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.processing import IMAGENET_MEAN, IMAGENET_STD, VideoGeometry, VideoProcessor
-from videomt_jax.resample import fixed_point_taps, resample_taps
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -79,18 +78,6 @@ def test_parity_bicubic_and_other_sizes(hw, size):
     assert np.abs(out - hf_reference(v, size, "fixed", "bicubic")).max() < 1e-5
     out = np.asarray(VideoProcessor(size=size, resample="bicubic", uint8_resize="float")(v))[0]
     assert np.abs(out - hf_reference(v, size, "float", "bicubic")).max() <= ONE_LEVEL + 1e-5
-
-
-def test_taps_match_hand_computed_bilinear():
-    # 4 -> 2: scale 2, support 2; output 0 centre 1.0: taps x=0..2 at distances .5, .5, 1.5 (/2)
-    index, weights = resample_taps(4, 2, "bilinear", "float64")
-    np.testing.assert_array_equal(index[0, :3], [0, 1, 2])
-    np.testing.assert_allclose(weights[0, :3], np.array([0.75, 0.75, 0.25]) / 1.75)
-    # 2 -> 4 upsampling: output 1 centre 0.75 -> 0.75 * x0 + 0.25 * x1
-    index, weights = resample_taps(2, 4, "bilinear", "float64")
-    np.testing.assert_allclose(weights[1, : index.shape[1]] @ np.eye(2)[index[1]], [0.75, 0.25])
-    _, q, precision = fixed_point_taps(2, 4, "bilinear")  # max weight 1: largest p with 2^(p+1) < 2^15
-    assert precision == 14 and q[1, 0] == 12288 and q[1, 1] == 4096
 
 
 def test_gray_and_rgba_conversion():

@@ -11,7 +11,7 @@ import pytest
 import videomt_jax as vm
 from videomt_jax.apps.pipeline import Segmenter
 from videomt_jax.cli import main
-from videomt_jax.data.results_json import read_results_json
+from videomt_jax.io.results_json import read_results_json
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
 
 SYN = SyntheticConfig(image_size=32, num_frames=5)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import videomt_jax as vm
-from videomt_jax.data.results_json import read_results_json
+from videomt_jax.io.results_json import read_results_json
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
 
 SHORT, LONG = 30, 300

@@ -244,8 +244,6 @@ def test_collate_drops_never_present_instances():
 def test_collate_errors():
     with pytest.raises(ValueError, match=r"class ids \[5\] are outside \[0, 3\)"):
         collate([_hand_clip(classes=(0, 5))], num_labels=3, max_instances=4)
-    with pytest.raises(ValueError, match="more than max_instances=1"):
-        collate([_hand_clip()], num_labels=3, max_instances=1)
     with pytest.raises(ValueError, match=r"clip 1 has \(T, H, W\)"):
         collate([_hand_clip(), _hand_clip(size=6)], num_labels=3, max_instances=2)
     bad = _hand_clip()._replace(masks=_hand_clip().masks.astype(np.uint8))

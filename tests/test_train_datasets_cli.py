@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from dataset_fixtures import write_vipseg, write_vspw, write_ytvis
+from dataset_fixtures import write_coco, write_vipseg, write_vspw, write_ytvis
 from test_paper_recipes import _small
 from videomt_jax.cli import main as cli_main
 
@@ -14,19 +14,40 @@ def test_train_every_dataset_kind_from_the_command_line(tmp_path, capsys):
     write_ytvis(tmp_path)
     write_vipseg(tmp_path)
     write_vspw(tmp_path)
+    write_coco(tmp_path)
     root = str(tmp_path)
     # 1: one worker process; 0: grain in this process
     for name, workers in (("ytvis19-vits", "1"), ("vipseg-vitl", "0"), ("vspw-vitl", "0")):
         out = tmp_path / name
         argv = ["train", _small(tmp_path, name), "--data-root", root, "--out", str(out), "--workers", workers, "--steps", "2"]
-        assert cli_main(argv, commands=("train",)) == 0
+        coco = ["--coco-root", root] if name.startswith("ytvis") else []  # YouTube-VIS + COCO pseudo-videos, 1:1
+        assert cli_main(argv + coco, commands=("train",)) == 0
         saved = json.loads((out / "recipe.json").read_text())
+        assert saved["data"].get("coco_root") == (root if coco else None)
         assert saved["data"]["root"] == root and saved["data"]["kind"] == name.split("-")[0].replace("ytvis19", "ytvis")
         assert (out / "model" / "config.json").is_file() and (out / "checkpoints" / "2").is_dir()
-        # the recipe's remat (ViT-L: dots_no_batch) trains; the saved model runs without it
-        assert saved["model"]["remat"] == ("none" if name.endswith("vits") else "dots_no_batch")
-        assert json.loads((out / "model" / "config.json").read_text())["videomt_jax"]["remat"] == "none"
-    assert "step 2/2" in capsys.readouterr().out
+        # the recipe's remat (ViT-L: dots_no_batch) is a training setting: never saved with the model
+        assert saved["train"]["remat"] == ("none" if name.endswith("vits") else "dots_no_batch")
+        assert "remat" not in json.loads((out / "model" / "config.json").read_text())["videomt_jax"]
+    printed = capsys.readouterr().out
+    assert "step 2/2" in printed
+    assert "COCO pseudo-videos: 2 images (4 instances) of " in printed and "mixed 1:1 with ytvis_2019" in printed
+
+
+def test_the_start_up_line_says_how_ytvis_recipes_use_coco(tmp_path):
+    import dataclasses
+
+    from videomt_jax.cli.train import _with_coco_root
+    from videomt_jax.training.recipes import load_recipe
+
+    _, note = _with_coco_root(load_recipe("ovis-vitl"), None)
+    assert note.startswith("COCO pseudo-videos: off (no --coco-root): training on ovis alone")
+    assert _with_coco_root(load_recipe("vspw-vitl"), None) == (load_recipe("vspw-vitl"), None)
+    write_coco(tmp_path)
+    one_slot = dataclasses.replace(load_recipe("ytvis19-vits"), max_instances=1)
+    recipe, note = _with_coco_root(one_slot, str(tmp_path))
+    assert recipe.data.coco_root == str(tmp_path) and recipe.max_instances == 1
+    assert note.endswith("; 2 images hold more instances (up to 2) than the 1 target slots: their largest are kept")
 
 
 def test_dataset_recipe_errors(tmp_path, capsys):
@@ -39,3 +60,11 @@ def test_dataset_recipe_errors(tmp_path, capsys):
     assert "video 'missing_video': frame folder" in capsys.readouterr().err
     assert cli_main(["train", "synthetic-tiny", "--data-root", str(tmp_path), "--out", str(tmp_path / "z")], commands=("train",)) == 1
     assert "--data-root does not apply" in capsys.readouterr().err
+    argv = ["train", "synthetic-tiny", "--coco-root", str(tmp_path), "--out", str(tmp_path / "z")]
+    assert cli_main(argv, commands=("train",)) == 1
+    assert "--coco-root applies to YouTube-VIS / OVIS" in capsys.readouterr().err
+    write_ytvis(tmp_path)
+    argv = ["train", _small(tmp_path, "ytvis19-vits"), "--data-root", str(tmp_path),
+            "--coco-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "w")]
+    assert cli_main(argv, commands=("train",)) == 1
+    assert "COCO pseudo-videos: data root" in capsys.readouterr().err and not (tmp_path / "w").exists()

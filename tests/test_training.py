@@ -1,10 +1,9 @@
-"""Training stack: LR schedule, layer factors and optimizer groups, freezing, loss descent, resume
-identity across processes, 8-device data parallel = 1 device, input errors, recipes, CLI.
+"""Training stack: loss descent, resume identity across processes, 8-device data parallel = 1 device,
+input errors, recipes, CLI. The optimizer (schedule, groups, freezing): test_optim.py.
 
 Whatever compiles the train step runs in subprocesses (tests/training_worker.py: 8 host devices,
 fast XLA compilation, a shared compilation cache); they start with the module's first test and
-run while the light tests here go on. Expected numbers come from the authors' formulas
-(TwoStageWarmupPolySchedule, LLRD 0.6^(L-1-i), torch AdamW), written out by hand below.
+run while the light tests here go on.
 Letters: L layers, B clips, T frames, M target slots, H/W pixels.
 """
 
@@ -18,10 +17,9 @@ import numpy as np
 import pytest
 
 from training_worker import NUM_DEVICES, TINY_RECIPE, Workers
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.modeling.family import init_params
 from videomt_jax.training.config import TrainConfig
-from videomt_jax.training.loop import fit
-from videomt_jax.training.optim import decay_mask, is_encoder_tree, layer_factors, make_optimizer, schedules
+from videomt_jax.training.loop import DroppedObjects, fit
 from videomt_jax.training.recipes import load_recipe
 from videomt_jax.training.step import batch_arrays, check_batch, data_mesh
 
@@ -74,118 +72,6 @@ def params(recipe):
     shapes = jax.eval_shape(lambda k: init_params(recipe.model, k), jax.random.key(0))
     rng = np.random.default_rng(0)
     return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)
-
-
-ENCODER_ROOTS = ("['embeddings']", "['encoder']", "['query_encoder']")
-
-
-def _leaves(tree) -> dict[str, object]:
-    return {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def expected_factor(path: str, leaf, decay: float, num_layers: int = 3, query_start: int = 1) -> np.ndarray:
-    """Authors' LLRD, broadcastable against `leaf`: block i -> decay^(L-1-i) along the stacked [L]
-    axis; patch/position embeddings, CLS and registers -> block 0's factor; the rest -> 1."""
-    blocks = {"['encoder']": range(query_start), "['query_encoder']": range(query_start, num_layers)}
-    root = path.split("]")[0] + "]"
-    if root == "['embeddings']":
-        return np.asarray(decay ** (num_layers - 1))
-    if root in blocks:
-        factors = np.asarray([decay ** (num_layers - 1 - i) for i in blocks[root]])
-        return factors.reshape((-1,) + (1,) * (leaf.ndim - 1))
-    return np.asarray(1.0)
-
-
-# ------------------------------------------------------------------------------------------ (a) LR
-def test_two_stage_warmup_poly_schedule_matches_authors():
-    tc = TrainConfig(steps=100, warmup_head=10, warmup_encoder=20, learning_rate=1e-3, poly_power=0.9)
-    head, enc = schedules(tc)
-    steps = jnp.arange(101)
-    h, e = np.asarray(head(steps), np.float64), np.asarray(enc(steps), np.float64)
-    # head: linear from 0 over 10 steps, then (1 - (s-10)/90)^0.9 down to 0 at the end
-    np.testing.assert_allclose(h[:11], 1e-4 * np.arange(11), rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(h[55], 1e-3 * 0.5**0.9, rtol=1e-6)
-    np.testing.assert_allclose(h[99], 1e-3 * (1 / 90) ** 0.9, rtol=1e-5)
-    assert h[100] == 0.0
-    # encoder: 0 through the head warmup (step 10 included), linear over 20 steps, then poly to 0
-    assert np.all(e[:11] == 0.0)
-    np.testing.assert_allclose(e[10:31], 5e-5 * np.arange(21), rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(e[65], 1e-3 * 0.5**0.9, rtol=1e-6)
-    assert e[100] == 0.0
-    assert np.all(np.diff(h[10:]) <= 0) and np.all(np.diff(e[30:]) <= 0)
-    frozen_head, frozen_enc = schedules(tc.replace(freeze_backbone=True))
-    assert np.all(np.asarray(frozen_enc(steps)) == 0.0)
-    np.testing.assert_array_equal(np.asarray(frozen_head(steps)), np.asarray(head(steps)))
-
-
-def test_layer_factors_groups_and_decay_mask(recipe, params):
-    cfg = recipe.model
-    factors = _leaves(layer_factors(params, cfg, 0.6))
-    encoder, decayed = _leaves(is_encoder_tree(params)), _leaves(decay_mask(params))
-    roots = {path.split("]")[0] + "]" for path in factors}
-    assert roots == set(ENCODER_ROOTS) | {"['layernorm']", "['query']", "['query_updater']", "['heads']"}
-    for path, leaf in _leaves(params).items():
-        want = np.broadcast_to(expected_factor(path, leaf, 0.6), leaf.shape)
-        np.testing.assert_allclose(np.broadcast_to(factors[path], leaf.shape), want, rtol=1e-6, err_msg=path)
-        assert encoder[path] == path.startswith(ENCODER_ROOTS), path
-        assert decayed[path] == path.endswith("['kernel']"), path
-    assert not encoder["['layernorm']['scale']"]  # the encoder's final norm trains at the base LR
-
-
-def test_adamw_step_uses_group_lr_layer_factor_and_kernel_only_decay(recipe, params):
-    """Step 0 with no warmup: both groups at the base LR. Zero gradients leave only the decoupled
-    decay (torch AdamW: p -= lr * wd * p, per group LR); unit-free Adam on non-zero gradients
-    gives -lr * factor * sign(g) at the first step (bias-corrected m / sqrt(v) = g / |g|)."""
-    cfg, lr, wd = recipe.model, 1e-3, 0.05
-    tc = TrainConfig(steps=10, warmup_head=0, warmup_encoder=0, learning_rate=lr, weight_decay=wd, grad_clip=1.0)
-    tx = make_optimizer(params, cfg, tc)
-    update = jax.jit(lambda g, s, p: tx.update(g, s, p)[0])
-    flat = _leaves(params)
-    decay_only = _leaves(update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params))
-    rng = np.random.default_rng(1)
-    grads = jax.tree.map(  # |g| >= 1 before clipping, so Adam's eps is negligible
-        lambda p: jnp.asarray(rng.choice([-1.0, 1.0], p.shape) * (1 + rng.random(p.shape)), jnp.float32), params
-    )
-    adam = make_optimizer(params, cfg, tc.replace(weight_decay=0.0))
-    sign = _leaves(jax.jit(lambda g, s, p: adam.update(g, s, p)[0])(grads, adam.init(params), params))
-    grads = _leaves(grads)
-    for path, p in flat.items():
-        factor = expected_factor(path, p, 0.6)
-        if path.endswith("['kernel']"):
-            want = -lr * factor * wd * np.asarray(p)
-            np.testing.assert_allclose(decay_only[path], want, rtol=1e-5, atol=1e-12, err_msg=path)
-        else:
-            assert np.all(np.asarray(decay_only[path]) == 0.0), path
-        want = -lr * factor * np.sign(np.asarray(grads[path]))
-        np.testing.assert_allclose(sign[path], want, rtol=1e-4, err_msg=path)
-
-
-def test_freeze_backbone_keeps_encoder_exactly_and_clips_without_it(recipe, params):
-    cfg = recipe.model
-    tc = TrainConfig(steps=10, warmup_head=0, warmup_encoder=0, learning_rate=1e-2, grad_clip=1.0, freeze_backbone=True)
-    tx = make_optimizer(params, cfg, tc)
-    encoder = is_encoder_tree(params)
-    rng = np.random.default_rng(2)
-    grads = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
-
-    @jax.jit
-    def run(grads, params):
-        state = tx.init(params)
-        for _ in range(3):
-            updates, state = tx.update(grads, state, params)
-            params = jax.tree.map(lambda p, u: p + u, params, updates)
-        return params
-
-    big = jax.tree.map(lambda g, enc: g * 1e4 if enc else g, grads, encoder)  # huge frozen gradients
-    none = jax.tree.map(lambda g, enc: jnp.zeros_like(g) if enc else g, grads, encoder)
-    after_big, after_none = _leaves(run(big, params)), _leaves(run(none, params))
-    for path, p in _leaves(params).items():
-        if path.startswith(ENCODER_ROOTS):
-            assert np.array_equal(after_big[path], p), path
-        else:
-            assert not np.array_equal(after_big[path], p), path
-            # frozen gradients take no part in the clipping norm
-            np.testing.assert_array_equal(after_big[path], after_none[path], err_msg=path)
 
 
 # ------------------------------------------------------------------------------------------ (b)-(d) runs
@@ -241,9 +127,12 @@ def test_program_refuses_another_run(recipe, params):
         program.check(recipe.model, recipe.train, params, data_mesh(1))  # one device, but a mesh
 
 
-def test_compute_dtype_has_one_source(tmp_path):
-    with pytest.raises(ValueError, match="compute_dtype was removed.*model.dtype"):
+def test_moved_recipe_keys_are_read_once(tmp_path):
+    with pytest.raises(ValueError, match="unknown TrainConfig keys.*compute_dtype"):
         TrainConfig.from_dict({"compute_dtype": "bfloat16"})
+    moved = tmp_path / "moved.json"  # remat was a model setting: read as the training setting
+    moved.write_text(json.dumps({**TINY_RECIPE, "model": {"remat": "full"}}))
+    assert load_recipe(moved).train.remat == "full"
     old = tmp_path / "old.json"  # a recipe written before the move: read as the model's dtype
     old.write_text(json.dumps({**TINY_RECIPE, "model": {}, "train": {"compute_dtype": "bfloat16"}}))
     assert load_recipe(old).model.dtype == "bfloat16"
@@ -301,6 +190,21 @@ def test_bad_batches_raise_clear_errors(recipe):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="matching must be one of"):
+        TrainConfig(matching="per_clip")
+    with pytest.raises(ValueError, match="match_per_clip was removed"):
+        TrainConfig.from_dict({"match_per_clip": True})
+
+
+def test_crowded_clips_are_counted_and_reported(recipe):
+    counter = DroppedObjects()
+    counter.add(recipe.batches()(0))  # a collated batch whose clips all fit: nothing dropped
+    assert counter.report() == ""
+    counter.add({"dropped": np.array([0, 2, 1], np.int32)})
+    counter.add({"dropped": np.array([3], np.int32)})
+    counter.add({"class_labels": np.zeros((1, 2, 3))})  # a hand-made batch without the count
+    assert (counter.objects, counter.clips) == (6, 3)
+    assert "dropped 6 objects from 3 crowded clips" in counter.report()
 
 
 # ------------------------------------------------------------------------------------------ (f) recipes
@@ -372,7 +276,7 @@ def test_cli_parser_flags():
 
 
 def test_cli_train_resume_and_eval(cli_run):
-    from videomt_jax.training.evaluate import load_data_config
+    from videomt_jax.evaluation.synthetic import load_data_config
     from videomt_jax.weights.api import load_pretrained
 
     info, root = cli_run

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from videomt_jax.data.overlay import contour_mask, overlay_video, segment_colors
-from videomt_jax.data.results_json import decode_rle, encode_rle, read_results_json, write_results_json
-from videomt_jax.data.video_io import iter_video_chunks, probe_video, read_video, write_video
+from videomt_jax.io.overlay import contour_mask, overlay_video, segment_colors
+from videomt_jax.io.results_json import decode_rle, encode_rle, read_results_json, write_results_json
+from videomt_jax.io.video import iter_video_chunks, probe_video, read_video, write_video
 
 
 def smooth_clip(t=9, h=48, w=64) -> np.ndarray:

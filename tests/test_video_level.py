@@ -1,4 +1,4 @@
-"""Video-level results over a stream (`apps.video_level.VideoLevel`) equal the whole-video
+"""Video-level results over a stream (`postprocess.streamed.VideoLevel`) equal the whole-video
 post-processing, and video-level instance tracks have unique ids (issue 18)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import videomt_jax as vm
-from videomt_jax.apps.video_level import VideoLevel
+from videomt_jax.postprocess.streamed import VideoLevel
 from videomt_jax.modeling.outputs import VideomtOutput
 
 T, Q, K, GRID, STRIDE = 7, 5, 3, (6, 8), 4

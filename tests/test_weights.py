@@ -20,8 +20,8 @@ from safetensors.numpy import save_file
 from videomt_jax.config import VideomtConfig
 from videomt_jax.weights import native
 from videomt_jax.weights.api import CheckpointNotFoundError, export_hf, load_pretrained, save_pretrained
-from videomt_jax.weights.hf import hf_state_dict_to_params, params_to_hf_state_dict
-from videomt_jax.weights.original import infer_original_config
+from videomt_jax.weights.hf_videomt import hf_state_dict_to_params, params_to_hf_state_dict
+from videomt_jax.weights.original_dinov2 import infer_original_config
 from videomt_jax.weights.readers import CheckpointReadError
 from videomt_jax.weights.tables import SPLIT_GATE_UP_KERNEL, ConversionError
 
@@ -328,7 +328,7 @@ SAVE_ON_DEVICE_5 = """
 import sys, jax, numpy as np
 from test_weights import _flat
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.modeling.family import init_params
 from videomt_jax.weights.api import save_pretrained
 cfg = VideomtConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_blocks=1, num_queries=4,
                     image_size=32, patch_size=8)
@@ -365,3 +365,38 @@ def test_config_json_round_trip_of_a_fresh_config(tmp_path):
     other = config.replace(extra={"architectures": ["SomethingElse"], "torch_dtype": "float32"})
     other.to_json_file(str(tmp_path / "b.json"))
     assert VideomtConfig.from_json_file(str(tmp_path / "b.json")) == other
+
+
+# ------------------------------------------------------------------ the format modules and their dispatch
+
+
+def test_conversion_engine_does_not_import_the_model():
+    """Only `shapes.py` asks the model (for the parameter shapes); the engine runs on tables alone."""
+    import ast
+
+    import videomt_jax.weights as weights
+
+    for name in ("tables", "shared_rules", "readers", "writers"):
+        tree = ast.parse((Path(weights.__file__).parent / f"{name}.py").read_text())
+        modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not [m for m in modules if m.startswith("videomt_jax.modeling")], name
+
+
+def test_every_model_has_an_hf_layout():
+    import itertools
+
+    from videomt_jax.config import BACKBONES, MODEL_TYPES
+    from videomt_jax.weights import api, hf_eomt
+
+    assert set(api.EXPORTERS) == set(itertools.product(MODEL_TYPES, BACKBONES))
+    assert set(hf_eomt.EMBEDDINGS_BY_BACKBONE) == set(hf_eomt.LAYERS_BY_BACKBONE) == set(BACKBONES)
+
+
+@pytest.mark.parametrize("model_type", ["dinov3_vit", "dinov2_with_registers"])
+def test_backbone_alone_is_refused_with_what_reads_it(tmp_path, model_type):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(ConversionError, match=f"{model_type} backbone alone.*init_videomt_from"):
+        load_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_name only applies to authors' .pth"):
+        load_pretrained(tmp_path, model_name="vit_small")

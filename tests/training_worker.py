@@ -100,7 +100,7 @@ def task_main(out: Path, *flags: str) -> None:
     import numpy as np
 
     import videomt_jax.training.step as step_module
-    from videomt_jax.modeling.videomt import init_params
+    from videomt_jax.modeling.family import init_params
     from videomt_jax.training.loop import fit, fit_mesh, make_program
 
     clock = [time.process_time()]

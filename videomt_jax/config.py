@@ -1,9 +1,16 @@
-"""`VideomtConfig`: the one place where every default lives.
+"""`VideomtConfig`: the one place where every model default lives.
 
-The first block of fields mirrors Hugging Face's `VideomtConfig` (same names, same defaults), so a
-`config.json` written by `transformers` round-trips losslessly: keys we do not model are kept in
-`extra`. The second block holds JAX-only settings (compute dtype, attention kernel, layer scan);
-they never reach an HF `config.json` but are saved by `vm.save_pretrained`.
+One frozen dataclass, its fields in four groups (each group's names are listed once below):
+- architecture (`ARCHITECTURE_FIELDS` from HF's `VideomtConfig`, `FAMILY_FIELDS` beyond it: backbone,
+  image / video model, NORM_QUERIES): what the parameters mean and what the model computes;
+- loss (`LOSS_FIELDS`, HF's): the loss weights and point counts of `training.losses`;
+- labels (`id2label`);
+- runtime (`RUNTIME_FIELDS`): how the numbers are computed on this machine (compute dtype,
+  attention kernel, layer scan), not what they are.
+HF's fields keep HF's names and defaults, so a `config.json` written by `transformers` round-trips
+losslessly (keys we do not model are kept in `extra`); the family and runtime groups never reach an
+HF `config.json` but are saved by `vm.save_pretrained` under the "videomt_jax" key. Training-only
+settings (rematerialisation, optimizer, matching) live in `training.config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-# Fields that exist in HF's VideomtConfig (in HF's order) and that we model.
-HF_FIELDS: tuple[str, ...] = (
+# Architecture fields of HF's VideomtConfig (in HF's order).
+ARCHITECTURE_FIELDS: tuple[str, ...] = (
     "hidden_size",
     "num_hidden_layers",
     "num_attention_heads",
@@ -32,6 +39,11 @@ HF_FIELDS: tuple[str, ...] = (
     "attention_dropout",
     "use_swiglu_ffn",
     "num_blocks",
+    "num_queries",
+    "num_register_tokens",
+)
+# Loss fields of HF's VideomtConfig (read by `training.losses` / `training.points`).
+LOSS_FIELDS: tuple[str, ...] = (
     "no_object_weight",
     "class_weight",
     "mask_weight",
@@ -39,15 +51,19 @@ HF_FIELDS: tuple[str, ...] = (
     "train_num_points",
     "oversample_ratio",
     "importance_sample_ratio",
-    "num_queries",
-    "num_register_tokens",
 )
-# JAX-side settings, saved by `save_pretrained` under the "videomt_jax" key of config.json.
-JAX_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers", "norm_queries", "remat")
-# Model family (backbone and image / video model), saved with the JAX settings; see `family_problems`.
+HF_FIELDS: tuple[str, ...] = ARCHITECTURE_FIELDS + LOSS_FIELDS  # what an HF config.json holds of ours
+# Architecture beyond HF's VideomtConfig (backbone, image / video model, NORM_QUERIES); see `family_problems`.
 FAMILY_FIELDS: tuple[str, ...] = (
-    "model_type", "backbone", "rope_theta", "key_bias", "intermediate_size", "attn_mask_probs"
+    "model_type", "backbone", "rope_theta", "key_bias", "intermediate_size", "attn_mask_probs", "norm_queries"
 )
+# How the numbers are computed, not what they are.
+RUNTIME_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers")
+# Saved by `save_pretrained` under the "videomt_jax" key of config.json.
+JAX_FIELDS: tuple[str, ...] = FAMILY_FIELDS + RUNTIME_FIELDS
+# Keys older versions saved under "videomt_jax" that are no longer model settings: read and dropped.
+# ("remat" is a training setting now: `TrainConfig.remat`.)
+DROPPED_JAX_KEYS: tuple[str, ...] = ("remat",)
 MODEL_TYPES = ("videomt", "eomt")  # video model with query propagation | image model (EoMT)
 BACKBONES = ("dinov2", "dinov3")  # absolute position embeddings | rotary embeddings on patch tokens
 ROPE_PARTS = 4  # DINOv3 rotary: each head splits into (y, x) x (cos, sin) quarters
@@ -56,10 +72,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "einsum", "einsum_map", "xla", "cudnn")
 # The supported `hidden_act` names, listed once: modeling/layers.py ACTIVATIONS maps each to its function.
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
-# Rematerialisation of the encoder blocks in training (named jax.checkpoint policies; modeling/layers.py
-# REMAT_POLICIES maps each): none | full (keep only block inputs) | dots (keep matmul outputs) |
-# dots_no_batch (keep matmuls without batch dimensions: the weight products, not attention's).
-REMAT_NAMES = ("none", "full", "dots", "dots_no_batch")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, num_blocks=3),
@@ -93,7 +105,7 @@ DEFAULT_ARCHITECTURES = ("VideomtForUniversalSegmentation",)
 
 @dataclass(frozen=True)
 class VideomtConfig:
-    # --- Hugging Face VideomtConfig fields (same names and defaults) ---
+    # --- architecture: Hugging Face VideomtConfig fields (same names and defaults) ---
     hidden_size: int = 1024
     num_hidden_layers: int = 24
     num_attention_heads: int = 16
@@ -111,6 +123,9 @@ class VideomtConfig:
     attention_dropout: float = 0.0
     use_swiglu_ffn: bool = False
     num_blocks: int = 4
+    num_queries: int = 200
+    num_register_tokens: int = 4
+    # --- loss: Hugging Face VideomtConfig fields (same names and defaults) ---
     no_object_weight: float = 0.1
     class_weight: float = 2.0
     mask_weight: float = 5.0
@@ -118,23 +133,20 @@ class VideomtConfig:
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
-    num_queries: int = 200
-    num_register_tokens: int = 4
     # --- labels (PretrainedConfig) ---
     id2label: Mapping[int, str] | None = None
-    # --- JAX-side settings ---
-    dtype: str = "float32"  # compute dtype (inference and training); params stay float32, norms/softmax/logits float32
-    attention_impl: str = "auto"  # auto: cudnn flash attention on GPU (16-bit), einsum_map on CPU, einsum elsewhere
-    scan_layers: bool = False  # lax.scan over encoder layers (faster compile, same numbers)
-    remat: str = "none"  # recompute block activations in the backward pass: one of REMAT_NAMES (same numbers)
-    norm_queries: bool = False  # authors' NORM_QUERIES: final LayerNorm before aux heads and propagation
-    # --- model family ---
+    # --- architecture beyond HF's: the model family ---
     model_type: str = "videomt"  # "videomt" (queries propagate over frames) | "eomt" (image model)
     backbone: str = "dinov2"  # "dinov2" (absolute position embeddings) | "dinov3" (rotary, patch tokens only)
     rope_theta: float = 100.0  # DINOv3 rotary base period
     key_bias: bool = True  # DINOv3 has no key bias (its q|k|v bias keeps a zero, unused k part)
     intermediate_size: int | None = None  # MLP width when a checkpoint states it (DINOv3); None: from mlp_ratio
     attn_mask_probs: tuple[float, ...] | None = None  # EoMT masked-attention probabilities, one per query block
+    norm_queries: bool = False  # authors' NORM_QUERIES: final LayerNorm before aux heads and propagation
+    # --- runtime: how the numbers are computed (same numbers, other speed / memory) ---
+    dtype: str = "float32"  # compute dtype (inference and training); params stay float32, norms/softmax/logits float32
+    attention_impl: str = "auto"  # auto: cudnn flash attention on GPU (16-bit), einsum_map on CPU, einsum elsewhere
+    scan_layers: bool = False  # lax.scan over encoder layers (faster compile, same numbers)
     # --- everything else found in an HF config.json, kept for a lossless round trip ---
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -167,8 +179,6 @@ class VideomtConfig:
             problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.hidden_act not in HIDDEN_ACTS:
             problems.append(f"hidden_act must be one of {HIDDEN_ACTS}, got {self.hidden_act!r}")
-        if self.remat not in REMAT_NAMES:
-            problems.append(f"remat must be one of {REMAT_NAMES}, got {self.remat!r}")
         if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.hidden_dropout_prob < 1.0:
             problems.append(
                 f"attention_dropout and hidden_dropout_prob must be in [0, 1), got "
@@ -289,7 +299,7 @@ class VideomtConfig:
         model_type = data.get("model_type", "videomt")
         if model_type != "videomt":
             raise ValueError(f"config.json describes model_type {model_type!r}, not 'videomt'")
-        jax_side = data.pop("videomt_jax", {}) or {}
+        jax_side = {k: v for k, v in (data.pop("videomt_jax", {}) or {}).items() if k not in DROPPED_JAX_KEYS}
         kwargs: dict[str, Any] = {k: data.pop(k) for k in HF_FIELDS if k in data}
         id2label = data.pop("id2label", None)
         num_labels = data.pop("num_labels", None)

@@ -3,7 +3,7 @@
 HF (torchvision backend) does, per video: grayscale -> RGB (repeat), RGBA -> RGB (alpha dropped
 when fully opaque, else blended on white, which makes the video float), antialiased resize of the
 uint8 frames back to uint8 (float videos are resized in float and not rounded), then
-(x / 255 - mean) / std. The resize is `videomt_jax.resample`, which reproduces torch's kernels bit
+(x / 255 - mean) / std. The resize is `videomt_jax.ops.resize`, which reproduces torch's kernels bit
 for bit: `uint8_resize="fixed"` (default) is torch's CPU uint8 kernel that torchvision uses on x86
 CPUs, `"float"` its float32 path + round (GPU, CPUs without AVX2); they differ by one grey level on
 some pixels (1/255/std <= 0.0175 in normalized units).
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from videomt_jax.resample import KERNELS, MODES, resize_images, resize_images_uint8
+from videomt_jax.ops.resize import ANTIALIAS_FILTERS, UINT8_MODES, resize_images, resize_images_uint8
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -137,10 +137,10 @@ class VideoProcessor:
         object.__setattr__(self, "pad_multiple", _pair(self.pad_multiple, "pad_multiple"))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if self.uint8_resize not in MODES:
-            raise ValueError(f"uint8_resize must be one of {MODES}, got {self.uint8_resize!r}")
-        if self.resample not in KERNELS:
-            raise ValueError(f"resample must be one of {sorted(KERNELS)}, got {self.resample!r}")
+        if self.uint8_resize not in UINT8_MODES:
+            raise ValueError(f"uint8_resize must be one of {UINT8_MODES}, got {self.uint8_resize!r}")
+        if self.resample not in ANTIALIAS_FILTERS:
+            raise ValueError(f"resample must be one of {sorted(ANTIALIAS_FILTERS)}, got {self.resample!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}")
         for name in ("shortest_edge", "longest_edge"):
@@ -300,6 +300,16 @@ class VideoProcessor:
         geometries = [dataclasses.replace(g, padded_size=(hp, wp)) for g in geometries]
         return jnp.concatenate(padded, axis=0), tuple(geometries)
 
+    def process_device(self, frames: jax.Array, out_hw: tuple[int, int], pad_hw: tuple[int, int]) -> jax.Array:
+        """Traceable: uint8 frames [B, T, H, W, 3] -> [B, T, Hp, Wp, 3] float32, as `preprocess` does.
+
+        For code that fuses pre-processing into a jitted or exported function (`serving/export.py`);
+        `out_hw` is the resized size, `pad_hw` the padded one (>= out_hw).
+        """
+        scale, offset = self._affine()
+        return _process(frames, scale, offset, out_hw=out_hw, pad_hw=pad_hw, kernel=self.resample,
+                        uint8_mode=self.uint8_resize)
+
     def _affine(self) -> tuple[jax.Array, jax.Array]:
         """(x * rescale - mean) / std as x * scale + offset (HF fuses them the same way)."""
         rescale = self.rescale_factor if self.do_rescale else 1.0
@@ -340,6 +350,15 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def default_processor(config: Any = None, processor: VideoProcessor | None = None, **overrides: Any) -> VideoProcessor:
+    """The one rule for the processor of a model: `processor` when given, else the config's
+    (`VideoProcessor.from_config`: its image size and patch multiple, HF's normalisation), else
+    (no config) HF's defaults. `overrides` apply to the derived processor only."""
+    if processor is not None:
+        return processor
+    return VideoProcessor(**overrides) if config is None else VideoProcessor.from_config(config, **overrides)
+
+
 def load_processor(path: str | Path, config: Any, **overrides: Any) -> VideoProcessor:
     """The processor saved beside a checkpoint (`path` a directory), else `VideoProcessor.from_config`.
 
@@ -347,7 +366,7 @@ def load_processor(path: str | Path, config: Any, **overrides: Any) -> VideoProc
     path = Path(path)
     found = [path / name for name in HF_CONFIG_NAMES if path.is_dir() and (path / name).is_file()]
     if not found:
-        return VideoProcessor.from_config(config, **overrides)
+        return default_processor(config, **overrides)
     data = json.loads(found[0].read_text())
     if JAX_SECTION not in data:  # an HF file: padding (keep_aspect) follows the model's patch size
         overrides = {"pad_multiple": config.patch_hw, **overrides}

@@ -67,6 +67,21 @@ class VideoStreamer:
             yield jax.device_get(out)
 
 
+def pad_frames(frames: np.ndarray, length: int, axis: int = 0) -> np.ndarray:
+    """A short last chunk padded to `length` frames along `axis` with copies of its last frame.
+
+    Every call then has one shape per video size (one compile); the copies come after everything
+    kept, so the recurrence of the real frames is unchanged and the caller drops their outputs.
+    """
+    n = frames.shape[axis]
+    if n > length:
+        raise ValueError(f"a chunk of {n} frames is longer than the window of {length}")
+    if n == length:
+        return frames
+    last = np.take(frames, [n - 1], axis=axis)
+    return np.concatenate([frames, np.repeat(last, length - n, axis=axis)], axis=axis)
+
+
 def split_chunks(videos: Any, chunk_size: int) -> Iterator[np.ndarray]:
     """[B, T, ...] -> chunks [B, <=chunk_size, ...] along time."""
     if chunk_size < 1:

@@ -75,7 +75,7 @@ def _shipped_tiny(frames: int, seed: int) -> tuple[VideomtConfig, Any, np.ndarra
     from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
     from videomt_jax.data.synthetic import make_clip
     from videomt_jax.processing import VideoProcessor
-    from videomt_jax.training.evaluate import load_data_config
+    from videomt_jax.evaluation.synthetic import load_data_config
     from videomt_jax.weights.api import load_pretrained
 
     config, params = load_pretrained(DEFAULT_MODEL_DIR)

@@ -19,7 +19,7 @@ from videomt_bench.flops import flops
 from videomt_bench.measure import MIB, Unit, warm_up
 from videomt_bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
-from videomt_jax.weights.hf import params_to_hf_state_dict
+from videomt_jax.weights.hf_videomt import params_to_hf_state_dict
 
 HF_ONLY_KEYS = ("model_type", "architectures", "label2id")  # set by transformers itself
 

@@ -18,7 +18,8 @@ from videomt_bench.flops import flops
 from videomt_bench.measure import MIB, Unit, warm_up
 from videomt_bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import VideomtModel, inference_params, init_params
+from videomt_jax.modeling.videomt import VideomtModel, inference_params
+from videomt_jax.modeling.family import init_params
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.streaming import VideoStreamer
 

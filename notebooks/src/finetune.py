@@ -100,7 +100,7 @@ plt.show()
 # The evaluation: 16 held-out clips (a seed stream disjoint from training) through the model,
 # `vm.post_process_semantic` to a class per pixel, and `vm.evaluate_semantic` for the IoU of each
 # class over all frames and their mean (mIoU). A randomly initialised model scores near zero.
-# (`videomt_jax.training.evaluate.evaluate_model` scores video instance AP and panoptic PQ as well;
+# (`videomt_jax.evaluation.synthetic.evaluate_model` scores video instance AP and panoptic PQ as well;
 # we keep to the semantic task here because it is the quickest to compile.)
 
 # %%

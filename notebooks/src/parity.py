@@ -35,7 +35,8 @@ import transformers
 from transformers.models.videomt.video_processing_videomt import VideomtVideoProcessor
 
 import videomt_jax as vm
-from videomt_jax.weights.original import ATTN_MASK_PROBS, EMPTY_WEIGHT, original_rules
+from videomt_jax.weights.original_dinov2 import original_dinov2_rules
+from videomt_jax.weights.shared_rules import AUTHORS_ATTN_MASK_PROBS, EMPTY_WEIGHT
 from videomt_jax.weights.tables import params_to_source
 
 # The HF helpers live with the tests (tests/hf_utils.py); the notebook runs from notebooks/.
@@ -327,7 +328,7 @@ plt.show()
 #
 # The authors release detectron2 checkpoints (`{"model": state_dict}`) built on a timm DINOv2: fused
 # `attn.qkv`, `ls1.gamma`, `pos_embed` with a batch axis, heads under `backbone.` and two buffers
-# (`attn_mask_probs`, `criterion.empty_weight`). `videomt_jax.weights.original` holds that key
+# (`attn_mask_probs`, `criterion.empty_weight`). `videomt_jax.weights.original_dinov2` holds that key
 # table; its inverse (`params_to_source`) writes our parameters in the authors' layout. We check it
 # against `hf_to_original_state_dict` (an independent rewrite of the HF state dict, written from the
 # authors' module names in the tests), save it with `torch.save`, and load it back with
@@ -337,8 +338,8 @@ plt.show()
 # %%
 # timm has no mask token (it is unused at inference); the loader fills ours with zeros
 authors_params = {**params, "embeddings": {k: v for k, v in params["embeddings"].items() if k != "mask_token"}}
-state_dict = params_to_source(authors_params, original_rules(config, None), what="the authors' layout")
-state_dict[ATTN_MASK_PROBS] = np.zeros(config.num_blocks, np.float32)
+state_dict = params_to_source(authors_params, original_dinov2_rules(config, None), what="the authors' layout")
+state_dict[AUTHORS_ATTN_MASK_PROBS] = np.zeros(config.num_blocks, np.float32)
 state_dict[EMPTY_WEIGHT] = np.append(np.ones(config.num_labels, np.float32), np.float32(config.no_object_weight))
 independent = hf_to_original_state_dict(hf_model.state_dict(), config)
 assert sorted(state_dict) == sorted(independent)
@@ -386,13 +387,13 @@ assert max(pth_diff.values()) <= FP32_ATOL
 from family_utils import build_eomt, numpy_state_dict, random_updater  # noqa: E402
 
 from videomt_jax.modeling.family import model_for  # noqa: E402
-from videomt_jax.weights.hf_family import config_from_eomt_dict, family_state_dict_to_params  # noqa: E402
+from videomt_jax.weights.hf_eomt import config_from_eomt_dict, eomt_state_dict_to_params  # noqa: E402
 
 v3_hf = build_eomt("eomt_dinov3", seed=0, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_blocks=2,
                    image_size=64, patch_size=16, num_queries=10, intermediate_size=128, id2label=config.id2label)
 v3_updater = random_updater(64, 0)
 v3_config = config_from_eomt_dict(v3_hf.config.to_dict(), "EoMT-DINOv3").replace(model_type="videomt", attn_mask_probs=None)
-v3_config, v3_params = family_state_dict_to_params(v3_config, numpy_state_dict(v3_hf, {"query_updater": v3_updater}), "HF")
+v3_config, v3_params = eomt_state_dict_to_params(v3_config, numpy_state_dict(v3_hf, {"query_updater": v3_updater}), "HF")
 
 
 @torch.no_grad()

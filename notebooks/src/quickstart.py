@@ -28,9 +28,9 @@ import numpy as np
 from matplotlib.patches import Patch
 
 import videomt_jax as vm
-from videomt_jax.data.overlay import segment_colors
+from videomt_jax.io.overlay import segment_colors
 from videomt_jax.streaming import split_chunks
-from videomt_jax.training.evaluate import load_data_config
+from videomt_jax.evaluation.synthetic import load_data_config
 
 print("jax", jax.__version__, "on", jax.devices()[0].platform)
 

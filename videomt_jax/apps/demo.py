@@ -31,11 +31,11 @@ def run_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from videomt_jax.apps.pipeline import Segmenter
-    from videomt_jax.data.overlay import overlay_video
+    from videomt_jax.io.overlay import overlay_video
     from videomt_jax.data.synthetic import make_clip
-    from videomt_jax.data.video_io import write_video
-    from videomt_jax.training.config import EVAL_CLIPS
-    from videomt_jax.training.evaluate import evaluate_model, format_results, json_ready, load_data_config
+    from videomt_jax.io.video import write_video
+    from videomt_jax.evaluation.synthetic import EVAL_CLIPS
+    from videomt_jax.evaluation.synthetic import evaluate_model, format_results, json_ready, load_data_config
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.weights.api import load_pretrained
 

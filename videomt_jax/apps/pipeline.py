@@ -7,7 +7,7 @@ queries carry over), post-processes every chunk at the original frame size, and 
 results (`ChunkResult`: the frames, their track-id or class map, HF-style per-frame results and
 the model's small output) for the caller to write and drop, so memory stays flat in the video's
 length. `Segmenter.run(chunks)` collects everything (short clips: demo, tests). Video-level
-results over a stream: `videomt_jax.apps.video_level.VideoLevel`, fed with `ChunkResult.output`.
+results over a stream: `videomt_jax.postprocess.streamed.VideoLevel`, fed with `ChunkResult.output`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from videomt_jax import postprocess as pp
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
-from videomt_jax.processing import VideoProcessor, load_processor
-from videomt_jax.streaming import VideoStreamer
+from videomt_jax.processing import VideoProcessor, default_processor, load_processor
+from videomt_jax.streaming import VideoStreamer, pad_frames
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "synthetic-tiny"
 
@@ -98,7 +98,7 @@ class Segmenter:
     def __post_init__(self) -> None:
         if self.task not in FRAME_TASKS:
             raise ValueError(f"task must be one of {sorted(FRAME_TASKS)}, got {self.task!r}")
-        processor = VideoProcessor.from_config(self.config) if self.processor is None else self.processor
+        processor = default_processor(self.config, self.processor)
         if self.keep_aspect:
             processor = dataclasses.replace(processor, keep_aspect=True, pad_multiple=self.config.patch_hw)
         self.processor = processor
@@ -134,13 +134,8 @@ class Segmenter:
                 raise ValueError("only the last chunk of a video may be shorter than the first")
             n = chunk.shape[0]
             chunk_len = n if chunk_len is None else chunk_len
-            padded = chunk
-            if n < chunk_len:
-                # Pad the last chunk with copies of its last frame so every call has one shape
-                # (one compile); the padded frames come after everything kept and are dropped.
-                ended = True
-                padded = np.concatenate([chunk, np.repeat(chunk[-1:], chunk_len - n, axis=0)])
-            videos, geos = self.processor.preprocess(padded[None])  # [1, t, Hp, Wp, 3]
+            ended = n < chunk_len
+            videos, geos = self.processor.preprocess(pad_frames(chunk, chunk_len)[None])  # [1, t, Hp, Wp, 3]
             state = self.streamer.init(1) if state is None else state
             out, state = self.streamer.step(state, videos)
             result = jax.device_get(self._post(frame_fn, out, geos[0], **self.task_kwargs))

@@ -4,7 +4,7 @@ Everything is written as the frames come, so memory stays flat in the video's le
 is decoded, segmented, drawn into the overlay (`VideoWriter`) and its per-frame results appended
 to results.json (`ResultsWriter`), then dropped. With `--video-level` the model's small outputs
 are kept as per-query running sums plus mask logits spilled to an unlinked temporary file in the
-output folder (`apps.video_level`); after the last frame the video is decoded a second time to
+output folder (`postprocess.streamed`); after the last frame the video is decoded a second time to
 draw the video-level overlay, and the tracks (one compressed RLE per frame each) are written.
 
 Only OUT/overlay.<format> and OUT/results.json are written, each atomically; when either exists
@@ -60,7 +60,7 @@ class TrackMasks:
     """Per-track compressed RLEs, one per frame, gathered chunk by chunk (tracks may start late)."""
 
     def __init__(self, size: tuple[int, int]):
-        from videomt_jax.data.results_json import encode_rle
+        from videomt_jax.io.results_json import encode_rle
 
         self.encode = encode_rle
         self.size = [int(s) for s in size]
@@ -81,7 +81,7 @@ class TrackMasks:
 
 
 def _chunks(args: argparse.Namespace) -> Iterable[np.ndarray]:
-    from videomt_jax.data.video_io import iter_video_chunks
+    from videomt_jax.io.video import iter_video_chunks
 
     return iter_video_chunks(args.video, args.chunk, max_frames=args.max_frames, stride=args.stride)
 
@@ -90,10 +90,10 @@ def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from videomt_jax.apps.pipeline import Segmenter
-    from videomt_jax.apps.video_level import VideoLevel
-    from videomt_jax.data.overlay import OverlayPainter, legend_texts_for
-    from videomt_jax.data.results_json import ResultsWriter
-    from videomt_jax.data.video_io import VideoWriter, probe_video
+    from videomt_jax.postprocess.streamed import VideoLevel
+    from videomt_jax.io.overlay import OverlayPainter, legend_texts_for
+    from videomt_jax.io.results_json import ResultsWriter
+    from videomt_jax.io.video import VideoWriter, probe_video
 
     out = Path(args.out)
     overlay_path, results_path = output_paths(out, args.format, args.overwrite)

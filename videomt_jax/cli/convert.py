@@ -3,7 +3,7 @@
 
 Writes atomically (an interrupted run, SIGTERM and Ctrl-C included, leaves OUT as it was and no
 temporary files) and prints a summary. An existing OUT needs --overwrite and must hold checkpoint
-files alone (`weights.native.is_checkpoint_entry`): a folder with other files is refused untouched. The source
+files alone (`weights.writers.is_checkpoint_entry`): a folder with other files is refused untouched. The source
 arguments and the runner are shared with `export` (`videomt_jax.cli.export`) and the standalone
 scripts in the repository's `convert/` folder. The weight code (jax, orbax, torch for .pth files)
 is imported only when a command runs, so `videomt-jax --help` stays quick.
@@ -55,7 +55,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.model_name:
         out["model_name"] = args.model_name
     if args.id2label_json:
-        from videomt_jax.weights.original import read_id2label_json
+        from videomt_jax.weights.readers import read_id2label_json
 
         out["id2label"] = read_id2label_json(args.id2label_json)
     return out
@@ -91,7 +91,7 @@ def run_writer(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..
     from videomt_jax.weights.api import load_pretrained_with_report
 
     from videomt_jax.utils.io import check_replaceable
-    from videomt_jax.weights.native import is_checkpoint_entry
+    from videomt_jax.weights.writers import is_checkpoint_entry
 
     out = Path(args.out)
     # before the (long) load: OUT may be replaced only when it holds checkpoint files alone

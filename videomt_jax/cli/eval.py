@@ -9,18 +9,18 @@ from typing import Any
 
 from videomt_jax.cli.common import guarded
 from videomt_jax.data.synthetic import SPLITS
-from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
+from videomt_jax.evaluation.synthetic import EVAL_BATCH, EVAL_CLIPS
 
-DATASETS = ("ytvis19", "ytvis21", "ytvis22", "ovis", "vipseg", "vspw")  # training/eval_datasets.py PROTOCOLS
+DATASETS = ("ytvis19", "ytvis21", "ytvis22", "ovis", "vipseg", "vspw")  # evaluation/datasets.py PROTOCOLS
 
 
 def run_dataset_eval(args: argparse.Namespace) -> int:
-    """The paper's protocol on a benchmark dataset (training/eval_datasets.py)."""
+    """The paper's protocol on a benchmark dataset (evaluation/datasets.py)."""
     from pathlib import Path
 
     from videomt_jax.processing import load_processor
-    from videomt_jax.training.eval_datasets import PROTOCOLS, RESULTS_ZIP, evaluate_dataset
-    from videomt_jax.training.evaluate import json_ready
+    from videomt_jax.evaluation.datasets import PROTOCOLS, RESULTS_ZIP, evaluate_dataset
+    from videomt_jax.evaluation.synthetic import json_ready
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.weights.api import load_pretrained
 
@@ -51,7 +51,7 @@ def run_eval(args: argparse.Namespace) -> int:
     benchmark with the paper's protocol."""
     if args.dataset:
         return run_dataset_eval(args)
-    from videomt_jax.training.evaluate import evaluate_model, format_results, json_ready, load_data_config
+    from videomt_jax.evaluation.synthetic import evaluate_model, format_results, json_ready, load_data_config
     from videomt_jax.training.recipes import load_recipe
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.processing import load_processor

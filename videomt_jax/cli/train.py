@@ -32,8 +32,12 @@ def _has_checkpoints(directory: Path) -> bool:
 
 
 # Recipe entries that may change when a run is resumed (the rest must equal OUT/recipe.json):
-# the schedule length, logging and checkpoint policy, where the dataset is mounted, the run's name.
-RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "data.root")
+# the schedule length, logging and checkpoint policy, where the datasets are mounted, the run's name.
+RESUMABLE_CHANGES = (
+    "name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "data.root",
+    "data.coco_root",
+)
+MOVABLE_ONLY = ("data.coco_root",)  # may move, not appear or vanish (COCO on or off changes the training data)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,7 +65,10 @@ def check_resumable(out: Path, recipe: Any) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{saved_file} (the recipe of the checkpoints in {out}) cannot be read: {e}") from None
     new = _flat(json.loads(recipe.to_json()))
-    differ = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    def may_change(k: str) -> bool:
+        return k in RESUMABLE_CHANGES and (k not in MOVABLE_ONLY or (saved.get(k) is None) == (new.get(k) is None))
+
+    differ = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k) and not may_change(k))
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} here" for k in differ[:6])
         raise ValueError(
@@ -105,6 +112,38 @@ def _with_data_root(recipe: Any, root: str | None) -> Any:
     return recipe
 
 
+def _with_coco_root(recipe: Any, root: str | None) -> tuple[Any, str | None]:
+    """The recipe with COCO pseudo-videos from --coco-root (data/coco.py), and the start-up line about them.
+
+    YouTube-VIS / OVIS recipes train 1:1 on COCO images made into clips when a COCO root is given
+    (here or in the recipe); the file is read now, so a bad one fails before training, naming it, and
+    the line counts the images with more instances than the recipe's target slots (`collate` keeps
+    their largest). Other data kinds take no COCO root.
+    """
+    from dataclasses import replace
+
+    from videomt_jax.data.sources import YTVISDataConfig
+    from videomt_jax.training.recipes import data_kind
+
+    if not isinstance(recipe.data, YTVISDataConfig):
+        if root is not None:
+            raise ValueError(f"recipe {recipe.name!r} trains on {data_kind(recipe.data)} data: --coco-root applies to "
+                             "YouTube-VIS / OVIS (ytvis) recipes")
+        return recipe, None
+    data = recipe.data.with_coco_root(root) if root is not None else recipe.data
+    if data.coco_root is None:
+        return recipe, (f"COCO pseudo-videos: off (no --coco-root): training on {data.dataset} alone; the authors mix "
+                        f"in COCO images made into {data.num_frames}-frame clips 1:1")
+    coco = data.coco_clips(recipe.processor.pixel_mean).reader
+    note = (f"COCO pseudo-videos: {len(coco)} images ({coco.num_annotations} instances) of {coco.annotation_file}, "
+            f"mixed {data.coco_ratio:g}:1 with {data.dataset}")
+    crowded = coco.instances_per_image > recipe.max_instances
+    if crowded.any():
+        note += (f"; {int(crowded.sum())} images hold more instances (up to {int(coco.instances_per_image.max())}) "
+                 f"than the {recipe.max_instances} target slots: their largest are kept")
+    return replace(recipe, data=data), note
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train a recipe; resumable from OUT/checkpoints; writes OUT/model and OUT/recipe.json."""
     import jax
@@ -115,7 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
         jax.distributed.initialize(*cluster)
     from videomt_jax.data.grain_pipeline import GrainBatches
     from videomt_jax.data.synthetic import SyntheticConfig
-    from videomt_jax.training.evaluate import save_data_config
+    from videomt_jax.evaluation.synthetic import save_data_config
     from videomt_jax.training.loop import fit
     from videomt_jax.training.recipes import load_recipe
     from videomt_jax.utils.io import atomic_write_text
@@ -123,6 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
     recipe = _with_data_root(load_recipe(args.config, **overrides), args.data_root)
+    recipe, coco_note = _with_coco_root(recipe, args.coco_root)
     out = Path(args.out) if args.out else Path(RUNS_DIR) / recipe.name
     main_process = jax.process_index() == 0
     if not args.resume and _has_checkpoints(out / "checkpoints"):
@@ -138,6 +178,8 @@ def run_train(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / RECIPE_FILE, recipe.to_json() + "\n")
         tc = recipe.train
+        if coco_note:
+            print(coco_note, flush=True)
         print(
             f"train {recipe.name}: {tc.steps} steps, batch {tc.batch_size} x {tc.num_frames} frames "
             f"of {recipe.data.image_hw[0]}x{recipe.data.image_hw[1]}, lr {tc.learning_rate:g}, "
@@ -162,10 +204,9 @@ def run_train(args: argparse.Namespace) -> int:
         # save_pretrained's orbax writer waits for every process; with several, process 0 writes
         # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
         write = save_pretrained if jax.process_count() == 1 else export_hf
-        # The run's own model, with the pixel normalisation it was trained on; without remat, which
-        # only shapes the backward pass (at inference it would just run layers and heads as loops).
+        # The run's own model, with the pixel normalisation it was trained on.
         model_dir = write(
-            out / MODEL_DIR, recipe.model.replace(remat="none"), host_params, processor=recipe.processor,
+            out / MODEL_DIR, recipe.model, host_params, processor=recipe.processor,
             overwrite=True,
         )
         if isinstance(recipe.data, SyntheticConfig):  # dataset models are evaluated with --dataset
@@ -196,6 +237,12 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument(
         "--data-root", metavar="DIR",
         help="dataset recipes: the folder holding the dataset folder (ytvis_2019/, ovis/, VIPSeg/, VSPW_480p/) or that folder",
+    )
+    train.add_argument(
+        "--coco-root", metavar="DIR",
+        help="YouTube-VIS / OVIS recipes: COCO (the folder holding coco/, or coco/ itself: annotations/"
+        "instances_train2017.json, train2017/) made into pseudo-videos and mixed 1:1 with the videos, "
+        "as the authors train",
     )
     train.add_argument(
         "--workers", type=int, help="data-loading worker processes (default: cores - 1, at most 32; 0: in this process)"

@@ -18,10 +18,12 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from videomt_jax.data.batching import DEFAULT_PROCESSOR, IGNORE_INDEX, VOID_ID, Clip, validate_clip
+from videomt_jax.data.batching import Clip, validate_clip
+from videomt_jax.processing import default_processor
+from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
 
 Fill = tuple[float, float, float]  # 0..255 RGB padding colour
-DEFAULT_FILL: Fill = DEFAULT_PROCESSOR.pixel_mean
+DEFAULT_FILL: Fill = default_processor().pixel_mean
 
 
 @dataclass(frozen=True)

@@ -19,19 +19,13 @@ device. `Batch.pixel_values` and `Batch.mask_labels` give the float / bool array
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from videomt_jax.processing import VideoProcessor
+from videomt_jax.processing import VideoProcessor, default_processor
 
-# Label-map conventions shared by the data sources, augmentation and metrics.
-IGNORE_INDEX = 255  # semantic maps: pixel without a label
-LABEL_DIVISOR = 1000  # panoptic maps: id = class * LABEL_DIVISOR + instance (stuff: instance 0)
-VOID_ID = -1  # panoptic maps: void / unlabeled pixel (ground truth) or no segment (prediction)
-
-# The processor of a model that does not say otherwise (HF's defaults: /255, ImageNet mean/std).
-DEFAULT_PROCESSOR = VideoProcessor()
 
 
 class Clip(NamedTuple):
@@ -117,6 +111,7 @@ class Batch(NamedTuple):
     pixel_table: np.ndarray  # [256, 3] float32: `pixel_table(processor)` of the collate processor
     semantic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
     panoptic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
+    dropped: Optional[np.ndarray] = None  # [B] int32: objects of a crowded clip left out (over max_instances)
 
     @property
     def pixel_values(self) -> np.ndarray:  # [B, T, H, W, 3] float32, normalised (host)
@@ -129,15 +124,16 @@ class Batch(NamedTuple):
 
 
 def collate(
-    clips: Sequence[Clip], *, num_labels: int, max_instances: int, processor: VideoProcessor = DEFAULT_PROCESSOR
+    clips: Sequence[Clip], *, num_labels: int, max_instances: int, processor: VideoProcessor | None = None
 ) -> Batch:
     """Pad clips of equal T, H, W to a `Batch` with `max_instances` slots per clip.
 
     Frames stay uint8 (the train step normalises them with `processor`, the model's; no resize
     here: clips are at model size); masks are packed per clip, never held unpacked per batch.
 
-    Instances absent from every frame carry no target and are dropped first; a clip that still
-    has more than `max_instances` instances is an error (raise the limit or drop objects).
+    Instances absent from every frame carry no target and are left out first. A crowded clip that
+    still has more than `max_instances` keeps the `max_instances` with the most visible pixels over
+    the clip (ties: the first); `Batch.dropped` counts the others per clip, and `fit` reports them.
     """
     if not clips:
         raise ValueError("collate needs at least one clip")
@@ -155,6 +151,7 @@ def collate(
     class_labels = np.full((b, t, max_instances), num_labels, np.int32)
     valid = np.zeros((b, t, max_instances), bool)
     track_ids = np.full((b, max_instances), -1, np.int32)
+    dropped = np.zeros((b,), np.int32)
     for i, clip in enumerate(clips):
         if clip.frames.shape[:3] != (t, h, w):
             raise ValueError(
@@ -166,10 +163,10 @@ def collate(
             raise ValueError(f"clip {i}: class ids {clip.classes[bad].tolist()} are outside [0, {num_labels})")
         present = clip.present  # [T, M]
         keep = np.flatnonzero(present.any(axis=0))
-        if len(keep) > max_instances:
-            raise ValueError(
-                f"clip {i} has {len(keep)} instances present in some frame, more than max_instances={max_instances}"
-            )
+        if len(keep) > max_instances:  # crowded: the largest objects, in their order
+            area = clip.masks[:, keep].sum(axis=(0, 2, 3))  # [n] visible pixels over the clip
+            dropped[i] = len(keep) - max_instances
+            keep = np.sort(keep[np.argsort(-area, kind="stable")[:max_instances]])
         n = len(keep)
         frames[i] = clip.frames
         mask_bits[i, :, :n] = np.packbits(clip.masks[:, keep], axis=-1)  # [T, n, H, ceil(W/8)]
@@ -178,7 +175,8 @@ def collate(
         track_ids[i, :n] = clip.track_ids[keep]
     semantic = _stack_optional([c.semantic for c in clips])
     panoptic = _stack_optional([c.panoptic for c in clips])
-    return Batch(frames, mask_bits, class_labels, valid, track_ids, pixel_table(processor), semantic, panoptic)
+    table = pixel_table(default_processor(processor=processor))
+    return Batch(frames, mask_bits, class_labels, valid, track_ids, table, semantic, panoptic, dropped)
 
 
 def _stack_optional(maps: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
@@ -202,3 +200,34 @@ def add_stuff_instances(clip: Clip, stuff_ids: Sequence[int]) -> Clip:
         classes=np.concatenate([clip.classes, np.asarray(seen, np.int32)]),
         track_ids=np.concatenate([clip.track_ids, -np.asarray(seen, np.int32) - 1]),
     )
+
+
+@dataclass(frozen=True)
+class ClipNumbering:
+    """Which clips of the run a process loads at each step (`Recipe.batches` and the grain pipeline).
+
+    Clip j (< local = global_batch / process_count) of process p at `step` is clip number
+    step * global_batch + p * local + j of the run, so the processes together load the clips one
+    process would, and a batch is a pure function of the step.
+    """
+
+    global_batch: int
+    process_index: int = 0
+    process_count: int = 1
+
+    def __post_init__(self) -> None:
+        splits = self.global_batch >= 1 and self.global_batch % self.process_count == 0
+        if not splits or not 0 <= self.process_index < self.process_count:
+            raise ValueError(
+                f"batch size {self.global_batch} cannot be split over {self.process_count} processes "
+                f"(process index {self.process_index})"
+            )
+
+    @property
+    def local(self) -> int:
+        """Clips per process and step."""
+        return self.global_batch // self.process_count
+
+    def number(self, step: int, j: int) -> int:
+        """The run-wide number of this process's clip j at `step`."""
+        return int(step) * self.global_batch + self.process_index * self.local + int(j)

@@ -64,3 +64,32 @@ def things_first(names: tuple[str, ...], thing_ids: tuple[int, ...]) -> tuple[tu
     stuff = [i for i in range(len(names)) if i not in set(thing_ids)]
     order = tuple(things + stuff)
     return order, tuple(names[i] for i in order)
+
+# COCO images as pseudo-videos (data/coco.py): COCO category id -> the video dataset's category id, the
+# authors' maps (`COCO_TO_YTVIS_2019`, `COCO_TO_YTVIS_2021`, `COCO_TO_OVIS`). COCO annotations of any other
+# category are dropped. YouTube-VIS 2022 shares the 2021 categories, hence the 2021 map.
+COCO_TO_YTVIS_2019 = {
+    1: 1, 2: 21, 3: 6, 4: 21, 5: 28, 7: 17, 8: 29, 9: 34, 17: 14, 18: 8, 19: 18, 21: 15, 22: 32, 23: 20, 24: 30,
+    25: 22, 35: 33, 36: 33, 41: 5, 42: 27, 43: 40,
+}
+COCO_TO_YTVIS_2021 = {
+    1: 26, 2: 23, 3: 5, 4: 23, 5: 1, 7: 36, 8: 37, 9: 4, 16: 3, 17: 6, 18: 9, 19: 19, 21: 7, 22: 12, 23: 2, 24: 40,
+    25: 18, 34: 14, 35: 31, 36: 31, 41: 29, 42: 33, 43: 34,
+}
+COCO_TO_OVIS = {
+    1: 1, 2: 21, 3: 25, 4: 22, 5: 23, 6: 25, 8: 25, 9: 24, 17: 3, 18: 4, 19: 5, 20: 6, 21: 7, 22: 8, 23: 9, 24: 10,
+    25: 11,
+}
+COCO_MAPS: dict[str, dict[int, int]] = {
+    "ytvis_2019": COCO_TO_YTVIS_2019,
+    "ytvis_2021": COCO_TO_YTVIS_2021,
+    "ytvis_2022": COCO_TO_YTVIS_2021,
+    "ovis": COCO_TO_OVIS,
+}
+
+# The COCO categories the maps use, by COCO id (a file whose categories carry other names is not COCO's numbering).
+COCO_NAMES = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck", 9: "boat",
+    16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear", 24: "zebra",
+    25: "giraffe", 34: "frisbee", 35: "skis", 36: "snowboard", 41: "skateboard", 42: "surfboard", 43: "tennis racket",
+}

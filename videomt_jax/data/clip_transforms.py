@@ -27,7 +27,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from videomt_jax.data.batching import IGNORE_INDEX, VOID_ID, Clip
+from videomt_jax.data.batching import Clip
+from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
 
 Fill = tuple[float, float, float]
 
@@ -146,6 +147,11 @@ def fit_canvas(clip: Clip, canvas: tuple[int, int], rng: np.random.Generator, fi
 
 def augment_video_clip(clip: Clip, cfg: ClipAugment, rng: np.random.Generator, fill: Fill) -> Clip:
     """The authors' mapper steps 1-3 (module docstring) with one draw per clip, then `fit_canvas`."""
+    return fit_canvas(augment_geometry(clip, cfg, rng), cfg.canvas, rng, fill)
+
+
+def augment_geometry(clip: Clip, cfg: ClipAugment, rng: np.random.Generator) -> Clip:
+    """Steps 1-3 of the module docstring (crop branch, resize, flip), one draw for the whole clip."""
     if rng.random() < cfg.crop_prob:
         short = int(rng.choice(cfg.crop_resize))
         clip = _resize(clip, shortest_edge_size(clip.image_hw, short, cfg.crop_resize_max))
@@ -159,7 +165,7 @@ def augment_video_clip(clip: Clip, cfg: ClipAugment, rng: np.random.Generator, f
     clip = _resize(clip, shortest_edge_size(clip.image_hw, short, cfg.max_size))
     if rng.random() < cfg.flip_prob:
         clip = _flip(clip)
-    return fit_canvas(clip, cfg.canvas, rng, fill)
+    return clip
 
 
 def eval_input_size(hw: tuple[int, int], min_size: int, max_size: int, divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:

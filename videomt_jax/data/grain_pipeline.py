@@ -8,9 +8,9 @@ device trains, with prefetch, in the order of the steps.
         batches.close()                                                    # also on Ctrl-C
 
 Element k of the pipeline is clip j = k mod b of step k // b of this process (b clips per process
-and step); clip g = step * B + p * b + j of the global batch B (process p), the numbering
-`Recipe.batches` uses, so the pipeline yields exactly `Recipe.batches(...)(step)`: batches stay a
-pure function of (seed, step) and a resumed run is bit-identical. `GrainBatches(step)` hands out
+and step), numbered by `ClipNumbering` as in `Recipe.batches`, so the pipeline yields exactly
+`Recipe.batches(...)(step)`: batches stay a pure function of (seed, step) and a resumed run is
+bit-identical. `GrainBatches(step)` hands out
 the next batch when `step` follows the previous call, and restarts the pipeline at `step` otherwise
 (the first call of a resumed `fit` asks for step 0, then for the resume step). Worker processes are
 spawned (fresh interpreters: they never inherit the parent's JAX runtime) and ignore Ctrl-C; the
@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from videomt_jax.data.batching import Batch, Clip
+from videomt_jax.data.batching import Batch, Clip, ClipNumbering
 
 # A GPU consumes ViT-S clips at 768x768 far faster than one core decodes them (~7 clips/s here):
 # docs/training.md, "Input pipeline". The cap only keeps a many-core host from spawning hundreds.
@@ -52,12 +52,11 @@ def _grain() -> Any:
 class _ClipAt:
     """Pipeline element k -> clip (picklable; sent to every worker)."""
 
-    def __init__(self, clip_fn: Callable[[int], Clip], local: int, global_batch: int, process_index: int):
-        self.clip_fn, self.local, self.global_batch, self.process_index = clip_fn, local, global_batch, process_index
+    def __init__(self, clip_fn: Callable[[int], Clip], numbering: ClipNumbering):
+        self.clip_fn, self.numbering = clip_fn, numbering
 
     def __call__(self, k: int) -> Clip:
-        step, j = divmod(int(k), self.local)
-        return self.clip_fn(step * self.global_batch + self.process_index * self.local + j)
+        return self.clip_fn(self.numbering.number(*divmod(int(k), self.numbering.local)))
 
 
 def _ignore_sigint(worker_index: int, worker_count: int) -> None:
@@ -79,12 +78,11 @@ class GrainBatches:
         workers: Optional[int] = None,
         prefetch: int = PREFETCH_BATCHES,
     ):
-        if batch_size % process_count or not 0 <= process_index < process_count:
-            raise ValueError(f"batch size {batch_size} cannot be split over {process_count} processes (index {process_index})")
+        numbering = ClipNumbering(batch_size, process_index, process_count)
         if prefetch < 1 or (workers is not None and workers < 0):
             raise ValueError(f"need prefetch >= 1 and workers >= 0, got {prefetch}, {workers}")
-        self.local = batch_size // process_count
-        self.element = _ClipAt(clip_fn, self.local, batch_size, process_index)
+        self.local = numbering.local
+        self.element = _ClipAt(clip_fn, numbering)
         self.collate, self.steps = collate, steps
         self.workers = auto_workers() if workers is None else workers
         self.prefetch = prefetch

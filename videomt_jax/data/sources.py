@@ -7,7 +7,9 @@ picklable function of the global clip index alone: clip g of a run is video `per
 epoch e = g // N (a permutation seeded by (seed, e)), with frames sampled and the clip augmented from
 a generator seeded by (seed, g), so a batch is a pure function of (seed, step) and a resumed run
 sees exactly the clips of an uninterrupted one. The dataset is opened lazily in each process
-(data-loading workers included) and not pickled.
+(data-loading workers included) and not pickled. A `ytvis` config with a `coco_root` (`--coco-root`)
+mixes COCO images made into clips with the videos, as the authors train every YouTube-VIS and OVIS
+model (`data/coco.py`, `data/mixing.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ from videomt_jax.data.categories import (
     things_first,
 )
 from videomt_jax.data.clip_transforms import ClipAugment, Fill, augment_video_clip
+from videomt_jax.data.coco import (
+    COCO_FOLDER,
+    COCO_RATIO,
+    COCO_TRAIN_ANNOTATIONS,
+    COCO_TRAIN_IMAGES,
+    CocoClips,
+    coco_labels,
+)
+from videomt_jax.data.mixing import MixedClips
 from videomt_jax.data.vipseg import IMAGES_DIR, PANOPTIC_DIR, VIPSegDataset
 from videomt_jax.data.vspw import VSPWDataset
 from videomt_jax.data.ytvis import YTVISDataset, sample_frame_indices
@@ -43,7 +54,12 @@ _YTVIS_SPLITS = {s: (f"{s}.json", f"{s}/JPEGImages") for s in ("train", "valid",
 YTVIS_LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
     "ytvis_2019": _YTVIS_SPLITS,
     "ytvis_2021": _YTVIS_SPLITS,
-    "ytvis_2022": {"valid": _YTVIS_SPLITS["valid"]},
+    # the official 2022 ground truth: the short and the long videos of valid/ (yt2022_evaluate.py)
+    "ytvis_2022": {
+        "valid": _YTVIS_SPLITS["valid"],
+        "valid_short": ("gt_short.json", "valid/JPEGImages"),
+        "valid_long": ("gt_long.json", "valid/JPEGImages"),
+    },
     "ovis": {s: (f"annotations/annotations_{s}.json", s) for s in ("train", "valid", "test")},
 }
 YTVIS_CLASSES = {
@@ -155,13 +171,41 @@ class VideoDataConfig(abc.ABC):
 
 @dataclass(frozen=True)
 class YTVISDataConfig(VideoDataConfig):
+    """YouTube-VIS / OVIS; with `coco_root`, COCO images join training as pseudo-videos (data/coco.py)."""
+
+    coco_root: str | None = None  # set from --coco-root: the folder holding coco/, or coco/ itself
+    coco_ratio: float = COCO_RATIO  # COCO clips per video clip
+    coco_annotations: str = COCO_TRAIN_ANNOTATIONS  # relative to the COCO folder
+    coco_images: str = COCO_TRAIN_IMAGES
+
     kind: ClassVar[str] = "ytvis"
 
     def __post_init__(self) -> None:
         for name in (self.dataset, self.eval_dataset or self.dataset):
             if name not in YTVIS_LAYOUTS:
                 raise ValueError(f"unknown ytvis dataset {name!r}; choose one of {sorted(YTVIS_LAYOUTS)}")
+        if not self.coco_ratio > 0:
+            raise ValueError(f"coco_ratio must be > 0, got {self.coco_ratio}")
         super().__post_init__()
+
+    def with_coco_root(self, root: str | None) -> YTVISDataConfig:
+        return replace(self, coco_root=None if root is None else str(root))
+
+    def coco_clips(self, fill: Fill) -> CocoClips:
+        """The COCO pseudo-clips of this dataset's training (needs `coco_root`)."""
+        base = resolve_root(self.coco_root, COCO_FOLDER, "COCO pseudo-videos")
+        labels = coco_labels(self.dataset, self.id2label)
+        return CocoClips(
+            os.path.join(base, self.coco_annotations), os.path.join(base, self.coco_images), labels,
+            num_frames=self.num_frames, augment=self.augment, fill=fill, seed=self.seed,
+        )
+
+    def train_clips(self, fill: Fill) -> TrainClips | MixedClips:
+        """The video clips alone, or mixed with COCO pseudo-clips at `coco_ratio` : 1 when `coco_root` is set."""
+        videos = TrainClips(self, fill)
+        if self.coco_root is None:
+            return videos
+        return MixedClips((videos, self.coco_clips(fill)), (1.0, self.coco_ratio), self.seed)
 
     @property
     def id2label(self) -> dict[int, str]:

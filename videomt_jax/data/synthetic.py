@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from videomt_jax.data.augment import AugmentConfig, augment_clip
-from videomt_jax.data.batching import LABEL_DIVISOR, Batch, Clip, collate
+from videomt_jax.data.batching import Batch, Clip, collate
+from videomt_jax.ops.labels import LABEL_DIVISOR
 
 SPLITS: dict[str, int] = {"train": 0, "heldout": 1}
 

@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from videomt_jax.data.batching import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID, Clip
+from videomt_jax.data.batching import Clip
+from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 
 IMAGES_DIR = "images"
 PANOPTIC_DIR = "panomasksRGB"

@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from videomt_jax.data.batching import IGNORE_INDEX, Clip
+from videomt_jax.data.batching import Clip
+from videomt_jax.ops.labels import IGNORE_INDEX
 from videomt_jax.data.categories import VSPW_CLASSES, VSPW_THING_IDS, things_first
 from videomt_jax.data.vipseg import read_rgb
 

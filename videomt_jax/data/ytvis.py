@@ -157,6 +157,21 @@ class YTVISDataset:
 
     def load_clip(self, index: int, frame_indices: Optional[Sequence[int]] = None) -> Clip:
         """Frames `frame_indices` (default: all) of video `index` with every instance's masks."""
+        masks, classes, track_ids, frame_indices = self.load_targets(index, frame_indices)
+        return Clip(
+            frames=self.load_frames(index, frame_indices),
+            masks=masks,
+            classes=classes,
+            track_ids=track_ids,
+            frame_indices=frame_indices,
+            video_id=int(self.videos[index]["id"]),
+        )
+
+    def load_targets(
+        self, index: int, frame_indices: Optional[Sequence[int]] = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The ground truth of `load_clip` without the frames: masks [T, M, H, W] bool, classes [M],
+        track ids [M] and the frame indices [T] (int32)."""
         if not 0 <= index < len(self):
             raise IndexError(f"video index {index} out of range for {len(self)} videos")
         video = self.videos[index]
@@ -178,14 +193,9 @@ class YTVISDataset:
                     raise ValueError(f"{where} frame {i}: corrupt segmentation: {e!r}") from None
                 if mask is not None:
                     masks[t, m] = mask
-        return Clip(
-            frames=self.load_frames(index, frame_indices),
-            masks=masks,
-            classes=np.array([self.category_to_label[a["category_id"]] for a in annotations], np.int32),
-            track_ids=np.array([a["id"] for a in annotations], np.int32),
-            frame_indices=frame_indices.astype(np.int32),
-            video_id=int(video["id"]),
-        )
+        classes = np.array([self.category_to_label[a["category_id"]] for a in annotations], np.int32)
+        track_ids = np.array([a["id"] for a in annotations], np.int32)
+        return masks, classes, track_ids, frame_indices.astype(np.int32)
 
     def sample_clip(
         self,

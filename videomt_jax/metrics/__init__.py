@@ -5,12 +5,18 @@ from videomt_jax.metrics.consistency import evaluate_video_consistency
 from videomt_jax.metrics.panoptic import PanopticAccumulator, evaluate_panoptic, panoptic_from_segments
 from videomt_jax.metrics.semantic import SemanticAccumulator, evaluate_semantic
 from videomt_jax.metrics.stq import evaluate_stq
-from videomt_jax.metrics.vis import VideoInstanceAccumulator, evaluate_video_instance, mask_iou
+from videomt_jax.metrics.vis import (
+    SubsetVideoInstanceAccumulator,
+    VideoInstanceAccumulator,
+    evaluate_video_instance,
+    mask_iou,
+)
 from videomt_jax.metrics.vpq import evaluate_vpq
 
 __all__ = [
     "PanopticAccumulator",
     "SemanticAccumulator",
+    "SubsetVideoInstanceAccumulator",
     "VideoInstanceAccumulator",
     "evaluate_panoptic",
     "evaluate_semantic",

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from videomt_jax.data.batching import IGNORE_INDEX
+from videomt_jax.ops.labels import IGNORE_INDEX
 from videomt_jax.metrics.video_inputs import check_videos
 
 VC_WINDOWS = (8, 16)  # eval_vc_vspw.py line 41

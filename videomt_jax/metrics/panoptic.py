@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from videomt_jax.data.batching import LABEL_DIVISOR, VOID_ID
+from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.pairs import feed_pairs
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from videomt_jax.data.batching import IGNORE_INDEX
+from videomt_jax.ops.labels import IGNORE_INDEX
 from videomt_jax.metrics.pairs import feed_pairs
 
 

@@ -48,7 +48,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from videomt_jax.data.batching import LABEL_DIVISOR, VOID_ID
+from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.video_inputs import ClassTable, check_videos
 
 

@@ -161,3 +161,34 @@ def evaluate_video_instance(
     acc = VideoInstanceAccumulator(max_dets)
     feed_pairs(acc.update, ground_truth, predictions, "videos")
     return acc.compute()
+
+
+SUBSET_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100")
+
+
+class SubsetVideoInstanceAccumulator:
+    """Video AP of named subsets of the videos, each scored alone, and the mean of the subsets' AP.
+
+    YouTube-VIS 2022 (the authors' `utils/yt2022_evaluate.py`): the predictions are scored against
+    the short videos' ground truth and, separately, the long videos'; the reported AP is the mean of
+    the two. `compute` gives "AP" (that mean; NaN when a subset has no ground truth) and, per
+    subset s, "AP_s", "AP50_s", "AP75_s", "AR1_s", "AR10_s", "AR100_s".
+    """
+
+    def __init__(self, subsets: Sequence[str], max_dets: int = MAX_DETS):
+        if not subsets or len(set(subsets)) != len(subsets):
+            raise ValueError(f"need distinct subset names, got {list(subsets)}")
+        self.subsets = {name: VideoInstanceAccumulator(max_dets) for name in subsets}
+
+    def update(self, subset: str, gt: Mapping[str, Any], pred: Mapping[str, Any]) -> None:
+        if subset not in self.subsets:
+            raise ValueError(f"unknown subset {subset!r}; the subsets are {list(self.subsets)}")
+        self.subsets[subset].update(gt, pred)
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, acc in self.subsets.items():
+            result = acc.compute()
+            out.update({f"{k}_{name}": result[k] for k in SUBSET_KEYS})
+        out["AP"] = float(np.mean([out[f"AP_{name}"] for name in self.subsets]))
+        return out

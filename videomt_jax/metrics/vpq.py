@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from videomt_jax.data.batching import LABEL_DIVISOR, VOID_ID
+from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.panoptic import pq_from_counts
 from videomt_jax.metrics.video_inputs import ClassTable, check_videos
 

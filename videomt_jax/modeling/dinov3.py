@@ -23,7 +23,7 @@ import numpy as np
 
 from videomt_jax.config import ROPE_PARTS, VideomtConfig
 
-Rope = tuple[jax.Array, jax.Array]  # (cos, sin), each [G, E]
+Rope = tuple[jax.Array, jax.Array]  # (cos, sin), each [G, E] (or [B, G, E]: one grid per example)
 
 
 @lru_cache(maxsize=64)
@@ -58,12 +58,15 @@ def apply_rope(q: jax.Array, k: jax.Array, rope: Rope) -> tuple[jax.Array, jax.A
 
     The tables are padded with cos = 1, sin = 0 for the leading tokens, which leaves them exact.
     """
-    cos, sin = rope  # [G, E]
-    n, g = q.shape[1], cos.shape[0]
+    n, g = q.shape[1], rope[0].shape[-2]
     if g > n:
         raise ValueError(f"rotary tables cover {g} patch tokens but the sequence has only {n} tokens")
-    cos = jnp.concatenate([jnp.ones((n - g, cos.shape[1]), cos.dtype), cos])[:, None, :].astype(q.dtype)  # [N, 1, E]
-    sin = jnp.concatenate([jnp.zeros((n - g, sin.shape[1]), sin.dtype), sin])[:, None, :].astype(q.dtype)
+
+    def lead(table: jax.Array, value: float) -> jax.Array:  # [..., G, E] -> [..., N, 1, E]
+        fill = jnp.full((*table.shape[:-2], n - g, table.shape[-1]), value, table.dtype)
+        return jnp.concatenate([fill, table], axis=-2)[..., None, :].astype(q.dtype)
+
+    cos, sin = lead(rope[0], 1.0), lead(rope[1], 0.0)
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 

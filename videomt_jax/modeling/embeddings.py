@@ -13,21 +13,22 @@ import jax
 import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.content import resample_pos_embed_traced
 from videomt_jax.modeling.layers import compute_dtype
+from videomt_jax.ops.resize import resize_images
 
 
 def resample_pos_embed(pos: jax.Array, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> jax.Array:
     """Resample a [g_h*g_w, D] grid of position embeddings to another grid.
 
-    Bicubic with antialiasing (Keys a = -0.5, half-pixel centres), which is what timm's
-    `resample_abs_pos_embed` computes through `F.interpolate(mode="bicubic", antialias=True)`;
-    the identity at the native size.
+    timm's `resample_abs_pos_embed`: `F.interpolate(mode="bicubic", antialias=True)` (Keys a = -0.5,
+    half-pixel centres), with torch's float32 taps; the identity at the native size.
     """
     if tuple(src_hw) == tuple(dst_hw):
         return pos
     d = pos.shape[-1]
-    grid = pos.reshape(*src_hw, d).astype(jnp.float32)
-    out = jax.image.resize(grid, (*dst_hw, d), method="cubic", antialias=True)
+    grid = jnp.asarray(pos).reshape(*src_hw, d)  # [g_h, g_w, D]
+    out = resize_images(grid, (dst_hw[0], dst_hw[1]), "bicubic")  # [g_h', g_w', D] float32
     return out.reshape(dst_hw[0] * dst_hw[1], d).astype(pos.dtype)
 
 
@@ -61,8 +62,11 @@ class Embeddings(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:
-        """pixels [B, H, W, C] -> tokens [B, 1+R+g_h*g_w, D] (float32)."""
+    def __call__(self, pixels: jax.Array, content: jax.Array | None = None) -> jax.Array:
+        """pixels [B, H, W, C] -> tokens [B, 1+R+g_h*g_w, D] (float32).
+
+        `content` [B, 2]: each example's own patch grid (`modeling/content.py`); its position
+        embeddings are resampled to that grid, top-left on the input's."""
         cfg = self.config
         d = cfg.hidden_size
         ph, pw = cfg.patch_hw
@@ -76,7 +80,9 @@ class Embeddings(nn.Module):
             pos = self.param("position_embeddings", nn.initializers.normal(1.0), (cfg.grid_hw[0] * cfg.grid_hw[1], d))
             # Kept for a lossless round trip with HF checkpoints (masked image modelling; unused here).
             self.param("mask_token", nn.initializers.zeros, (1, 1, d), jnp.float32)
-            if grid_hw != cfg.grid_hw:
+            if content is not None:
+                pos = resample_pos_embed_traced(pos, cfg.grid_hw, content, grid_hw)  # [B, g_h*g_w, D]
+            elif grid_hw != cfg.grid_hw:
                 pos = resample_pos_embed(pos, cfg.grid_hw, grid_hw)
             patches = patches + pos
         b = patches.shape[0]

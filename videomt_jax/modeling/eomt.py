@@ -15,6 +15,8 @@ N = Q+P+g_h*g_w tokens, D hidden, K+1 classes, h/w mask grid.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,10 +25,34 @@ from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.dinov3 import Rope, rope_tables
 from videomt_jax.modeling.embeddings import Embeddings
 from videomt_jax.modeling.heads import Heads
-from videomt_jax.modeling.layers import Block, BlockStack, layer_norm
+from videomt_jax.modeling.layers import REMAT_POLICIES, Block, BlockStack, layer_norm
 from videomt_jax.modeling.masking import ATTN_MASK_RNG, query_patch_mask
 from videomt_jax.modeling.outputs import VideomtOutput
-from videomt_jax.modeling.videomt import check_videos
+
+
+def check_videos(config: VideomtConfig, videos: Any, interpolate_pos_encoding: bool) -> None:
+    """Raise a clear error for input the model cannot take (shapes are static under jit)."""
+    shape = getattr(videos, "shape", None)
+    if shape is None or len(shape) != 5:
+        raise ValueError(f"videos must be a 5-D array (B, T, H, W, C), got shape {shape}")
+    b, t, h, w, c = shape
+    if not jnp.issubdtype(videos.dtype, jnp.floating):
+        raise TypeError(
+            f"videos must be floating point (normalized pixels), got {videos.dtype}; run vm.VideoProcessor first"
+        )
+    if c != config.num_channels:
+        raise ValueError(f"videos have {c} channels in the last axis; the config expects {config.num_channels} (B, T, H, W, C)")
+    if b == 0 or t == 0:
+        raise ValueError(f"videos must hold at least one video and one frame, got B={b}, T={t}")
+    ph, pw = config.patch_hw
+    if h % ph or w % pw:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
+    # DINOv3's rotary tables are computed for every input grid: no flag needed.
+    if (h, w) != config.image_hw and not interpolate_pos_encoding and config.backbone == "dinov2":
+        raise ValueError(
+            f"frame size {h}x{w} differs from the config's image_size {config.image_hw}; "
+            "pass interpolate_pos_encoding=True to resample the position embeddings"
+        )
 
 
 class EomtModel(nn.Module):
@@ -34,15 +60,21 @@ class EomtModel(nn.Module):
 
     config: VideomtConfig
     deterministic: bool = True  # False turns on dropout / drop-path (needs a "dropout" rng)
+    remat: str = "none"  # training: rematerialise blocks and heads (`layers.REMAT_POLICIES`), same numbers
+    model_type: ClassVar[str] = "eomt"  # the `config.model_type` this module runs
 
     def setup(self) -> None:
         cfg = self.config
-        if cfg.model_type != "eomt":
-            raise ValueError(f"EomtModel needs a config with model_type='eomt', got {cfg.model_type!r}")
+        if cfg.model_type != self.model_type:
+            raise ValueError(
+                f"{type(self).__name__} needs a config with model_type={self.model_type!r}, got {cfg.model_type!r}"
+            )
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
         self.embeddings = Embeddings(cfg, self.deterministic)
         if cfg.query_start > 0:
-            self.encoder = BlockStack(cfg, cfg.query_start, self.deterministic)
-        self.query_encoder = BlockStack(cfg, cfg.num_blocks, self.deterministic)
+            self.encoder = BlockStack(cfg, cfg.query_start, self.deterministic, self.remat)
+        self.query_encoder = BlockStack(cfg, cfg.num_blocks, self.deterministic, self.remat)
         self.layernorm = layer_norm(cfg, "layernorm")
         self.query = self.param("query", nn.initializers.normal(1.0), (cfg.num_queries, cfg.hidden_size), jnp.float32)
         self.heads = Heads(cfg)

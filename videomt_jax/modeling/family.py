@@ -17,16 +17,16 @@ from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.eomt import EomtModel
 from videomt_jax.modeling.videomt import VideomtModel
 
-MODELS: dict[str, type[nn.Module]] = {"videomt": VideomtModel, "eomt": EomtModel}
+MODELS: dict[str, type[EomtModel]] = {cls.model_type: cls for cls in (VideomtModel, EomtModel)}
 
 
-def model_for(config: VideomtConfig, deterministic: bool = True) -> nn.Module:
-    """The linen module for `config` (VideomtModel or EomtModel)."""
-    return MODELS[config.model_type](config, deterministic)
+def model_for(config: VideomtConfig, deterministic: bool = True, remat: str = "none") -> nn.Module:
+    """The linen module for `config` (VideomtModel or EomtModel); `remat` is a training setting."""
+    return MODELS[config.model_type](config, deterministic, remat)
 
 
-def init_params_for(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int] | None = None) -> Any:
-    """Fresh float32 parameters of `model_for(config)` (random)."""
+def init_params(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int] | None = None) -> Any:
+    """Fresh float32 parameters of `model_for(config)` (random), e.g. for training from scratch or tests."""
     h, w = image_hw or config.image_hw
     dummy = jnp.zeros((1, 1, h, w, config.num_channels), jnp.float32)
     model = model_for(config)

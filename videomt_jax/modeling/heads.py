@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.modeling.content import region_mask
 from videomt_jax.modeling.layers import ACTIVATIONS, compute_dtype, dense, layer_norm
 
 
@@ -113,9 +114,12 @@ class ScaleLayer(nn.Module):
     config: VideomtConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, region: jax.Array | None = None) -> jax.Array:
+        """x [B, g, g, D] -> [B, 2g, 2g, D]; `region` [B, 2g, 2g] bool: the 3x3 conv sees zeros outside it."""
         cfg = self.config
         x = ACTIVATIONS[cfg.hidden_act](ConvTranspose2x2(cfg, name="conv1")(x))
+        if region is not None:
+            x = jnp.where(region[..., None], x, jnp.zeros((), x.dtype))
         x = DepthwiseConv3x3(cfg, name="conv2")(x)
         return layer_norm(cfg, "layernorm2d", eps=1e-6)(x).astype(x.dtype)
 
@@ -138,7 +142,10 @@ class Heads(nn.Module):
     config: VideomtConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, grid_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, tokens: jax.Array, grid_hw: tuple[int, int], content: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """`content` [B, 2]: each example's own patch grid (`modeling/content.py`), or None."""
         cfg = self.config
         cdt = compute_dtype(cfg)
         tokens = tokens.astype(cdt)  # [B, Q+P+g*g, D]
@@ -147,7 +154,9 @@ class Heads(nn.Module):
         class_logits = dense(cfg, cfg.num_labels + 1, "class_predictor")(queries)
         feats = patches.reshape(patches.shape[0], *grid_hw, cfg.hidden_size)  # [B, g, g, D]
         for i in range(cfg.num_upscale_blocks):
-            feats = ScaleLayer(cfg, name=f"upscale_{i}")(feats)  # [B, G, G, D]
+            scale = 2 ** (i + 1)
+            region = None if content is None else region_mask(content, (grid_hw[0] * scale, grid_hw[1] * scale), scale)
+            feats = ScaleLayer(cfg, name=f"upscale_{i}")(feats, region)  # [B, G, G, D]
         mask_embed = MaskHead(cfg, name="mask_head")(queries)  # [B, Q, D]
         mask_logits = jnp.einsum("bqd,bhwd->bqhw", mask_embed, feats, preferred_element_type=jnp.float32)
         return class_logits.astype(jnp.float32), mask_logits.astype(jnp.float32)

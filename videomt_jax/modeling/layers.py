@@ -8,7 +8,8 @@ stream in float32.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,6 +39,18 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = dict(
     zip(HIDDEN_ACTS, (gelu_erf, gelu_tanh, gelu_tanh, jax.nn.relu, jax.nn.silu), strict=True)
 )
+# The gated MLP's activation name per backbone: DINOv2's SwiGLU FFN always gates with SiLU (HF
+# `VideomtSwiGLUFFN` / `EomtSwiGLUFFN`, timm `SwiGLU`), whatever `hidden_act` says (which then drives
+# the heads only); DINOv3's gated MLP applies `hidden_act` (HF `DINOv3ViTGatedMLP` / `EomtDinov3GatedMLP`).
+GATE_ACTS: dict[str, Callable[[VideomtConfig], str]] = {
+    "dinov2": lambda cfg: "silu",
+    "dinov3": lambda cfg: cfg.hidden_act,
+}
+
+
+def gate_activation(config: VideomtConfig) -> Callable[[jax.Array], jax.Array]:
+    """The function `SwiGLU` applies to its gate projection for `config`'s backbone."""
+    return ACTIVATIONS[GATE_ACTS[config.backbone](config)]
 
 
 def compute_dtype(config: VideomtConfig) -> jnp.dtype:
@@ -176,7 +189,7 @@ class SwiGLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
-        gate = jax.nn.silu(dense(cfg, cfg.mlp_hidden_size, "gate_proj")(x))
+        gate = gate_activation(cfg)(dense(cfg, cfg.mlp_hidden_size, "gate_proj")(x))
         return dense(cfg, cfg.hidden_size, "down_proj")(gate * dense(cfg, cfg.mlp_hidden_size, "up_proj")(x))
 
 
@@ -222,12 +235,14 @@ class _ScanBlock(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, rope: Rope | None) -> tuple[jax.Array, jax.Array]:
-        y = Block(self.config, name="block")(x, self.deterministic, rope)
+    def __call__(self, x: jax.Array, rope: Rope | None, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        y = Block(self.config, name="block")(x, self.deterministic, rope, mask)
         return y, y
 
 
-# VideomtConfig.remat name -> jax.checkpoint policy (None: no rematerialisation)
+# Rematerialisation in training (`TrainConfig.remat`, a module attribute of the model) -> jax.checkpoint
+# policy: none | full (keep only block inputs) | dots (keep matmul outputs) | dots_no_batch (keep
+# matmuls without batch dimensions: the weight products, not attention's). None: no rematerialisation.
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -240,20 +255,24 @@ class BlockStack(nn.Module):
     """`length` blocks with parameters stacked on a leading [L] axis.
 
     `config.scan_layers` picks a rolled loop (fast compile) or a fully unrolled one (fastest run);
-    the parameters and the numbers are the same either way. `config.remat` wraps each block in
+    the parameters and the numbers are the same either way. `remat` wraps each block in
     `nn.remat` with a named policy (`REMAT_POLICIES`): the backward pass recomputes what the policy
     does not keep, same numbers, less memory; remat implies the rolled loop. Returns the last output and the
     output of every block  # [B, N, D], [L, B, N, D]
     `rope`: DINOv3 rotary tables, the same for every layer (None for DINOv2).
+    `mask`: attention mask for every layer ([B, N, N] or [B, 1, N], True = may attend), or None.
     """
 
     config: VideomtConfig
     length: int
     deterministic: bool = True
+    remat: str = "none"  # a REMAT_POLICIES name
 
     @nn.compact
-    def __call__(self, x: jax.Array, rope: Rope | None = None) -> tuple[jax.Array, jax.Array]:
-        policy = REMAT_POLICIES[self.config.remat]
+    def __call__(
+        self, x: jax.Array, rope: Rope | None = None, mask: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        policy = REMAT_POLICIES[self.remat]
         block = _ScanBlock if policy is None else nn.remat(_ScanBlock, policy=policy, prevent_cse=False)
         stack = nn.scan(
             block,
@@ -265,4 +284,4 @@ class BlockStack(nn.Module):
             # the forward pass and nothing is saved (measured: 620 vs 620 MiB unrolled, 650 vs 112 rolled)
             unroll=1 if self.config.scan_layers or policy is not None else self.length,
         )
-        return stack(self.config, self.deterministic, name="layers")(x, rope)
+        return stack(self.config, self.deterministic, name="layers")(x, rope, mask)

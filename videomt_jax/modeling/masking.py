@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from videomt_jax.postprocess.resize import resize_bilinear
+from videomt_jax.ops.resize import resize_bilinear
 
 ATTN_MASK_RNG = "attn_mask"  # the rng stream for 0 < p < 1
 
@@ -44,7 +44,8 @@ def query_patch_mask(
 
 
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, mask: jax.Array) -> jax.Array:
-    """Softmax attention with a boolean mask; q, k, v [B, H, N, E], mask [B, N, N] -> [B, H, N, E].
+    """Softmax attention with a boolean mask; q, k, v [B, H, N, E], mask [B, N, N] (or [B, 1, N]: the
+    same keys for every query) -> [B, H, N, E].
 
     Scores and softmax in float32; masked scores get -inf (every row keeps at least itself).
     """

@@ -11,7 +11,7 @@ frame 0 starts from the learned queries, frame t > 0 from
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -19,9 +19,9 @@ import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.dinov3 import Rope, rope_tables
-from videomt_jax.modeling.embeddings import Embeddings
-from videomt_jax.modeling.heads import Heads
-from videomt_jax.modeling.layers import REMAT_POLICIES, BlockStack, dense, layer_norm
+from videomt_jax.modeling.content import content_grid, key_mask, rope_tables_traced
+from videomt_jax.modeling.eomt import EomtModel, check_videos
+from videomt_jax.modeling.layers import REMAT_POLICIES, dense
 from videomt_jax.modeling.outputs import StreamState, VideomtOutput
 
 # Frames per iteration of the frame loop: short clips (online, 8-frame clips) become straight-line
@@ -37,62 +37,35 @@ def init_state(config: VideomtConfig, batch_size: int) -> StreamState:
     )
 
 
-def check_videos(config: VideomtConfig, videos: Any, interpolate_pos_encoding: bool) -> None:
-    """Raise a clear error for input the model cannot take (shapes are static under jit)."""
-    shape = getattr(videos, "shape", None)
-    if shape is None or len(shape) != 5:
-        raise ValueError(f"videos must be a 5-D array (B, T, H, W, C), got shape {shape}")
-    b, t, h, w, c = shape
-    if not jnp.issubdtype(videos.dtype, jnp.floating):
-        raise TypeError(
-            f"videos must be floating point (normalized pixels), got {videos.dtype}; run vm.VideoProcessor first"
-        )
-    if c != config.num_channels:
-        raise ValueError(f"videos have {c} channels in the last axis; the config expects {config.num_channels} (B, T, H, W, C)")
-    if b == 0 or t == 0:
-        raise ValueError(f"videos must hold at least one video and one frame, got B={b}, T={t}")
-    ph, pw = config.patch_hw
-    if h % ph or w % pw:
-        raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
-    # DINOv3's rotary tables are computed for every input grid: no flag needed.
-    if (h, w) != config.image_hw and not interpolate_pos_encoding and config.backbone == "dinov2":
-        raise ValueError(
-            f"frame size {h}x{w} differs from the config's image_size {config.image_hw}; "
-            "pass interpolate_pos_encoding=True to resample the position embeddings"
-        )
+class VideomtModel(EomtModel):
+    """`model.apply({"params": params}, videos)` with videos [B, T, H, W, C] normalized floats.
 
+    EoMT's modules (same names, same parameter tree) plus the `query_updater`; `__call__` replaces
+    EoMT's per-image pass by the frame loop.
+    """
 
-class VideomtModel(nn.Module):
-    """`model.apply({"params": params}, videos)` with videos [B, T, H, W, C] normalized floats."""
-
-    config: VideomtConfig
-    deterministic: bool = True  # False turns on dropout / drop-path (needs a "dropout" rng)
+    model_type: ClassVar[str] = "videomt"
 
     def setup(self) -> None:
-        cfg = self.config
-        self.embeddings = Embeddings(cfg, self.deterministic)
-        if cfg.query_start > 0:
-            self.encoder = BlockStack(cfg, cfg.query_start, self.deterministic)
-        self.query_encoder = BlockStack(cfg, cfg.num_blocks, self.deterministic)
-        self.layernorm = layer_norm(cfg, "layernorm")
-        self.query = self.param("query", nn.initializers.normal(1.0), (cfg.num_queries, cfg.hidden_size), jnp.float32)
-        self.query_updater = dense(cfg, cfg.hidden_size, "query_updater")
-        self.heads = Heads(cfg)
+        super().setup()
+        self.query_updater = dense(self.config, self.config.hidden_size, "query_updater")
 
     # ------------------------------------------------------------------ one frame
     def _frame(
-        self, state: StreamState, tokens: jax.Array, rope: Rope | None, return_aux: bool, return_blocks: bool
+        self, state: StreamState, tokens: jax.Array, rope: Rope | None, mask: jax.Array | None, return_aux: bool,
+        return_blocks: bool,
     ) -> tuple[StreamState, dict[str, jax.Array]]:
         """tokens [B, P+g*g, D] of one frame -> new state and this frame's normed tokens.
 
         Only the recurrence lives here; the heads run afterwards on all frames at once.
+        `mask` [B, 1, N]: the clips' content regions (`modeling/content.py`), or None.
         """
         cfg = self.config
         learned = jnp.broadcast_to(self.query, state.queries.shape)  # [B, Q, D]
         updated = self.query_updater(state.queries).astype(jnp.float32) + learned
         queries = jnp.where(state.started[:, None, None], updated, learned)
         x_in = jnp.concatenate([queries, tokens], axis=1)  # [B, N, D]
-        x, block_outputs = self.query_encoder(x_in, rope)  # [B, N, D], [A, B, N, D]
+        x, block_outputs = self.query_encoder(x_in, rope, mask)  # [B, N, D], [A, B, N, D]
         normed = self.layernorm(x)
         out = {"last_hidden_state": normed}
         if return_blocks:
@@ -100,30 +73,51 @@ class VideomtModel(nn.Module):
         if return_aux:  # deep supervision: predict from the tokens entering every query block
             block_inputs = jnp.concatenate([x_in[None], block_outputs[:-1]], axis=0)  # [A, B, N, D]
             out["aux_tokens"] = self.layernorm(block_inputs) if cfg.norm_queries else block_inputs
-        # The authors' NORM_QUERIES (off in every released config) propagates normalized queries.
+        # The authors' NORM_QUERIES (on in their DINOv3 VIPSeg / VSPW configs) propagates normalized queries.
         queries_out = (normed if cfg.norm_queries else x)[:, : cfg.num_queries].astype(jnp.float32)
         return StreamState(queries=queries_out, started=jnp.ones_like(state.started)), out
 
-    def _heads(self, tokens: jax.Array, grid_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    def _heads(
+        self, tokens: jax.Array, grid_hw: tuple[int, int], content: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
         """tokens [S, B, T, N, D] (S: 1, or one per prediction) -> class logits [S, B, T, Q, K+1],
-        mask logits [S, B, T, Q, h, w].
+        mask logits [S, B, T, Q, h, w]. `content` [B, 2]: each clip's own patch grid, or None.
 
-        Without remat the heads see every frame at once. With `config.remat` set they run one
+        Without remat the heads see every frame at once. With `remat` set they run one
         (frame, prediction) step at a time in a rolled loop and are rematerialised: the backward
         pass keeps only each step's tokens. The upscaled maps of all frames and predictions at once
         (h x w x D each, float32 around the LayerNorms) otherwise held most of a deep-supervised
         train step's memory. Same numbers either way.
         """
         s, b, t = tokens.shape[:3]
-        if REMAT_POLICIES[self.config.remat] is None:
-            cls, mask = self.heads(tokens.reshape(-1, *tokens.shape[3:]), grid_hw)
+        if REMAT_POLICIES[self.remat] is None:
+            every = None if content is None else jnp.broadcast_to(content[None, :, None], (s, b, t, 2)).reshape(-1, 2)
+            cls, mask = self.heads(tokens.reshape(-1, *tokens.shape[3:]), grid_hw, every)
             return cls.reshape(s, b, t, *cls.shape[1:]), mask.reshape(s, b, t, *mask.shape[1:])
         steps = jnp.moveaxis(tokens, 2, 0).reshape(t * s, b, *tokens.shape[3:])  # [T*S, B, N, D]
-        step = nn.remat(lambda mdl, carry, x: (carry, mdl.heads(x, grid_hw)), prevent_cse=False)
+        step = nn.remat(lambda mdl, carry, x: (carry, mdl.heads(x, grid_hw, content)), prevent_cse=False)
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
         _, (cls, mask) = scan(self, None, steps)  # [T*S, B, ...]
         cls, mask = cls.reshape(t, s, *cls.shape[1:]), mask.reshape(t, s, *mask.shape[1:])
         return jnp.moveaxis(cls, 0, 2), jnp.moveaxis(mask, 0, 2)
+
+    def _geometry(
+        self, grid_hw: tuple[int, int], content: jax.Array | None, frame_content: jax.Array | None
+    ) -> tuple[Rope | None, Rope | None, jax.Array | None, jax.Array | None]:
+        """Rotary tables and attention masks of the query blocks (per clip) and the plain blocks (per frame).
+
+        Without content regions: the input grid's tables (DINOv3; DINOv2 None) and no masks."""
+        cfg = self.config
+        if content is None or frame_content is None:
+            rope = rope_tables(cfg, grid_hw)  # DINOv3: (cos, sin) [g*g, E]; DINOv2: None
+            return rope, rope, None, None
+        rope = frame_rope = None
+        if cfg.backbone == "dinov3":
+            rope = rope_tables_traced(cfg, content, grid_hw)  # [B, g*g, E] each
+            frame_rope = rope_tables_traced(cfg, frame_content, grid_hw)  # [B*T, g*g, E] each
+        mask = key_mask(content, grid_hw, cfg.num_queries + cfg.num_prefix_tokens)  # [B, 1, N]
+        frame_mask = key_mask(frame_content, grid_hw, cfg.num_prefix_tokens)  # [B*T, 1, P+g*g]
+        return rope, frame_rope, mask, frame_mask
 
     # ------------------------------------------------------------------ whole clip
     def __call__(
@@ -134,12 +128,17 @@ class VideomtModel(nn.Module):
         interpolate_pos_encoding: bool = False,
         return_aux: bool = False,
         return_hidden_states: bool = False,
+        content_hw: jax.Array | None = None,
     ) -> VideomtOutput:
         """videos [B, T, H, W, C] -> VideomtOutput (batch-major: [B, T, ...]).
 
         `state` continues a video fed in chunks (see `videomt_jax.streaming`); None starts one.
         `return_aux` adds the deep-supervision predictions (one per query block, made from the
         tokens entering it); `return_hidden_states` adds every layer's output.
+        `content_hw` [B, 2] int: each clip's own (padded) size in pixels, a multiple of the patch size,
+        at the top left of the frames (training on shape buckets, `modeling/content.py`): inside it the
+        outputs equal the clip's alone at that size; outside they are not meaningful. Needs
+        `interpolate_pos_encoding` for a DINOv2 backbone whose grid differs from the config's.
         """
         cfg = self.config
         check_videos(cfg, videos, interpolate_pos_encoding)
@@ -151,47 +150,41 @@ class VideomtModel(nn.Module):
         if state.queries.shape != expected:
             raise ValueError(f"state.queries has shape {state.queries.shape}; expected {expected}")
 
-        tokens = self.embeddings(videos.reshape(b * t, h, w, c))  # [B*T, P+g*g, D]
-        rope = rope_tables(cfg, grid_hw)  # DINOv3: (cos, sin) [g*g, E]; DINOv2: None
+        content, frame_content = None, None
+        if content_hw is not None:
+            if tuple(content_hw.shape) != (b, 2):
+                raise ValueError(f"content_hw must be [B, 2] = [{b}, 2] (height, width per clip), got {content_hw.shape}")
+            content = content_grid(content_hw, cfg.patch_hw)  # [B, 2] patches
+            frame_content = jnp.repeat(content, t, axis=0)  # [B*T, 2]
+        tokens = self.embeddings(videos.reshape(b * t, h, w, c), frame_content)  # [B*T, P+g*g, D]
+        rope, frame_rope, mask, frame_mask = self._geometry(grid_hw, content, frame_content)
         hidden: list[jax.Array] = [tokens]
         if cfg.query_start > 0:
-            tokens, pre_outputs = self.encoder(tokens, rope)  # [B*T, P+g*g, D], [L-nb, B*T, P+g*g, D]
+            tokens, pre_outputs = self.encoder(tokens, frame_rope, frame_mask)  # [B*T, P+g*g, D], [L-nb, ...]
             hidden += list(pre_outputs) if return_hidden_states else []
         frames = jnp.swapaxes(tokens.reshape(b, t, *tokens.shape[1:]), 0, 1)  # [T, B, P+g*g, D]
 
         scan = nn.scan(
-            lambda mdl, carry, x: mdl._frame(carry, x, rope, return_aux, return_hidden_states),
+            lambda mdl, carry, x: mdl._frame(carry, x, rope, mask, return_aux, return_hidden_states),
             variable_broadcast="params",
             split_rngs={"params": False, "dropout": True},
             unroll=min(t, FRAME_UNROLL),
         )
         state, per_frame = scan(self, state, frames)  # per_frame values: [T, B, ...]
         normed = jnp.swapaxes(per_frame["last_hidden_state"], 0, 1)  # [B, T, N, D]
-        class_logits, mask_logits = (y[0] for y in self._heads(normed[None], grid_hw))  # [B, T, Q, ...]
+        class_logits, mask_logits = (y[0] for y in self._heads(normed[None], grid_hw, content))  # [B, T, Q, ...]
         out = VideomtOutput(
             class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state,
             mask_stride=h // mask_logits.shape[-2],  # input pixels per mask pixel (patch / 2^upscale blocks)
         )
         if return_aux:  # [T, A, B, N, D] -> [A, B, T, N, D] -> heads
-            aux_cls, aux_mask = self._heads(jnp.moveaxis(per_frame["aux_tokens"], 0, 2), grid_hw)
+            aux_cls, aux_mask = self._heads(jnp.moveaxis(per_frame["aux_tokens"], 0, 2), grid_hw, content)
             out = out.replace(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
         if return_hidden_states:
             q_out = jnp.moveaxis(per_frame["query_hidden_states"], 0, 2)  # [A, B, T, N, D]
             q_out = q_out.reshape(q_out.shape[0], b * t, *q_out.shape[3:])
             out = out.replace(hidden_states=tuple(hidden) + tuple(q_out))
         return out
-
-
-def init_params(config: VideomtConfig, key: jax.Array, image_hw: tuple[int, int] | None = None) -> dict:
-    """Fresh float32 parameters (random), e.g. for training from scratch or tests."""
-    if config.model_type != "videomt":  # the other family members (EoMT) live in modeling/family.py
-        from videomt_jax.modeling.family import init_params_for
-
-        return init_params_for(config, key, image_hw)
-    h, w = image_hw or config.image_hw
-    dummy = jnp.zeros((1, 1, h, w, config.num_channels), jnp.float32)
-    init = jax.jit(lambda k: VideomtModel(config).init(k, dummy, interpolate_pos_encoding=True)["params"])
-    return init(key)
 
 
 def inference_params(config: VideomtConfig, params: Any) -> Any:

@@ -7,7 +7,6 @@
 
 from videomt_jax.postprocess.frame import post_process_instance, post_process_panoptic, post_process_semantic
 from videomt_jax.postprocess.hf_format import to_hf
-from videomt_jax.postprocess.resize import resize_bilinear
 from videomt_jax.postprocess.results import SegmentResult, VideoInstanceResult, VideoPanopticResult
 from videomt_jax.postprocess.video import video_instance, video_panoptic, video_semantic
 
@@ -18,7 +17,6 @@ __all__ = [
     "post_process_instance",
     "post_process_panoptic",
     "post_process_semantic",
-    "resize_bilinear",
     "to_hf",
     "video_instance",
     "video_panoptic",

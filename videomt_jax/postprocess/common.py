@@ -14,7 +14,7 @@ import numpy as np
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.outputs import check_logits as check_logit_shapes
-from videomt_jax.postprocess.resize import as_size
+from videomt_jax.ops.resize import as_size
 
 # Input pixels per mask-logit pixel of the default model (patch 16, 2 upscale blocks): used only for
 # outputs that do not carry their own (`VideomtOutput.mask_stride`, set by the model).

@@ -5,7 +5,7 @@ with fixed shapes; every frame of every video is handled alike (HF sees the B*T 
 list, one target size each; here one `target_size` serves the whole batch).
 
 What HF does, and we do:
-- mask logits are resized bilinearly (torch `align_corners=False`, see resize.py) to target_size;
+- mask logits are resized bilinearly (torch `align_corners=False`, see ops/resize.py) to target_size;
 - semantic: softmax over classes without the no-object column, einsum with sigmoid masks at mask
   resolution, resize the class scores, argmax;
 - instance: score = max class probability x mean sigmoid inside the mask (logit > 0); a query is kept
@@ -38,8 +38,8 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from videomt_jax.ops.resize import Size, crop_grid, crop_then_resize, resize_bilinear
 from videomt_jax.postprocess import common
-from videomt_jax.postprocess.resize import Size, crop_grid, crop_then_resize, resize_bilinear
 from videomt_jax.postprocess.results import SegmentResult
 
 HIGHEST = jax.lax.Precision.HIGHEST

@@ -40,9 +40,9 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from videomt_jax.ops.resize import resize_bilinear, resize_to_input
 from videomt_jax.postprocess import common
 from videomt_jax.postprocess.frame import HIGHEST, panoptic_counts
-from videomt_jax.postprocess.resize import resize_bilinear, resize_to_input
 from videomt_jax.postprocess.results import VideoInstanceResult, VideoPanopticResult
 
 TOP_K = 20  # authors' MODEL.BACKBONE.TEST.MAX_NUM

@@ -38,7 +38,7 @@ from videomt_jax.modeling.outputs import StreamState
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.modeling.xla_options import OPTIONS as XLA_OPTIONS
 from videomt_jax.postprocess import post_process_instance, post_process_panoptic, post_process_semantic
-from videomt_jax.processing import VideoProcessor, _process
+from videomt_jax.processing import default_processor
 from videomt_jax.serving import load as fmt
 from videomt_jax.utils.io import atomic_directory, atomic_write_bytes, atomic_write_text
 
@@ -170,15 +170,12 @@ def step_function(config: VideomtConfig, options: ServingOptions) -> Callable:
 
     if options.task is None:
         return step
-    proc = VideoProcessor.from_config(config, size=options.input_size)
-    scale, offset = proc._affine()  # (x / 255 - mean) / std as x * scale + offset
+    proc = default_processor(config, size=options.input_size)
     post = TASKS[options.task]
 
     def fused(weights, frames, queries, started) -> dict[str, jax.Array]:
-        pixels = _process(  # frames [B, T, Hf, Wf, 3] uint8 -> [B, T, H, W, 3] float32, as VideoProcessor
-            frames, scale, offset, out_hw=options.input_size, pad_hw=options.input_size,
-            kernel=proc.resample, uint8_mode=proc.uint8_resize,
-        )
+        # frames [B, T, Hf, Wf, 3] uint8 -> [B, T, H, W, 3] float32, as VideoProcessor
+        pixels = proc.process_device(frames, options.input_size, options.input_size)
         out = forward(weights, pixels, queries, started)
         result = post(out, options.frame_size, **options.task_options)  # maps at [Hf, Wf]
         maps = {"segmentation": result} if options.task == "semantic" else dataclasses.asdict(result)

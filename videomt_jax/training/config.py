@@ -7,13 +7,41 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-EVAL_CLIPS = 32  # held-out clips scored by `evaluate_model` / `videomt-jax eval`
-EVAL_BATCH = 4  # clips per forward pass there
-# The compute dtype has one source, the model config (`VideomtConfig.dtype`), in training as in inference.
-REMOVED_COMPUTE_DTYPE = (
-    "TrainConfig.compute_dtype was removed: training computes in the model config's dtype "
-    "(VideomtConfig.dtype; in a recipe file, \"model\": {\"dtype\": ...}). Recipe files that still say "
-    "\"train\": {\"compute_dtype\": ...} are read as that model dtype (docs/training.md)"
+from videomt_jax.modeling.layers import REMAT_POLICIES
+from videomt_jax.training.optim import DECAY_PARAMS, FINAL_NORM_GROUPS
+
+# Keys that moved between a recipe file's sections: (old section, old key) -> (new section, new key).
+# The compute dtype has one source, the model config (`VideomtConfig.dtype`), in training as in
+# inference; rematerialisation is a training setting, never saved with the model.
+MOVED_RECIPE_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("train", "compute_dtype"): ("model", "dtype"),
+    ("model", "remat"): ("train", "remat"),
+}
+
+
+def move_legacy_keys(sections: dict[str, dict[str, Any]], where: str) -> None:
+    """Read older recipe files: each `MOVED_RECIPE_KEYS` entry moves to its new home, in place.
+
+    `sections` maps "train" / "model" to that section's dict. A value given in both places must agree."""
+    for (old_section, old_key), (new_section, new_key) in MOVED_RECIPE_KEYS.items():
+        if old_key not in sections[old_section]:
+            continue
+        value = sections[old_section].pop(old_key)
+        if sections[new_section].setdefault(new_key, value) != value:
+            raise ValueError(
+                f"{where}: {old_section}.{old_key}={value!r} and {new_section}.{new_key}="
+                f"{sections[new_section][new_key]!r} differ; the setting lives in {new_section}.{new_key}: keep only that"
+            )
+
+
+# How predictions are matched to targets (`matcher.MATCHING_RULES`): the authors' rule (one
+# assignment per clip, each object matched at its first visible frame) or Hugging Face's (per frame).
+FIRST_APPEARANCE, PER_FRAME = "first_appearance", "per_frame"
+MATCHINGS = (FIRST_APPEARANCE, PER_FRAME)
+DEFAULT_MATCHING = FIRST_APPEARANCE
+REMOVED_MATCH_PER_CLIP = (
+    f"TrainConfig.match_per_clip was removed: set matching to one of {list(MATCHINGS)} "
+    f"(default {DEFAULT_MATCHING!r}, the authors': one assignment per clip, every object a target in every frame)"
 )
 
 
@@ -22,6 +50,8 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "int": ((int,), "an int"),
     "float": ((int, float), "a number"),
     "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+    "float | None": ((int, float, type(None)), "a number or null"),
 }
 
 
@@ -44,16 +74,21 @@ class TrainConfig:
     warmup_head: int = 500  # non-encoder params warm up over these steps (encoder frozen meanwhile)
     warmup_encoder: int = 1000  # then the encoder warms up over these
     poly_power: float = 0.9
-    grad_clip: float = 0.01  # global-norm clipping of the full model (detectron2 "full_model", 0.01)
+    # Optimizer as the authors' trainer runs it (training/optim.py): no clipping (their YAML's 0.01 is never
+    # read), AdamW decay on every parameter, the final LayerNorm in the encoder group at factor 1 (DINOv2).
+    grad_clip: float | None = None  # global-norm clipping of the full model; None: none
+    decay_params: str = "all"  # which parameters weight decay applies to: optim.DECAY_PARAMS
+    final_norm_group: str = "encoder"  # the encoder's final LayerNorm's LR group: optim.FINAL_NORM_GROUPS
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
     freeze_backbone: bool = False  # train only queries, query updater and heads
     deep_supervision: bool = True
     drop_last_aux: bool = True  # authors: the prediction entering the last query block is not in the loss
-    # Authors: Hungarian matching per frame (tracking emerges from a pretrained image model).
-    # True: one assignment per clip, so each query learns to follow one instance (training from scratch).
-    match_per_clip: bool = False
+    matching: str = DEFAULT_MATCHING  # one of MATCHINGS: "first_appearance" (authors'), "per_frame" (HF's)
+    # Rematerialisation of encoder blocks and heads in the backward pass (`modeling.layers.REMAT_POLICIES`):
+    # same numbers, less memory, more compute. Not a model setting: never saved with the model.
+    remat: str = "none"
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
@@ -70,8 +105,17 @@ class TrainConfig:
         for name in ("warmup_head", "warmup_encoder"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.learning_rate < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            problems.append("learning_rate, weight_decay and grad_clip must be >= 0")
+        if self.learning_rate < 0 or self.weight_decay < 0:
+            problems.append("learning_rate and weight_decay must be >= 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            problems.append(f"grad_clip must be > 0, or None (null) for no clipping, got {self.grad_clip}")
+        for name, table in (("decay_params", DECAY_PARAMS), ("final_norm_group", FINAL_NORM_GROUPS)):
+            if getattr(self, name) not in table:
+                problems.append(f"{name} must be one of {sorted(table)}, got {getattr(self, name)!r}")
+        if self.remat not in REMAT_POLICIES:
+            problems.append(f"remat must be one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
+        if self.matching not in MATCHINGS:
+            problems.append(f"matching must be one of {list(MATCHINGS)}, got {self.matching!r}")
         if not 0 < self.layer_decay <= 1:
             problems.append(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if problems:
@@ -85,8 +129,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        if "compute_dtype" in data:
-            raise ValueError(REMOVED_COMPUTE_DTYPE)
+        if "match_per_clip" in data:
+            raise ValueError(REMOVED_MATCH_PER_CLIP)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.batching import pixel_table
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.modeling.family import init_params
 from videomt_jax.processing import VideoProcessor
 from videomt_jax.training.checkpoint import Checkpointer
 from videomt_jax.training.config import TrainConfig
@@ -126,6 +126,27 @@ def _init_fn(config: VideomtConfig, image_hw: tuple[int, int]) -> Callable[[jax.
 
 
 @dataclass
+class DroppedObjects:
+    """Objects `collate` left out of crowded clips (more than `max_instances`; `Batch.dropped`), over a run."""
+
+    objects: int = 0
+    clips: int = 0
+
+    def add(self, batch: Any) -> None:
+        dropped = batch.get("dropped") if isinstance(batch, dict) else getattr(batch, "dropped", None)
+        if dropped is not None:
+            dropped = np.asarray(dropped)  # [B] per clip
+            self.objects += int(dropped.sum())
+            self.clips += int((dropped > 0).sum())
+
+    def report(self) -> str:
+        """'' when nothing was dropped, else what was (this process's clips)."""
+        if not self.objects:
+            return ""
+        return f"  dropped {self.objects} objects from {self.clips} crowded clips (over max_instances)"
+
+
+@dataclass
 class FitResult:
     state: TrainState
     history: list[dict[str, float]] = field(default_factory=list)  # logged steps
@@ -213,8 +234,11 @@ def fit(
         )
     t0 = time.perf_counter()
     window_t, window_n = t0, 0
+    dropped = DroppedObjects()
     for step in range(start_step, end_step):
-        batch = first if step == 0 else batch_arrays(batches(step))
+        raw = first_batch if step == 0 else batches(step)
+        batch = first if step == 0 else batch_arrays(raw)
+        dropped.add(raw)
         if step:
             check_batch(batch, config)
         batch = shard_batch(batch, mesh) if mesh is not None else jax.tree.map(np.asarray, batch)
@@ -228,14 +252,14 @@ def fit(
             now = time.perf_counter()
             rate = window_n / max(now - window_t, 1e-9)
             window_t, window_n = now, 0
-            metrics.update(step=done, steps_per_s=rate)
+            metrics.update(step=done, steps_per_s=rate, dropped_objects=dropped.objects, dropped_clips=dropped.clips)
             result.history.append(metrics)
             if log:
                 eta = _format_eta((tc.steps - done) / max(rate, 1e-9))
                 print(
                     f"step {done}/{tc.steps}  loss {metrics['loss']:.4f}  "
                     f"ce {metrics['loss_cross_entropy']:.3f} bce {metrics['loss_mask']:.3f} "
-                    f"dice {metrics['loss_dice']:.3f}  {rate:.2f} steps/s  ETA {eta}",
+                    f"dice {metrics['loss_dice']:.3f}  {rate:.2f} steps/s  ETA {eta}{dropped.report()}",
                     file=log,
                     flush=True,
                 )

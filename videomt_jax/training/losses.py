@@ -1,13 +1,18 @@
-"""The VidEoMT set-prediction loss (HF `VideomtLoss` + `get_loss_dict` weighting), jittable.
+"""The VidEoMT set-prediction loss with deep supervision, jittable: the authors' criterion
+(`criterion_videomt.py` with `VideoHungarianMatcher_Consistent`) or Hugging Face's `VideomtLoss`.
 
-Per prediction (the final one and each auxiliary one, each matched on its own, frame by frame):
+Per prediction (the final one and each auxiliary one, each matched on its own; `matcher.MATCHING_RULES`):
+- the targets of a frame: "first_appearance" (the authors'), every object of the clip (its class in
+  every frame, an empty mask where it is hidden), one query per object for the whole clip;
+  "per_frame" (HF's), the objects visible in that frame, matched frame by frame.
 - loss_cross_entropy: class cross-entropy over all B*T*Q queries, target = the matched target's
   class, else no-object (index K); class weights 1, no-object `config.no_object_weight`; weighted
   mean sum(w_i * nll_i) / sum(w_i) (torch `CrossEntropyLoss(weight=...)`).
-- loss_mask / loss_dice: sigmoid BCE (mean over points) and dice of each matched pair on
-  `train_num_points` points chosen by uncertainty, summed and divided by the number of valid target
-  masks in the whole batch (at least 1). Under jit with a data-parallel sharding the sum is global,
-  which equals the authors' all-reduced count.
+- loss_mask / loss_dice: sigmoid BCE (mean over points) and dice of each matched pair in each frame
+  on `train_num_points` points chosen by uncertainty, summed and divided by the number of targets
+  (objects x frames for "first_appearance", visible masks for "per_frame") in the whole batch, at
+  least 1. Under jit with a data-parallel sharding the count is global: what the authors' division
+  by (all-reduced count / devices), then DDP's average of the gradients over devices, amounts to.
 Total = sum over predictions of weight * (class_weight * CE + mask_weight * BCE + dice_weight * dice),
 auxiliary predictions weighted by `aux_weights` (default 1 each, the authors' table).
 
@@ -23,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.training.matcher import LossTargets, Matching, check_inputs, match_frames
+from videomt_jax.training.config import DEFAULT_MATCHING
+from videomt_jax.training.matcher import LossTargets, Matching, check_inputs, match_frames, matching_rule
 from videomt_jax.training.points import (
     PointDraws,
     check_draws,
@@ -41,13 +47,15 @@ def term_weights(config: VideomtConfig) -> dict[str, float]:
     return {"loss_cross_entropy": config.class_weight, "loss_mask": config.mask_weight, "loss_dice": config.dice_weight}
 
 
-def num_target_masks(valid: jax.Array) -> jax.Array:
-    """Number of valid target masks in the batch (all B*T frames), at least 1. valid: [B, T, M]."""
-    return jnp.maximum(valid.sum().astype(jnp.float32), 1.0)
+def num_target_masks(is_target: jax.Array) -> jax.Array:
+    """Number of target masks in the batch (all B*T frames), at least 1. is_target: [B, T, M]."""
+    return jnp.maximum(is_target.sum().astype(jnp.float32), 1.0)
 
 
 def matched_classes(matching: Matching, class_labels: jax.Array, num_queries: int, num_labels: int) -> jax.Array:
-    """Class target of every query: its matched target's class, else no-object (num_labels). -> [B, T, Q]"""
+    """Class target of every query: its matched target's class, else no-object (num_labels). -> [B, T, Q]
+
+    class_labels [B, T, M]: each slot's class in each frame."""
     queries = jnp.arange(num_queries, dtype=jnp.int32)
     hit = (queries[None, None, :, None] == matching.query_index[:, :, None, :]) & matching.matched[:, :, None, :]
     label = jnp.sum(jnp.where(hit, class_labels[:, :, None, :].astype(jnp.int32), 0), axis=-1)  # [B, T, Q]
@@ -89,13 +97,15 @@ def mask_losses(
 ) -> dict[str, jax.Array]:
     """BCE and dice of the matched pairs on uncertainty-chosen points, normalised by `num_masks`.
 
-    mask_logits [B, T, Q, h, w]; the pair of slot m is (matching.query_index[m], target m).
+    mask_logits [B, T, Q, h, w]; the pair of slot m is (matching.query_index[m], target m); the
+    target mask is empty in the frames where the slot is not valid (a hidden object).
     """
     index = matching.query_index[..., None, None]  # [B, T, M, 1, 1]
     pred = jnp.take_along_axis(mask_logits.astype(jnp.float32), index, axis=2)  # [B, T, M, h, w]
     coords = uncertain_points(pred, draws.candidates, draws.extra, num_uncertain)  # [B, T, M, P, 2]
     point_logits = sample_points(pred, coords)  # [B, T, M, P]
-    point_labels = jax.lax.stop_gradient(sample_points(targets.mask_labels, coords))  # [B, T, M, P]
+    visible = targets.valid[..., None].astype(jnp.float32)  # [B, T, M, 1]
+    point_labels = jax.lax.stop_gradient(sample_points(targets.mask_labels, coords)) * visible  # [B, T, M, P]
     weight = matching.matched.astype(jnp.float32)  # [B, T, M]; unmatched / padded pairs count 0
     return {
         "loss_mask": jnp.sum(weight * sigmoid_bce(point_logits, point_labels)) / num_masks,
@@ -109,16 +119,17 @@ def set_prediction_loss(
     targets: LossTargets,
     draws: PointDraws,
     config: VideomtConfig,
-    match_per_clip: bool = False,
+    matching: str = DEFAULT_MATCHING,
 ) -> tuple[dict[str, jax.Array], Matching]:
-    """The three unweighted terms of one prediction (HF `VideomtLoss.forward` without aux), and its matching.
+    """The three unweighted terms of one prediction (no aux), and its matching.
 
-    class_logits [B, T, Q, K+1], mask_logits [B, T, Q, h, w]. `match_per_clip`: see `videomt_loss`.
+    class_logits [B, T, Q, K+1], mask_logits [B, T, Q, h, w]. `matching`: see `videomt_loss`.
     """
     check_inputs(class_logits, mask_logits, targets, config.num_labels)
+    matching_rule(matching)
     batch, frames = class_logits.shape[:2]
     check_draws(draws, batch, frames, targets.valid.shape[-1], config)
-    return _prediction_loss(class_logits, mask_logits, targets, draws, config, match_per_clip)
+    return _prediction_loss(class_logits, mask_logits, targets, draws, config, matching)
 
 
 def _prediction_loss(
@@ -127,16 +138,17 @@ def _prediction_loss(
     targets: LossTargets,
     draws: PointDraws,
     config: VideomtConfig,
-    match_per_clip: bool,
+    matching: str,
 ) -> tuple[dict[str, jax.Array], Matching]:
     """`set_prediction_loss` on inputs its caller has checked (`videomt_loss` checks each once)."""
     queries = class_logits.shape[2]
-    matching = match_frames(class_logits, mask_logits, targets, draws.match, config, per_clip=match_per_clip)
-    num_masks = num_target_masks(targets.valid)
-    terms = mask_losses(mask_logits, targets, matching, draws, num_uncertain_points(config), num_masks)
-    target_classes = matched_classes(matching, targets.class_labels, queries, config.num_labels)
+    assignment = match_frames(class_logits, mask_logits, targets, draws.match, config, matching)
+    labels, is_target = matching_rule(matching).targets(targets)  # [B, T, M] each
+    num_masks = num_target_masks(is_target)
+    terms = mask_losses(mask_logits, targets, assignment, draws, num_uncertain_points(config), num_masks)
+    target_classes = matched_classes(assignment, labels, queries, config.num_labels)
     terms["loss_cross_entropy"] = class_loss(class_logits, target_classes, config.no_object_weight)
-    return {name: terms[name] for name in LOSS_TERMS}, matching
+    return {name: terms[name] for name in LOSS_TERMS}, assignment
 
 
 def _aux_selection(
@@ -159,36 +171,36 @@ def videomt_loss(
     targets: LossTargets,
     key: jax.Array | None,
     config: VideomtConfig,
-    *,
     aux_indices: Sequence[int] | None = None,
-    aux_weights: Sequence[float] | None = None,
     draws: Sequence[PointDraws] | None = None,
-    match_per_clip: bool = False,
+    matching: str = DEFAULT_MATCHING,
+    aux_weights: Sequence[float] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total training loss with deep supervision, and its unweighted terms.
 
     class_logits [B, T, Q, K+1], mask_logits [B, T, Q, h, w]: the final prediction.
     aux_class_logits [A, B, T, Q, K+1], aux_mask_logits [A, B, T, Q, h, w] or None: predictions
         from the tokens entering each query block, block 0 first (`VideomtOutput.aux_*`).
-    targets: padded `LossTargets`. key: PRNG key for the point draws (unused when `draws` is given).
+    targets: padded, track-aligned `LossTargets`. key: PRNG key for the point draws (unused when `draws` is given).
     config: loss weights and point counts (`class_weight`, `mask_weight`, `dice_weight`,
         `no_object_weight`, `train_num_points`, `oversample_ratio`, `importance_sample_ratio`).
     aux_indices: which auxiliary predictions enter the loss. None (default) follows the authors:
         all but the last, i.e. 0 .. A-2. Their weight table names only num_blocks - 1 auxiliary
         outputs, so the prediction entering the last query block is computed but dropped. Pass
         `tuple(range(A))` to supervise it too.
-    aux_weights: a multiplier per selected auxiliary prediction (default 1.0 each).
     draws: uniform draws per prediction, final first, then the selected aux in `aux_indices` order
         (see `PointDraws`); default: drawn from `key`. Inject them to reproduce a reference run.
-    match_per_clip: False (the authors', HF's): Hungarian matching per frame. True: one assignment
-        per clip on costs summed over frames (`matcher.clip_match`), so a query is trained to
-        follow one instance through the clip.
+    matching: "first_appearance" (default, the authors'): one assignment per clip, each object
+        matched at its first visible frame, every object of the clip a target in every frame;
+        "per_frame" (HF's `VideomtLoss`): each frame matched to its visible objects.
+    aux_weights: a multiplier per selected auxiliary prediction (default 1.0 each).
 
     Returns (total, terms): terms holds "loss_cross_entropy", "loss_mask", "loss_dice" of the final
     prediction and "<term>_<i>" of auxiliary prediction i (HF's names), all unweighted.
-    Jit with `config`, `aux_indices` and `aux_weights` static.
+    Jit with `config`, `aux_indices`, `matching` and `aux_weights` static.
     """
     check_inputs(class_logits, mask_logits, targets, config.num_labels)
+    matching_rule(matching)  # an unknown name fails here, before any work
     if (aux_class_logits is None) != (aux_mask_logits is None):
         raise ValueError("aux_class_logits and aux_mask_logits must be given together")
     predictions = [("", class_logits, mask_logits, 1.0)]
@@ -225,7 +237,7 @@ def videomt_loss(
     total = jnp.float32(0.0)
     terms: dict[str, jax.Array] = {}
     for (suffix, cls, msk, scale), draw in zip(predictions, draws):
-        one, _ = _prediction_loss(cls, msk, targets, draw, config, match_per_clip)
+        one, _ = _prediction_loss(cls, msk, targets, draw, config, matching)
         for name, value in one.items():
             terms[name + suffix] = value
             total = total + scale * weights[name] * value

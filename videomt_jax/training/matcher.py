@@ -1,25 +1,34 @@
-"""Per-frame Hungarian matching of queries to padded targets (HF `VideomtHungarianMatcher`), jittable.
+"""Hungarian matching of queries to track-aligned target slots, jittable; two rules (`MATCHING_RULES`).
 
 Cost per (query, target) = class_weight * (-softmax p[target class])
                          + mask_weight * sigmoid BCE + dice_weight * dice,
-the mask terms over `train_num_points` uniform points shared by every mask of a frame. The linear
-assignment is `optax.assignment.hungarian_algorithm`, vmapped over the B*T frames: every frame of
-every clip is matched on its own, as the authors do (targets split frame by frame).
+the mask terms over `train_num_points` uniform points shared by every mask of a frame (one point
+set per frame). The linear assignment is `optax.assignment.hungarian_algorithm`.
 
-Targets are padded to M slots per frame with a `valid` flag. Padded slots never change which valid
-targets get which queries: with Q >= M they cost 0 for every query (a constant column cannot move
-the optimum of the others); with Q < M they cost more than any assignment of valid targets, so as
-many valid targets as possible are matched. HF replaces NaN/inf costs by the dtype's maximum so that
-they are matched only when nothing else can be; a float32 solver would overflow on that, so here
-they get the smallest finite cost with the same property (see `_finite_costs`).
+- "first_appearance" (the authors' `VideoHungarianMatcher_Consistent`, every released config): one
+  assignment per clip. Frames in order, the objects first visible in frame t are matched on frame t's
+  costs to the queries not taken in earlier frames; the assignment holds in every frame, and every
+  object of the clip is a target in every frame (its class each frame, an empty mask where hidden).
+- "per_frame" (Hugging Face's `VideomtLoss`, the image EoMT loss): every frame of every clip is
+  matched on its own, to the objects visible in it.
 
-Letters: B batch, T frames, Q queries, M target slots per frame, K+1 classes (last = no object),
+Targets are padded to M slots with a `valid` flag. Padded slots never change which valid targets
+get which queries: with Q >= M they cost 0 for every query (a constant column cannot move the optimum
+of the others); with Q < M they cost more than any assignment of valid targets, so as many valid
+targets as possible are matched. HF replaces NaN/inf costs by the dtype's maximum so that they are
+matched only when nothing else can be; a float32 solver would overflow on that, so here they (and
+queries already taken) get the smallest finite cost with the same property (see `_finite_costs`).
+The authors give taken queries a cost of 1e6 instead, which is the same assignment unless a clip
+holds more objects than queries (they would reuse a query; here the extra objects stay unmatched).
+
+Letters: B batch, T frames, Q queries, M target slots, K+1 classes (last = no object),
 h/w predicted mask grid, H/W target mask size, P points.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +38,7 @@ from flax import struct
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.outputs import check_logits
+from videomt_jax.training.config import DEFAULT_MATCHING, FIRST_APPEARANCE, PER_FRAME
 from videomt_jax.training.points import sample_points
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -36,11 +46,13 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 @struct.dataclass
 class LossTargets:
-    """Padded, fixed-shape targets of a batch of clips.
+    """Padded, fixed-shape, track-aligned targets of a batch of clips.
 
     mask_labels:  binary masks at input resolution, bool or float        # [B, T, M, H, W]
     class_labels: class id in [0, num_labels) of each slot, int32         # [B, T, M]
-    valid:        which slots hold a target                               # [B, T, M] bool
+    valid:        the slot's object is visible in that frame              # [B, T, M] bool
+    Slot m holds the same object in every frame of its clip (`data.batching.collate` gives that);
+    class labels count where valid, masks are read as empty where not valid.
     """
 
     mask_labels: jax.Array
@@ -56,6 +68,9 @@ class LossTargets:
         max_targets: int | None = None,
     ) -> "LossTargets":
         """Pads HF-style per-frame lists (frames of clip 0 first) into `LossTargets` (host side).
+
+        Frame lists carry no tracks: slot m is the m-th target of each frame, not one object, so
+        these targets suit "per_frame" matching only.
 
         mask_labels[i]: [n_i, H, W] (bool stays bool, anything else becomes float32);
         class_labels[i]: [n_i]; every frame shares H, W.
@@ -101,7 +116,9 @@ class Matching:
     """Which query each target slot got.
 
     query_index: the matched query of slot m (0 where unmatched)        # [B, T, M] int32
-    matched:     slot m is a valid target that got a query               # [B, T, M] bool
+    matched:     the pair (query_index, slot m) is supervised in frame t # [B, T, M] bool
+    "per_frame": matched only where the slot is valid in that frame; "first_appearance": the same
+    query and flag in every frame of the clip (hidden frames included).
     """
 
     query_index: jax.Array
@@ -111,7 +128,8 @@ class Matching:
 def check_inputs(class_logits: jax.Array, mask_logits: jax.Array, targets: LossTargets, num_labels: int) -> None:
     """Shape/dtype checks (always) and label-range checks (when the labels are concrete: not traced, all local)."""
     check_logits(class_logits, mask_logits, num_labels)
-    check_targets(targets.mask_labels, targets.class_labels, targets.valid, class_logits.shape[:2], num_labels, "targets.")
+    frames = class_logits.shape[:2]
+    check_targets(targets.mask_labels, targets.class_labels, targets.valid, frames, num_labels, "targets.")
 
 
 def check_targets(masks: Any, labels: Any, valid: Any, batch_frames: tuple, num_labels: int, prefix: str = "") -> None:
@@ -119,7 +137,9 @@ def check_targets(masks: Any, labels: Any, valid: Any, batch_frames: tuple, num_
     int in [0, num_labels) where valid, valid [B, T, M] bool. Label values are checked only when
     concrete (not traced, all on this process). `prefix` starts every name in the errors."""
     if masks.ndim != 5 or tuple(masks.shape[:2]) != tuple(batch_frames):
-        raise ValueError(f"{prefix}mask_labels must be [B, T, M, H, W] with B, T = {tuple(batch_frames)}, got shape {masks.shape}")
+        raise ValueError(
+            f"{prefix}mask_labels must be [B, T, M, H, W] with B, T = {tuple(batch_frames)}, got shape {masks.shape}"
+        )
     for name, array in (("class_labels", labels), ("valid", valid)):
         if array.shape != masks.shape[:3]:
             raise ValueError(f"{prefix}{name} must be [B, T, M] = {masks.shape[:3]}, got shape {array.shape}")
@@ -179,67 +199,138 @@ def match_costs(
     return config.mask_weight * cost_mask + config.class_weight * cost_class + config.dice_weight * cost_dice
 
 
-def _finite_costs(cost: jax.Array, valid: jax.Array) -> jax.Array:
-    """One frame's cost [Q, M] made finite, padded slots neutral (see the module docstring).
+def _finite_costs(cost: jax.Array, valid: jax.Array, taken: jax.Array) -> jax.Array:
+    """One frame's cost [Q, M] made finite, padded slots and taken queries [Q] neutral (module docstring).
 
-    With n = min(Q, M) pairs and finite valid costs in [lo, hi]:
-    - NaN/inf -> big = hi + n * (hi - lo) + 1: any assignment with fewer such entries is cheaper;
+    With n = min(Q, M) pairs and the finite costs of valid slots and free queries in [lo, hi]:
+    - NaN/inf, and a taken query's cost -> big = hi + n * (hi - lo) + 1: any assignment with fewer
+      such entries is cheaper;
     - padded slots, Q >= M -> 0 (constant column);
       Q < M -> big + n * (big - lo) + 1: any assignment with more valid targets is cheaper.
     """
     queries, slots = cost.shape
     pairs = min(queries, slots)
-    usable = jnp.isfinite(cost) & valid[None, :]
+    allowed = jnp.isfinite(cost) & ~taken[:, None]  # [Q, M]
+    usable = allowed & valid[None, :]
     any_usable = usable.any()
     hi = jnp.where(any_usable, jnp.max(jnp.where(usable, cost, -jnp.inf)), 0.0)
     lo = jnp.where(any_usable, jnp.min(jnp.where(usable, cost, jnp.inf)), 0.0)
     big = hi + pairs * (hi - lo) + 1.0
-    cost = jnp.where(jnp.isfinite(cost), cost, big)
+    cost = jnp.where(allowed, cost, big)
     padded = 0.0 if queries >= slots else big + pairs * (big - lo) + 1.0
     return jnp.where(valid[None, :], cost, padded)
 
 
-def _assign_frame(cost: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Hungarian on one frame: cost [Q, M], valid [M] -> (query of slot [M], slot got a query [M])."""
-    queries, slots = cost.shape
-    rows, cols = optax.assignment.hungarian_algorithm(_finite_costs(cost, valid))  # [min(Q, M)] each
+def _assign_frame(cost: jax.Array, valid: jax.Array, taken: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Hungarian on one frame: cost [Q, M], valid [M], taken [Q] (queries that may not be used)
+    -> (query of slot [M], slot got a free query [M])."""
+    slots = cost.shape[1]
+    rows, cols = optax.assignment.hungarian_algorithm(_finite_costs(cost, valid, taken))  # [min(Q, M)] each
     assigned = jnp.zeros((slots,), bool).at[cols].set(True)
     query_index = jnp.zeros((slots,), jnp.int32).at[cols].set(rows.astype(jnp.int32))
-    return query_index, assigned & valid
+    return query_index, assigned & valid & ~taken[query_index]
+
+
+def _check_costs(cost: jax.Array, valid: jax.Array) -> None:
+    if cost.ndim < 2 or valid.shape != cost.shape[:-2] + cost.shape[-1:]:
+        raise ValueError(f"cost [..., Q, M] {cost.shape} and valid [..., M] {valid.shape} do not fit")
 
 
 def hungarian_match(cost: jax.Array, valid: jax.Array) -> Matching:
-    """Minimum-cost assignment of queries to the valid target slots, per frame.
+    """Minimum-cost assignment of queries to the valid target slots, per frame ("per_frame").
 
     cost: [..., Q, M] (any leading axes, e.g. [B, T]); valid: [..., M] bool.
     Each frame gets min(Q, #valid) pairs, the optimum of `scipy.optimize.linear_sum_assignment`
     on the valid columns (ties may pick a different, equally cheap assignment).
     """
-    if cost.ndim < 2 or valid.shape != cost.shape[:-2] + cost.shape[-1:]:
-        raise ValueError(f"cost [..., Q, M] {cost.shape} and valid [..., M] {valid.shape} do not fit")
+    _check_costs(cost, valid)
     lead = cost.shape[:-2]
     queries, slots = cost.shape[-2:]
     if slots == 0:
         empty = jnp.zeros(lead + (0,), jnp.int32)
         return Matching(query_index=empty, matched=empty.astype(bool))
     flat_cost = jax.lax.stop_gradient(cost).astype(jnp.float32).reshape(-1, queries, slots)
-    query_index, matched = jax.vmap(_assign_frame)(flat_cost, valid.reshape(-1, slots))
+    free = jnp.zeros((flat_cost.shape[0], queries), bool)
+    query_index, matched = jax.vmap(_assign_frame)(flat_cost, valid.reshape(-1, slots), free)
     return Matching(query_index=query_index.reshape(lead + (slots,)), matched=matched.reshape(lead + (slots,)))
 
 
-def clip_match(cost: jax.Array, valid: jax.Array) -> Matching:
-    """One assignment per clip, used in every frame: a query follows one target slot (track) throughout.
+def first_appearance_match(cost: jax.Array, valid: jax.Array) -> Matching:
+    """One assignment per clip, each object matched at the first frame it is visible in ("first_appearance").
 
-    cost [B, T, Q, M], valid [B, T, M]. The clip cost of (query, slot) sums the frame costs over
-    the frames where the slot is present; a slot present in no frame takes no query. In each frame
-    only the slots present there count as matched (elsewhere the query is trained as no-object).
+    cost [B, T, Q, M], valid [B, T, M]. Frames in order (a `lax.scan` carrying the taken queries):
+    the slots first visible in frame t get the frame-t optimum among the queries no earlier frame
+    took. The result holds in every frame: `matched` [B, T, M] is the same for all t (an object of
+    the clip is supervised in every frame, hidden ones included); a slot visible in no frame, or
+    one left without a free query (more objects than queries), stays unmatched.
     """
-    present = valid[:, :, None, :]  # [B, T, 1, M]
-    clip_cost = jnp.where(present, jax.lax.stop_gradient(cost).astype(jnp.float32), 0.0).sum(axis=1)  # [B, Q, M]
-    per_clip = hungarian_match(clip_cost, valid.any(axis=1))  # [B, M]
-    frames = valid.shape[1]
-    query_index = jnp.repeat(per_clip.query_index[:, None], frames, axis=1)  # [B, T, M]
-    return Matching(query_index=query_index, matched=per_clip.matched[:, None] & valid)
+    _check_costs(cost, valid)
+    if cost.ndim != 4:
+        raise ValueError(f"cost must be [B, T, Q, M], got shape {cost.shape}")
+    batch, frames, queries, slots = cost.shape
+    if slots == 0:
+        empty = jnp.zeros((batch, frames, 0), jnp.int32)
+        return Matching(query_index=empty, matched=empty.astype(bool))
+    seen = jnp.cumsum(valid.astype(jnp.int32), axis=1)  # [B, T, M] frames so far where visible
+    first = valid & (seen == 1)  # [B, T, M] the object's first visible frame
+    query_ids = jnp.arange(queries, dtype=jnp.int32)
+    assign = jax.vmap(_assign_frame)  # over B
+
+    def frame(carry: tuple[jax.Array, jax.Array, jax.Array], inputs: tuple[jax.Array, jax.Array]):
+        taken, query_index, matched = carry  # [B, Q], [B, M], [B, M]
+        frame_cost, new = inputs  # [B, Q, M], [B, M]
+        index, hit = assign(frame_cost, new, taken)  # [B, M] each
+        taken = taken | ((index[:, None, :] == query_ids[None, :, None]) & hit[:, None, :]).any(-1)
+        return (taken, jnp.where(hit, index, query_index), matched | hit), None
+
+    init = (jnp.zeros((batch, queries), bool), jnp.zeros((batch, slots), jnp.int32), jnp.zeros((batch, slots), bool))
+    steps = (jnp.moveaxis(jax.lax.stop_gradient(cost).astype(jnp.float32), 1, 0), jnp.moveaxis(first, 1, 0))
+    (_, query_index, matched), _ = jax.lax.scan(frame, init, steps)
+    shape = (batch, frames, slots)
+    return Matching(
+        query_index=jnp.broadcast_to(query_index[:, None], shape), matched=jnp.broadcast_to(matched[:, None], shape)
+    )
+
+
+def clip_targets(targets: LossTargets) -> tuple[jax.Array, jax.Array]:
+    """Every object of the clip is a target of every frame: (class [B, T, M] = the class of its
+    first visible frame, is a target [B, T, M] = visible in some frame of the clip)."""
+    first = jnp.argmax(targets.valid, axis=1)[:, None]  # [B, 1, M] (0 for a slot never visible)
+    labels = jnp.take_along_axis(targets.class_labels, first, axis=1)  # [B, 1, M]
+    in_clip = targets.valid.any(axis=1, keepdims=True)  # [B, 1, M]
+    shape = targets.valid.shape
+    return jnp.broadcast_to(labels, shape), jnp.broadcast_to(in_clip, shape)
+
+
+def frame_targets(targets: LossTargets) -> tuple[jax.Array, jax.Array]:
+    """The targets of each frame are the objects visible in it: (class [B, T, M], valid [B, T, M])."""
+    return targets.class_labels, targets.valid
+
+
+@dataclass(frozen=True)
+class MatchingRule:
+    """How one prediction is matched, and which targets each frame holds.
+
+    assign(cost [B, T, Q, M], valid [B, T, M]) -> Matching.
+    targets(LossTargets) -> (class label [B, T, M], slot is a target of that frame [B, T, M]); the
+        loss normalises its mask terms by the number of targets (objects x frames).
+    """
+
+    assign: Callable[[jax.Array, jax.Array], Matching]
+    targets: Callable[[LossTargets], tuple[jax.Array, jax.Array]]
+
+
+MATCHING_RULES: dict[str, MatchingRule] = {
+    FIRST_APPEARANCE: MatchingRule(first_appearance_match, clip_targets),
+    PER_FRAME: MatchingRule(hungarian_match, frame_targets),
+}
+
+
+def matching_rule(matching: str) -> MatchingRule:
+    """The `MATCHING_RULES` entry of `matching`; an unknown name is an error that lists the choices."""
+    if matching not in MATCHING_RULES:
+        raise ValueError(f"matching must be one of {list(MATCHING_RULES)}, got {matching!r}")
+    return MATCHING_RULES[matching]
 
 
 def match_frames(
@@ -248,9 +339,8 @@ def match_frames(
     targets: LossTargets,
     points: jax.Array,
     config: VideomtConfig,
-    per_clip: bool = False,
+    matching: str = DEFAULT_MATCHING,
 ) -> Matching:
-    """Costs on `points` [B, T, P, 2], then Hungarian matching per frame (the authors'), or once
-    per clip (`per_clip`, see `clip_match`)."""
+    """Costs on `points` [B, T, P, 2] (frame t's shared points), then the `matching` rule's assignment."""
     cost = match_costs(class_logits, mask_logits, targets, points, config)
-    return clip_match(cost, targets.valid) if per_clip else hungarian_match(cost, targets.valid)
+    return matching_rule(matching).assign(cost, targets.valid)

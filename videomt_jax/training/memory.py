@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from videomt_jax.modeling.videomt import init_params
+from videomt_jax.modeling.family import init_params
 from videomt_jax.training.loop import make_program
 from videomt_jax.training.step import create_train_state
 
@@ -56,8 +56,8 @@ def train_step_memory(
     Returns bytes: arguments (state + batch), outputs, aliased (donated state reused for the new
     one), temporaries, and peak = arguments + outputs - aliased + temporaries; plus the compile time.
     """
-    model = recipe.model.replace(remat=remat, **model_changes)
-    tc, hw = recipe.train, recipe.data.image_hw
+    model = recipe.model.replace(**model_changes)
+    tc, hw = recipe.train.replace(remat=remat), recipe.data.image_hw
     params = jax.eval_shape(lambda k: init_params(model, k, image_hw=hw), jax.random.key(0))
     program = make_program(model, tc, params)
     state = jax.eval_shape(lambda p: create_train_state(p, model, tc, program.tx)[0], params)

@@ -1,64 +1,104 @@
 """AdamW with layer-wise learning-rate decay and the authors' two-stage warmup + poly decay.
 
-Parameter groups (docs/reference.md, "Optimizer and schedule", from the authors' tue-mps/videomt):
-- encoder: patch/position embeddings, CLS/register tokens (factor of block 0) and every encoder
-  block i (factor decay^(L-1-i)); LR 0 for the first `warmup_head` steps, then a linear warmup
-  over `warmup_encoder` steps, then poly decay.
-- head: everything else (final LayerNorm, queries, query updater, heads, upscaling), factor 1;
-  linear warmup over `warmup_head` steps, then poly decay.
+The authors' optimizer (tue-mps/videomt `train_net_video.py` `build_optimizer`, run by detectron2's
+trainer): a plain torch AdamW over per-parameter groups, weight decay on every parameter, and no
+gradient clipping (their YAML's CLIP_GRADIENTS is never read by that trainer). Three TrainConfig
+fields choose between their behaviour (the defaults) and alternatives:
+- `grad_clip`: None = no clipping (theirs); a number = global-norm clipping of the full model.
+- `decay_params` (DECAY_PARAMS): "all" (theirs) or "kernels" (matmul / conv kernels only).
+- `final_norm_group` (FINAL_NORM_GROUPS): the encoder's final LayerNorm in the "encoder" group at LR
+  factor 1 (their DINOv2 runs), in the encoder group at block 0's factor ("encoder_block0", their
+  DINOv3 runs), or with the "heads" at factor 1.
+
+Parameter groups:
+- encoder: patch/position embeddings, CLS/register tokens (block 0's factor, decay^(L-1)) and every
+  encoder block i (factor decay^(L-1-i)); LR 0 for the first `warmup_head` steps, then a linear
+  warmup over `warmup_encoder` steps, then poly decay.
+- heads: queries, query updater, heads, upscaling, factor 1; linear warmup over `warmup_head`
+  steps, then poly decay.
 Encoder blocks are stacked on a leading [L] axis, so a block's factor is a vector over that axis.
 
 The schedule is the authors' `TwoStageWarmupPolySchedule` at optimizer step s (0-based):
 head lr = base * s / W_h for s < W_h, else base * (1 - (s - W_h) / (S - W_h))^p;
 encoder lr = 0 for s < W_h, base * (s - W_h) / W_e for s < W_h + W_e,
 else base * (1 - (s - W_h - W_e) / (S - W_h - W_e))^p  (S = total steps, p = poly power).
-Weight decay (decoupled, scaled by the group LR as torch AdamW) applies to kernels only; the authors'
-AdamW decays every parameter. `freeze_backbone` zeroes the encoder's gradients before clipping, so
-frozen parameters neither move nor count in the clipping norm (as `requires_grad=False` would).
+Weight decay is decoupled and scaled by the group LR and factor, as torch AdamW. `freeze_backbone`
+zeroes the encoder group's gradients before clipping, so frozen parameters neither move nor count
+in the clipping norm (as `requires_grad=False` would).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.training.config import TrainConfig
+
+if TYPE_CHECKING:  # config.py reads the tables below to check its fields
+    from videomt_jax.training.config import TrainConfig
 
 ENCODER_ROOTS = ("embeddings", "encoder", "query_encoder")
+FINAL_NORM = "layernorm"  # the encoder's final LayerNorm (a top-level parameter root)
+
+
+class NormGroup(NamedTuple):
+    encoder: bool  # follows the encoder schedule (and `freeze_backbone`)
+    factor: Callable[[float, int], float]  # (layer decay, encoder layers L) -> LR factor
+
+
+# TrainConfig.final_norm_group -> the final LayerNorm's group. The authors' layer-decay loop walks
+# their backbone's parameters in reverse and gives a non-block parameter the factor of the last
+# block it passed: timm's DINOv2 lists the norm after the blocks (it is met first: factor 1); their
+# DINOv3 (an HF DINOv3ViTModel re-labelled as timm) lists it before the re-labelled blocks, so it
+# gets block 0's factor, decay^(L-1), like the embeddings.
+FINAL_NORM_GROUPS: dict[str, NormGroup] = {
+    "encoder": NormGroup(True, lambda decay, layers: 1.0),
+    "encoder_block0": NormGroup(True, lambda decay, layers: decay ** (layers - 1)),
+    "heads": NormGroup(False, lambda decay, layers: 1.0),
+}
+# TrainConfig.decay_params -> whether the leaf at a parameter path (its key names) is weight-decayed.
+DECAY_PARAMS: dict[str, Callable[[tuple[str, ...]], bool]] = {
+    "all": lambda names: True,  # torch AdamW over every parameter (theirs)
+    "kernels": lambda names: names[-1] == "kernel",  # not norms, biases, tokens or layer scales
+}
 
 
 def _path_names(path: tuple) -> tuple[str, ...]:
     return tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
 
 
-def layer_factors(params: Any, config: VideomtConfig, decay: float) -> Any:
+def layer_factors(params: Any, config: VideomtConfig, decay: float, final_norm_group: str) -> Any:
     """A pytree like `params` of LR factors, broadcastable against each leaf."""
     num_layers = config.num_hidden_layers
+    first_block = {"encoder": 0, "query_encoder": config.query_start}  # stacked blocks: root -> first index
+    fixed = {  # the other roots' factors; any root not named here: 1
+        "embeddings": decay ** (num_layers - 1),
+        FINAL_NORM: FINAL_NORM_GROUPS[final_norm_group].factor(decay, num_layers),
+    }
 
     def factor(path: tuple, leaf: jax.Array) -> jax.Array:
-        names = _path_names(path)
-        if names[0] == "embeddings":
-            return jnp.asarray(decay ** (num_layers - 1), jnp.float32)
-        if names[0] in ("encoder", "query_encoder"):
-            first = 0 if names[0] == "encoder" else config.query_start
-            idx = jnp.arange(first, first + leaf.shape[0])
+        root = _path_names(path)[0]
+        if root in first_block:
+            idx = jnp.arange(first_block[root], first_block[root] + leaf.shape[0])  # [L_root]
             return (decay ** (num_layers - 1 - idx)).astype(jnp.float32).reshape((-1,) + (1,) * (leaf.ndim - 1))
-        return jnp.asarray(1.0, jnp.float32)
+        return jnp.asarray(fixed.get(root, 1.0), jnp.float32)
 
     return jax.tree_util.tree_map_with_path(factor, params)
 
 
-def is_encoder_tree(params: Any) -> Any:
-    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[0] in ENCODER_ROOTS, params)
+def is_encoder_tree(params: Any, final_norm_group: str) -> Any:
+    """A pytree like `params` of bools: the leaf follows the encoder schedule."""
+    roots = ENCODER_ROOTS + ((FINAL_NORM,) if FINAL_NORM_GROUPS[final_norm_group].encoder else ())
+    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[0] in roots, params)
 
 
-def decay_mask(params: Any) -> Any:
-    """Weight decay on matmul/conv kernels only (not on norms, biases, tokens or layer scales)."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[-1] == "kernel", params)
+def decay_mask(params: Any, decay_params: str) -> Any:
+    """A pytree like `params` of bools: the leaf is weight-decayed (DECAY_PARAMS[decay_params])."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: DECAY_PARAMS[decay_params](_path_names(p)), params)
 
 
 def schedules(tc: TrainConfig) -> tuple[optax.Schedule, optax.Schedule]:
@@ -107,11 +147,12 @@ def scale_by_group_lr(factors: Any, is_encoder: Any, tc: TrainConfig) -> optax.G
 
 
 def make_optimizer(params: Any, config: VideomtConfig, tc: TrainConfig) -> optax.GradientTransformation:
-    is_encoder = is_encoder_tree(params)
+    is_encoder = is_encoder_tree(params, tc.final_norm_group)
+    factors = layer_factors(params, config, tc.layer_decay, tc.final_norm_group)
     return optax.chain(
         optax.masked(optax.set_to_zero(), is_encoder) if tc.freeze_backbone else optax.identity(),
-        optax.clip_by_global_norm(tc.grad_clip) if tc.grad_clip > 0 else optax.identity(),
+        optax.identity() if tc.grad_clip is None else optax.clip_by_global_norm(tc.grad_clip),
         optax.scale_by_adam(b1=tc.adam_b1, b2=tc.adam_b2, eps=tc.adam_eps),
-        optax.add_decayed_weights(tc.weight_decay, mask=decay_mask(params)),
-        scale_by_group_lr(layer_factors(params, config, tc.layer_decay), is_encoder, tc),
+        optax.add_decayed_weights(tc.weight_decay, mask=decay_mask(params, tc.decay_params)),
+        scale_by_group_lr(factors, is_encoder, tc),
     )

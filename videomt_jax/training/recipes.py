@@ -7,7 +7,8 @@ A recipe file is JSON (every key optional; anything not given comes from the bas
      "data": {"kind": "synthetic", ...SyntheticConfig fields},
      "augment": {...AugmentConfig fields} or null,
      "processor": {...VideoProcessor fields, e.g. "mean", "std"},  # the model's pixel normalisation
-     "max_instances": 12, "panoptic_targets": true}
+     "max_instances": 12, "panoptic_targets": true,
+     "init": "runs/x/model"}                        # what `--init` should load (a path, URL or Hub id), or null
 The model's labels default to the data's classes. `train.num_frames` and `data.num_frames` are one
 value: give either (or both, equal). The compute dtype is the model's (`"model": {"dtype": ...}`);
 an older recipe's `"train": {"compute_dtype": ...}` is read as that model dtype. The processor
@@ -22,22 +23,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.augment import AugmentConfig, augment_clip
-from videomt_jax.data.batching import Batch, Clip, add_stuff_instances, collate
+from videomt_jax.data.batching import Batch, Clip, ClipNumbering, add_stuff_instances, collate
 from videomt_jax.data.sources import DATA_KINDS as VIDEO_DATA_KINDS
 from videomt_jax.data.sources import VideoDataConfig
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
-from videomt_jax.processing import VideoProcessor
-from videomt_jax.training.config import TrainConfig
+from videomt_jax.processing import VideoProcessor, default_processor
+from videomt_jax.training.config import TrainConfig, move_legacy_keys
+from videomt_jax.training.paper_recipes import PAPER_RECIPES
+from videomt_jax.utils.structs import dataclass_from_dict, json_tuples
 
-RECIPE_KEYS = ("name", "base", "model", "train", "data", "augment", "processor", "max_instances", "panoptic_targets")
+RECIPE_KEYS = (
+    "name", "base", "model", "train", "data", "augment", "processor", "max_instances", "panoptic_targets", "init",
+)
 # recipe "data" kind -> its config class
 DATA_KINDS: dict[str, type] = {"synthetic": SyntheticConfig, **VIDEO_DATA_KINDS}
 
@@ -45,20 +51,6 @@ DATA_KINDS: dict[str, type] = {"synthetic": SyntheticConfig, **VIDEO_DATA_KINDS}
 def data_kind(data: Any) -> str:
     """The `DATA_KINDS` name of a data config."""
     return next(k for k, cls in DATA_KINDS.items() if type(data) is cls)
-
-
-def _tuples(value: Any) -> Any:
-    """JSON lists -> tuples (the frozen configs hold tuples)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    """`cls(**data)` with lists turned into tuples and unknown keys named in the error."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
-    return cls(**{k: _tuples(v) for k, v in data.items()})
 
 
 @dataclass(frozen=True)
@@ -70,11 +62,14 @@ class Recipe:
     augment: AugmentConfig | None = None  # synthetic data only (real datasets: the authors' mapper, data config)
     max_instances: int = 12  # target slots per frame (things + stuff)
     panoptic_targets: bool = True  # stuff regions are targets too (semantic / panoptic output)
-    processor: VideoProcessor | None = None  # pixel normalisation; None: VideoProcessor.from_config(model)
+    processor: VideoProcessor | None = None  # pixel normalisation; None: `default_processor(model)`
+    # The weights training is meant to start from (`--init`): a path, URL or Hub id; None: random init.
+    # The paper's recipes name the authors' checkpoints (paper_recipes.py).
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.processor is None:
-            object.__setattr__(self, "processor", VideoProcessor.from_config(self.model))
+            object.__setattr__(self, "processor", default_processor(self.model))
         if self.train.num_frames != self.data.num_frames:
             raise ValueError(
                 f"recipe {self.name!r}: train.num_frames={self.train.num_frames} differs from "
@@ -128,16 +123,11 @@ class Recipe:
         batch (b = train.batch_size / process_count), so the processes together see the same clips
         as one process would.
         """
-        if not 0 <= process_index < process_count or self.train.batch_size % process_count:
-            raise ValueError(
-                f"batch size {self.train.batch_size} cannot be split over {process_count} processes "
-                f"(process index {process_index})"
-            )
-        global_bs, local_bs = self.train.batch_size, self.train.batch_size // process_count
+        numbering = ClipNumbering(self.train.batch_size, process_index, process_count)
         make = self.clip_fn(split)
 
         def get(step: int) -> Batch:
-            return self.collate([make(step * global_bs + process_index * local_bs + j) for j in range(local_bs)])
+            return self.collate([make(numbering.number(step, j)) for j in range(numbering.local)])
 
         return get
 
@@ -156,6 +146,7 @@ class Recipe:
             "processor": dataclasses.asdict(self.processor),
             "max_instances": self.max_instances,
             "panoptic_targets": self.panoptic_targets,
+            "init": self.init,
         }
 
     def to_json(self) -> str:
@@ -189,7 +180,10 @@ def _tiny() -> Recipe:
         warmup_head=100,
         warmup_encoder=100,
         grad_clip=1.0,
-        match_per_clip=True,  # no pretrained image model: teach each query to keep its instance
+        # The optimizer the shipped model was trained with (before the authors' became the default):
+        # weight decay on kernels only, the final LayerNorm in the head group.
+        decay_params="kernels",
+        final_norm_group="heads",
         # The auxiliary prediction's heads and loss doubled the CPU step (0.36 vs 0.18 s). In the same
         # 27 minutes, 6000 steps without it gave video AP 0.537; 3000 with it (and 1024 points) 0.418.
         deep_supervision=False,
@@ -213,7 +207,16 @@ def _tiny_long() -> Recipe:
     return replace(long, name="synthetic-tiny-long", model=base.model.replace(norm_queries=True))
 
 
-RECIPES: dict[str, Callable[[], Recipe]] = {"synthetic-tiny": _tiny, "synthetic-tiny-long": _tiny_long}
+def _paper(name: str) -> Callable[[], Recipe]:
+    """The paper's recipe `name`, built from its parts (paper_recipes.py)."""
+    return lambda: Recipe(name, **PAPER_RECIPES[name]()._asdict())
+
+
+RECIPES: dict[str, Callable[[], Recipe]] = {
+    "synthetic-tiny": _tiny,
+    "synthetic-tiny-long": _tiny_long,
+    **{name: _paper(name) for name in PAPER_RECIPES},  # the authors' configs
+}
 
 
 def recipe_from_dict(spec: Mapping[str, Any], name: str = "custom") -> Recipe:
@@ -233,13 +236,7 @@ def recipe_from_dict(spec: Mapping[str, Any], name: str = "custom") -> Recipe:
     base_data = dataclasses.asdict(base.data) if isinstance(base.data, data_cls) else {}
     train_spec = dict(spec.get("train") or {})
     model_spec = dict(spec.get("model") or {})
-    if "compute_dtype" in train_spec:  # older recipes: the compute dtype now lives on the model
-        dtype = train_spec.pop("compute_dtype")
-        if model_spec.setdefault("dtype", dtype) != dtype:
-            raise ValueError(
-                f"recipe {name!r}: train.compute_dtype={dtype!r} and model.dtype={model_spec['dtype']!r} differ; "
-                "the compute dtype is the model's: keep only model.dtype"
-            )
+    move_legacy_keys({"train": train_spec, "model": model_spec}, f"recipe {name!r}")
     frames = {k: s["num_frames"] for k, s in (("train", train_spec), ("data", data_spec)) if "num_frames" in s}
     if len(set(frames.values())) > 1:
         raise ValueError(f"recipe {name!r}: train.num_frames and data.num_frames differ: {frames}")
@@ -251,7 +248,7 @@ def recipe_from_dict(spec: Mapping[str, Any], name: str = "custom") -> Recipe:
     except ValueError as e:  # name the recipe and its section: "recipe 'x' train: steps must be an int"
         raise ValueError(f"recipe {name!r} train: {e}") from None
     preset = model_spec.pop("preset", None)
-    model_kwargs = {"id2label": data.id2label, **{k: _tuples(v) for k, v in model_spec.items()}}
+    model_kwargs = {"id2label": data.id2label, **{k: json_tuples(v) for k, v in model_spec.items()}}
     try:
         model = VideomtConfig.preset(preset, **model_kwargs) if preset else base.model.replace(**model_kwargs)
     except TypeError as e:
@@ -260,11 +257,14 @@ def recipe_from_dict(spec: Mapping[str, Any], name: str = "custom") -> Recipe:
     if "augment" in spec:
         aug = spec["augment"]
         augment = None if aug is None else dataclass_from_dict(AugmentConfig, aug, f"recipe {name!r} augment")
-    processor_spec = {k: _tuples(v) for k, v in (spec.get("processor") or {}).items()}
+    processor_spec = {k: json_tuples(v) for k, v in (spec.get("processor") or {}).items()}
     unknown = sorted(set(processor_spec) - {f.name for f in dataclasses.fields(VideoProcessor)})
     if unknown:
         raise ValueError(f"recipe {name!r} processor: unknown VideoProcessor keys {unknown}")
-    processor = VideoProcessor.from_config(model, **processor_spec)
+    processor = default_processor(model, **processor_spec)
+    init = spec.get("init", base.init)
+    if init is not None and not isinstance(init, str):
+        raise ValueError(f"recipe {name!r}: init must be a path, URL or Hub id (a string) or null, got {init!r}")
     return replace(
         base,
         name=spec.get("name", name),
@@ -275,6 +275,7 @@ def recipe_from_dict(spec: Mapping[str, Any], name: str = "custom") -> Recipe:
         processor=processor,
         max_instances=int(spec.get("max_instances", base.max_instances)),
         panoptic_targets=bool(spec.get("panoptic_targets", base.panoptic_targets)),
+        init=init,
     )
 
 
@@ -296,9 +297,3 @@ def load_recipe(name_or_path: str | Path, **train_overrides: Any) -> Recipe:
     if train_overrides:
         recipe = recipe.with_train(**train_overrides)
     return recipe
-
-
-# The paper's recipes (the authors' configs), built in next to synthetic-tiny.
-from videomt_jax.training.paper_recipes import PAPER_RECIPES  # noqa: E402  (needs Recipe defined above)
-
-RECIPES.update(PAPER_RECIPES)

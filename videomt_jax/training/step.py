@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.batching import pixel_table
 from videomt_jax.modeling.videomt import VideomtModel
-from videomt_jax.processing import VideoProcessor
+from videomt_jax.processing import VideoProcessor, default_processor
 from videomt_jax.training.config import TrainConfig
 from videomt_jax.training.losses import videomt_loss
 from videomt_jax.training.matcher import LossTargets, check_targets
@@ -42,7 +42,7 @@ BATCH_FIELDS: tuple[tuple[str, ...], ...] = (
 
 def train_processor(config: VideomtConfig, processor: VideoProcessor | None = None) -> VideoProcessor:
     """The processor that normalises uint8 batch frames in the step: `processor`, else the model's."""
-    return VideoProcessor.from_config(config) if processor is None else processor
+    return default_processor(config, processor)
 
 
 @struct.dataclass
@@ -181,7 +181,7 @@ def loss_and_metrics(
         point_key,
         cfg,
         aux_indices=aux_indices,
-        match_per_clip=tc.match_per_clip,
+        matching=tc.matching,
     )
     return total, terms
 
@@ -202,7 +202,7 @@ def make_train_step(
     cfg = config  # its `dtype` is the compute dtype of training too (params and optimizer stay float32)
     table = pixel_table(train_processor(cfg, processor))  # [256, C]
     deterministic = cfg.drop_path_rate == 0 and cfg.hidden_dropout_prob == 0 and cfg.attention_dropout == 0
-    model = VideomtModel(cfg, deterministic=deterministic)
+    model = VideomtModel(cfg, deterministic=deterministic, remat=tc.remat)
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)

@@ -1,184 +1,125 @@
-"""`load_pretrained`, `save_pretrained`, `export_hf`: the public face of the weight converters.
+"""`load_pretrained`, `save_pretrained`, `export_hf`: the public face of the checkpoint formats.
 
-`load_pretrained` recognises, in this order: a directory written by `save_pretrained` (orbax), a
-Hugging Face directory (config.json + model.safetensors, a sharded index, or pytorch_model.bin),
-an authors' torch checkpoint file (`.pth`), and finally a Hub repo id (downloaded when the network
-is there). Parameters always come back float32; `dtype` sets only the compute dtype in the config.
+Each format is one module that recognises, reads and (where it can) writes its files:
+`native.py` (ours, orbax), `hf_videomt.py`, `hf_eomt.py`, `hf_backbone.py` (refused here: see
+`init_from.py`), `original_dinov2.py`, `original_dinov3.py`. This module only dispatches over them
+through tables: `PATH_FORMATS` for what a path is (a directory written by `save_pretrained`, a
+Hugging Face directory by its config.json model_type, an HF weight file inside one, an authors'
+torch file, and finally a Hub repo id, downloaded when the network is there), `AUTHORS_FORMATS` for
+what an authors' state dict holds, and `EXPORTERS` for the HF layout of a (model_type, backbone).
+Parameters always come back float32; `dtype` sets only the compute dtype in the config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import save_file
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.processing import VideoProcessor
-from videomt_jax.utils.io import atomic_directory
-from videomt_jax.weights.family_io import (
-    check_dinov2_backbone,
-    export_hf_family,
-    load_hf_family,
-    load_original_dinov3,
-    to_model_type,
-)
-from videomt_jax.weights.hf import hf_buffers, hf_rules, params_to_hf_state_dict
-from videomt_jax.weights.original_dinov3 import is_original_dinov3
-from videomt_jax.weights.native import (
+from videomt_jax.processing import VideoProcessor, default_processor
+from videomt_jax.weights import hf_backbone, hf_eomt, hf_videomt, native, original_dinov2, original_dinov3
+from videomt_jax.weights.readers import (
     CONFIG_NAME,
-    is_checkpoint_entry,
-    is_native_dir,
-    load_native,
-    param_bytes,
-    save_native,
+    HF_WEIGHT_FILES,
+    CheckpointReadError,
+    Loaded,
+    LoadReport,
+    hf_model_type,
+    hf_weight_file,
+    is_hf_dir,
+    torch_state_dict,
 )
-from videomt_jax.weights.original import infer_original_config, original_state_dict_to_params
-from videomt_jax.weights.readers import CheckpointReadError, read_safetensors, read_sharded, torch_state_dict
-from videomt_jax.weights.tables import expected_shapes, source_to_params
+from videomt_jax.weights.shapes import check_params, param_bytes
+from videomt_jax.weights.tables import ConversionError
 
-SAFETENSORS_NAME = "model.safetensors"
-# HF weight files, in the order transformers prefers them: name -> reader returning (state dict, files read)
-HF_WEIGHT_FILES: dict[str, Callable[[Path], tuple[dict[str, np.ndarray], list[Path]]]] = {
-    SAFETENSORS_NAME: lambda p: (read_safetensors(p), [p]),
-    "model.safetensors.index.json": read_sharded,
-    "pytorch_model.bin": lambda p: (torch_state_dict(p), [p]),
-    "pytorch_model.bin.index.json": read_sharded,
-}
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 HUB_PATTERNS = ["config.json", "*.safetensors", "*.json", "*.bin"]
+MODEL_NAME = "model_name"  # the override only authors' files take (their config has no head count)
 
 
 class CheckpointNotFoundError(FileNotFoundError):
     """The path is neither a local checkpoint nor a Hub repo that could be reached."""
 
 
-@dataclasses.dataclass
-class LoadReport:
-    """What `load_pretrained_with_report` read: for the converters' summaries."""
+@dataclasses.dataclass(frozen=True)
+class PathFormat:
+    """A checkpoint `load_pretrained` recognises by its path."""
 
-    source: str  # the format that was recognised
-    files: list[str]  # files read
-    source_keys: int  # source tensors consumed (0 for orbax checkpoints)
-    buffers: list[str]  # consumed source keys that are not parameters (values unused)
-    num_params: int = 0
-    num_bytes: int = 0
-    seconds: float = 0.0
-    fresh: list[str] = dataclasses.field(default_factory=list)  # parameters not from the checkpoint
+    matches: Callable[[Path], bool]
+    load: Callable[[Path, dict[str, Any]], Loaded]
+    takes_model_name: bool = False
 
 
-Loaded = tuple[VideomtConfig, dict, LoadReport]
+@dataclasses.dataclass(frozen=True)
+class StateDictFormat:
+    """An authors' checkpoint, recognised by the keys of its state dict."""
+
+    name: str  # the LoadReport's source
+    matches: Callable[[Mapping[str, Any]], bool]
+    load: Callable[[Mapping[str, np.ndarray], str, Mapping[str, Any]], tuple[VideomtConfig, dict, list[str]]]
 
 
-def _only_config_fields(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
-    if "model_name" in overrides:
-        raise ValueError(f"model_name only applies to authors' .pth checkpoints; {path} has its own config.json")
-    return overrides
-
-
-def _load_native(path: Path, overrides: dict[str, Any]) -> Loaded:
-    overrides = _only_config_fields(overrides, path)
-    config, params = load_native(path, **overrides)
-    files = [str(path / CONFIG_NAME), str(path / "params")]
-    return config, params, LoadReport("videomt-jax (orbax)", files, 0, [])
-
-
-def _hf_weight_file(path: Path) -> Path | None:
-    return next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), None)
-
-
-def _is_hf_dir(path: Path) -> bool:
-    return path.is_dir() and (path / CONFIG_NAME).is_file()
-
-
-def _load_hf(path: Path, overrides: dict[str, Any]) -> Loaded:
-    overrides = _only_config_fields(overrides, path)
-    config_file = path / CONFIG_NAME
-    data = _read_json(config_file)
-    if data.get("model_type", "videomt") != "videomt":  # EoMT, EoMT-DINOv3, DINOv3 VidEoMT, backbones
-        return _load_hf_family(path, data, overrides)
-    try:
-        config = VideomtConfig.from_json_file(str(config_file), **overrides)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{config_file}: {e}") from e
-    weights = _hf_weight_file(path)
-    if weights is None:
-        raise CheckpointReadError(f"{path} has a config.json but no weights (looked for {', '.join(HF_WEIGHT_FILES)})")
-    state_dict, files = HF_WEIGHT_FILES[weights.name](weights)
-    params, buffers = source_to_params(
-        state_dict, hf_rules(config), expected_shapes(config), source=str(weights), buffers=hf_buffers(config)
-    )
-    return config, params, LoadReport("hugging face", [str(config_file), *map(str, files)], len(state_dict), buffers)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointReadError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointReadError(f"{path} does not hold a JSON object")
-    return data
-
-
-def _load_hf_family(path: Path, data: dict[str, Any], overrides: dict[str, Any]) -> Loaded:
-    weights = _hf_weight_file(path)
-    if weights is None:
-        raise CheckpointReadError(f"{path} has a config.json but no weights (looked for {', '.join(HF_WEIGHT_FILES)})")
-    state_dict, files = HF_WEIGHT_FILES[weights.name](weights)
-    config, params = load_hf_family(data, state_dict, str(weights), overrides)
-    buffers = sorted(k for k in ("attn_mask_probs", "criterion.empty_weight") if k in state_dict)
-    files = [str(path / CONFIG_NAME), *map(str, files)]
-    return config, params, LoadReport(f"hugging face ({data['model_type']})", files, len(state_dict), buffers)
-
-
-def _is_hf_weight_file(path: Path) -> bool:
-    """model.safetensors (or another HF weight file) inside an HF directory: that directory is meant."""
-    return path.is_file() and path.name in HF_WEIGHT_FILES and _is_hf_dir(path.parent)
-
-
-def _load_hf_weight_file(path: Path, overrides: dict[str, Any]) -> Loaded:
-    chosen = _hf_weight_file(path.parent)
-    if chosen != path:
-        raise CheckpointReadError(
-            f"{path.parent} holds {chosen.name} as well as {path.name}, and Hugging Face loads {chosen.name}; "
-            f"pass the directory {path.parent} instead"
-        )
-    return _load_hf(path.parent, overrides)
+# An authors' state dict: the first that matches loads; none matching, the DINOv2 loader (their main
+# layout) names what the file lacks.
+AUTHORS_FORMATS: tuple[StateDictFormat, ...] = (
+    StateDictFormat(original_dinov3.NAME, original_dinov3.matches, original_dinov3.load_state_dict),
+    StateDictFormat(original_dinov2.NAME, original_dinov2.matches, original_dinov2.load_state_dict),
+)
+AUTHORS_FALLBACK = AUTHORS_FORMATS[-1]
 
 
 def _is_torch_file(path: Path) -> bool:
     return path.is_file() and path.suffix in TORCH_SUFFIXES
 
 
-def _load_original(path: Path, overrides: dict[str, Any]) -> Loaded:
+def _load_authors(path: Path, overrides: dict[str, Any]) -> Loaded:
     state_dict = torch_state_dict(path)
-    buffers = sorted(k for k in ("backbone.attn_mask_probs", "criterion.empty_weight") if k in state_dict)
-    if is_original_dinov3(state_dict):
-        config, params = load_original_dinov3(state_dict, str(path), overrides)
-        return config, params, LoadReport("authors' DINOv3 .pth", [str(path)], len(state_dict), buffers)
-    check_dinov2_backbone(overrides, str(path))
-    overrides = dict(overrides)
-    model_name = overrides.pop("model_name", None) or path.name
-    config = infer_original_config(state_dict, model_name=model_name, source=str(path), **overrides)
-    params = original_state_dict_to_params(config, state_dict, source=str(path))
-    return config, params, LoadReport("authors' .pth", [str(path)], len(state_dict), buffers)
+    fmt = next((f for f in AUTHORS_FORMATS if f.matches(state_dict)), AUTHORS_FALLBACK)
+    config, params, buffers = fmt.load(state_dict, str(path), overrides)
+    return config, params, LoadReport(fmt.name, [str(path)], len(state_dict), buffers)
 
 
-# Recognised local formats, tried in order: (predicate, loader)
-FORMATS: tuple[tuple[Callable[[Path], bool], Callable[[Path, dict[str, Any]], Loaded]], ...] = (
-    (is_native_dir, _load_native),
-    (_is_hf_dir, _load_hf),
-    (_is_hf_weight_file, _load_hf_weight_file),  # before .bin files are taken for authors' checkpoints
-    (_is_torch_file, _load_original),
+def _is_hf_weight_file(path: Path) -> bool:
+    """model.safetensors (or another HF weight file) inside an HF directory: that directory is meant."""
+    return path.is_file() and path.name in HF_WEIGHT_FILES and is_hf_dir(path.parent)
+
+
+def _load_hf_weight_file(path: Path, overrides: dict[str, Any]) -> Loaded:
+    chosen = hf_weight_file(path.parent) or path  # `path` is there: some weight file is
+    if chosen != path:
+        raise CheckpointReadError(
+            f"{path.parent} holds {chosen.name} as well as {path.name}, and Hugging Face loads {chosen.name}; "
+            f"pass the directory {path.parent} instead"
+        )
+    return _resolve(path.parent, overrides)
+
+
+# Local checkpoints, tried in order: the first that matches loads.
+PATH_FORMATS: tuple[PathFormat, ...] = (
+    PathFormat(native.is_native_dir, native.load),
+    PathFormat(hf_videomt.matches, hf_videomt.load),
+    PathFormat(hf_eomt.matches, hf_eomt.load),
+    PathFormat(hf_backbone.matches, hf_backbone.load),
+    PathFormat(_is_hf_weight_file, _load_hf_weight_file, takes_model_name=True),  # before .bin files as authors'
+    PathFormat(_is_torch_file, _load_authors, takes_model_name=True),
 )
+READABLE_HF_TYPES = (hf_videomt.MODEL_TYPE, *hf_eomt.EOMT_TYPES)  # named when a config.json says otherwise
+ExportFn = Callable[..., Path]
+# export_hf's layout by (model_type, backbone): HF VidEoMT is DINOv2 only; the rest go in EoMT's layout.
+EXPORTERS: dict[tuple[str, str], ExportFn] = {
+    ("videomt", "dinov2"): hf_videomt.export,
+    ("videomt", "dinov3"): hf_eomt.export,
+    ("eomt", "dinov2"): hf_eomt.export,
+    ("eomt", "dinov3"): hf_eomt.export,
+}
 
 
 def _looks_like_repo_id(text: str) -> bool:
@@ -190,7 +131,7 @@ def _looks_like_repo_id(text: str) -> bool:
 def _download(repo_id: str) -> Path:
     """Snapshot of a Hub repo (config + weights only); a clear error when the Hub cannot be reached."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
@@ -201,29 +142,65 @@ def _download(repo_id: str) -> Path:
         ) from e
 
 
-def _resolve(path: Path, overrides: dict[str, Any]) -> Loaded:
-    for matches, loader in FORMATS:
-        if matches(path):
-            return loader(path, overrides)
+def _unrecognised(path: Path) -> Exception:
+    """The error for a path no format matches."""
+    if is_hf_dir(path):
+        return ConversionError(
+            f"{path / CONFIG_NAME}: model_type {hf_model_type(path)!r} is not a checkpoint load_pretrained reads "
+            f"({', '.join(READABLE_HF_TYPES)}; a backbone alone ({', '.join(hf_backbone.BACKBONES)}) initialises "
+            "a VidEoMT through init_videomt_from)"
+        )
     if path.is_dir():
         contents = sorted(p.name for p in path.iterdir())[:12]
-        raise CheckpointReadError(
+        return CheckpointReadError(
             f"{path} is not a VidEoMT checkpoint directory: no config.json (HF layout) or params/ (videomt-jax); "
             f"it holds {contents}"
         )
-    if path.exists() and path.name in HF_WEIGHT_FILES:
-        raise CheckpointReadError(f"{path} is a Hugging Face weight file without a {CONFIG_NAME} beside it")
+    if path.name in HF_WEIGHT_FILES:
+        return CheckpointReadError(f"{path} is a Hugging Face weight file without a {CONFIG_NAME} beside it")
+    return CheckpointReadError(f"{path} is not a checkpoint file this loader knows (suffixes: {TORCH_SUFFIXES})")
+
+
+def _resolve(path: Path, overrides: dict[str, Any]) -> Loaded:
+    fmt = next((f for f in PATH_FORMATS if f.matches(path)), None)
+    if fmt is not None:
+        if MODEL_NAME in overrides and not fmt.takes_model_name:
+            raise ValueError(f"{MODEL_NAME} only applies to authors' .pth checkpoints; {path} has its own config.json")
+        return fmt.load(path, overrides)
     if path.exists():
-        raise CheckpointReadError(f"{path} is not a checkpoint file this loader knows (suffixes: {TORCH_SUFFIXES})")
+        raise _unrecognised(path)
     if not _looks_like_repo_id(str(path)):
         raise CheckpointNotFoundError(f"{path} does not exist")
-    return _resolve_downloaded(_download(str(path)), overrides)
-
-
-def _resolve_downloaded(local: Path, overrides: dict[str, Any]) -> Loaded:
-    if not _is_hf_dir(local):
+    local = _download(str(path))
+    if not is_hf_dir(local):
         raise CheckpointReadError(f"the Hub snapshot at {local} has no config.json; it is not an HF VidEoMT repo")
-    return _load_hf(local, overrides)
+    return _resolve(local, overrides)
+
+
+def fresh_query_updater(hidden_size: int, key: jax.Array) -> dict[str, jax.Array]:
+    """A new `query_updater` Dense (kernel [D, D], bias [D]), initialised as `VideomtModel` does."""
+    kernel = nn.initializers.lecun_normal()(key, (hidden_size, hidden_size), jnp.float32)
+    return {"kernel": kernel, "bias": jnp.zeros((hidden_size,), jnp.float32)}
+
+
+def to_model_type(
+    config: VideomtConfig, params: Mapping, model_type: str, key: jax.Array | None = None
+) -> tuple[VideomtConfig, dict, list[str]]:
+    """(config, params) as `model_type`; returns the parameter paths that start fresh.
+
+    eomt -> videomt: the same backbone, queries and heads, masking off, a fresh `query_updater`
+    (seeded by `key`, default key 0). Asking a VidEoMT for `eomt` is refused (that would drop the
+    trained propagation silently).
+    """
+    if model_type == config.model_type:
+        return config, dict(params), []
+    if (config.model_type, model_type) != ("eomt", "videomt"):
+        raise ValueError(f"cannot turn a {config.model_type!r} checkpoint into model_type={model_type!r}")
+    new = config.replace(model_type="videomt", attn_mask_probs=None)
+    key = jax.random.key(0) if key is None else key
+    out = {**params, "query_updater": fresh_query_updater(config.hidden_size, key)}
+    check_params(new, out)
+    return new, out, ["query_updater/kernel", "query_updater/bias"]
 
 
 def load_pretrained_with_report(
@@ -274,10 +251,10 @@ def save_pretrained(
     `VideoProcessor.from_pretrained(path)` the processor (default `VideoProcessor.from_config(config)`),
     so the pixel normalisation travels with the model.
     Nothing is replaced unless `overwrite=True`, and then only a directory holding checkpoint files
-    alone (`weights.native.is_checkpoint_entry`); one holding anything else is refused, untouched.
+    alone (`weights.writers.is_checkpoint_entry`); one holding anything else is refused, untouched.
     """
-    processor = VideoProcessor.from_config(config) if processor is None else processor
-    return save_native(path, config, params, overwrite=overwrite, processor=processor)
+    processor = default_processor(config, processor)
+    return native.save_native(path, config, params, overwrite=overwrite, processor=processor)
 
 
 def export_hf(
@@ -291,28 +268,19 @@ def export_hf(
     """Hugging Face layout (config.json + model.safetensors, float32, torch layout, and the processor's
     video_preprocessor_config.json, default `VideoProcessor.from_config(config)`), written atomically.
 
-    `transformers.VideomtForUniversalSegmentation.from_pretrained(path)` loads it with no missing or
-    unexpected keys, `VideomtVideoProcessor.from_pretrained(path)` the processor. JAX-only settings
-    (compute dtype, attention kernel, uint8 resize mode, ...) are not written.
-    A model that propagates normalised queries (`norm_queries`) is refused: Hugging Face has no such
-    option, so it would load the weights without complaint and compute something else after frame 0.
+    A DINOv2 VidEoMT: `transformers.VideomtForUniversalSegmentation.from_pretrained(path)` loads it with
+    no missing or unexpected keys, `VideomtVideoProcessor.from_pretrained(path)` the processor; a model
+    that propagates normalised queries (`norm_queries`) is refused (HF has no such option and would
+    compute something else from the second frame on). An EoMT: transformers' EoMT / EoMT-DINOv3 loads
+    it strictly. A DINOv3 VidEoMT: EoMT-DINOv3's layout plus `query_updater.*` (`hf_eomt.py`).
+    JAX-only settings (compute dtype, attention kernel, uint8 resize mode, ...) are not written.
     Nothing is replaced unless `overwrite=True`, and then only a directory holding checkpoint files
-    alone (`weights.native.is_checkpoint_entry`); one holding anything else is refused, untouched.
+    alone (`weights.writers.is_checkpoint_entry`); one holding anything else is refused, untouched.
     """
-    if config.model_type != "videomt" or config.backbone != "dinov2":  # EoMT, DINOv3 VidEoMT
-        processor = VideoProcessor.from_config(config) if processor is None else processor
-        return export_hf_family(Path(path), config, params, overwrite=overwrite, processor=processor)
-    if config.norm_queries:
+    export = EXPORTERS.get((config.model_type, config.backbone))
+    if export is None:
         raise ValueError(
-            f"cannot export to {path}: the model propagates normalised queries (norm_queries=True), which "
-            "Hugging Face VidEoMT cannot express (transformers would load it and give different outputs "
-            "from the second frame on); keep it in the native format (save_pretrained)"
+            f"no Hugging Face layout for model_type={config.model_type!r}, backbone={config.backbone!r} "
+            f"(known: {sorted(EXPORTERS)})"
         )
-    processor = VideoProcessor.from_config(config) if processor is None else processor
-    state_dict = params_to_hf_state_dict(config, params)
-    hf_config = config.replace(extra={**config.extra, "dtype": "float32"})  # the arrays written are float32
-    with atomic_directory(Path(path), overwrite=overwrite, replaceable=is_checkpoint_entry) as tmp:
-        hf_config.to_json_file(str(tmp / CONFIG_NAME), hf_only=True)
-        save_file(state_dict, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
-        processor.save_pretrained(tmp, hf_only=True)
-    return Path(path)
+    return export(Path(path), config, params, overwrite=overwrite, processor=default_processor(config, processor))

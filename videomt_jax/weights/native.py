@@ -1,16 +1,17 @@
-"""JAX-native checkpoints: `config.json` (HF fields + a "videomt_jax" section) and an orbax `params/`.
+"""JAX-native checkpoints (`save_pretrained`): `config.json` (HF fields + a "videomt_jax" section)
+and an orbax `params/`; recognised, read and written here.
 
-Writes are atomic: everything goes to a temporary sibling directory that replaces the target in one
-rename, so an interrupted save leaves either the old checkpoint or none, never half of one.
+Writes are atomic (`writers.py`): an interrupted save leaves the old checkpoint or none, never half
+of one. Parameters come back bit-identical, as float32 jax arrays.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,18 +21,13 @@ from flax import traverse_util
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.utils.io import atomic_directory
-from videomt_jax.weights.readers import CheckpointReadError
-from videomt_jax.weights.tables import check_params, expected_shapes, flatten
+from videomt_jax.weights.readers import CONFIG_NAME, PARAMS_DIR, CheckpointReadError, Loaded, LoadReport
+from videomt_jax.weights.shapes import check_params, expected_shapes
+from videomt_jax.weights.tables import flatten
+from videomt_jax.weights.writers import is_checkpoint_entry
 
-CONFIG_NAME = "config.json"
-PARAMS_DIR = "params"
+NAME = "videomt-jax (orbax)"  # the LoadReport's source
 JAX_SECTION = "videomt_jax"  # the config.json key VideomtConfig.to_json_file writes for JAX settings
-# Names in a checkpoint directory (native, Hugging Face, sharded) that overwrite=True may replace;
-# "data.json" is the training data config `training.evaluate.save_data_config` adds to a model.
-CHECKPOINT_ENTRIES: tuple[str, ...] = (
-    CONFIG_NAME, PARAMS_DIR, "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-    "pytorch_model.bin.index.json", "*preprocessor_config.json", "data.json",
-)
 
 
 def is_native_dir(path: Path) -> bool:
@@ -76,12 +72,6 @@ def read_params(directory: Path, config: VideomtConfig) -> dict:
     return traverse_util.unflatten_dict({**flatten(restored), **empty}, sep="/")
 
 
-def is_checkpoint_entry(entry: Path) -> bool:
-    """A file or folder of a checkpoint this package reads or writes (`CHECKPOINT_ENTRIES`): what
-    `save_native` / `export_hf` may replace in an existing directory (with overwrite=True)."""
-    return any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in CHECKPOINT_ENTRIES)
-
-
 def save_native(
     path: str | Path, config: VideomtConfig, params: Mapping, *, overwrite: bool = False, processor: Any = None
 ) -> Path:
@@ -99,14 +89,13 @@ def save_native(
     return path
 
 
-def load_native(path: str | Path, **config_overrides) -> tuple[VideomtConfig, dict]:
+def load_native(path: str | Path, **config_overrides: Any) -> tuple[VideomtConfig, dict]:
     path = Path(path)
     config = VideomtConfig.from_json_file(str(path / CONFIG_NAME), **config_overrides)
     return config, read_params(path / PARAMS_DIR, config)
 
 
-def param_bytes(params: Mapping) -> tuple[int, int]:
-    """(number of parameters, bytes) of a parameter tree."""
-    leaves = jax.tree.leaves(params)
-    sizes = [(math.prod(np.shape(x)), np.dtype(x.dtype).itemsize) for x in leaves]
-    return sum(n for n, _ in sizes), sum(n * itemsize for n, itemsize in sizes)
+def load(path: Path, overrides: Mapping[str, Any]) -> Loaded:
+    """`load_pretrained`'s loader for this format."""
+    config, params = load_native(path, **overrides)
+    return config, params, LoadReport(NAME, [str(path / CONFIG_NAME), str(path / PARAMS_DIR)], 0, [])

@@ -7,7 +7,7 @@ the layers are `blocks.{i}` (HF DINOv3 layer names inside), the final norm is `n
 `rope_embeddings.inv_freq` may be present (older transformers kept it in the state dict). With
 `FUSED_QKV` the q/k/v projections of every layer are one `attention.qkv_proj` (Linear D -> 3D with a
 full bias). The VidEoMT parts (`backbone.q`, `query_updater`, `class_head`, `mask_head.{0,2,4}`,
-`upscale.{i}`) and buffers are those of the DINOv2 checkpoints (`original.py`).
+`upscale.{i}`) and buffers are those of the DINOv2 checkpoints (`shared_rules.py`).
 
 Letters: D hidden, E head dim, L layers, nb query blocks, K classes.
 """
@@ -15,38 +15,44 @@ Letters: D hidden, E head dim, L layers, nb query blocks, K classes.
 from __future__ import annotations
 
 import io
-import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from videomt_jax.config import ROPE_PARTS, VideomtConfig
-from videomt_jax.weights.family_tables import DINOV3_EMBEDDINGS, ZEROS, block_rules, dinov3_block
-from videomt_jax.weights.original import (
-    ATTN_MASK_PROBS,
+from videomt_jax.weights.shapes import check_params, expected_shapes
+from videomt_jax.weights.shared_rules import (
+    AUTHORS_ATTN_MASK_PROBS,
+    AUTHORS_HEAD,
+    AUTHORS_UPSCALE_KEYS,
+    AUTHORS_VIT,
+    DINOV3_PATCH,
+    EMBEDDINGS,
     EMPTY_WEIGHT,
-    HEAD,
-    ORIGINAL_HEAD,
-    ORIGINAL_UPSCALE,
-    VIT,
-    _heads,
+    TOKENS,
+    ZEROS,
+    attention_heads,
+    authors_head_rules,
+    buffer_shapes,
+    dinov3_layer,
+    empty_weight,
+    layer_rules,
+    no_object_weight,
+    numbered,
 )
-from videomt_jax.weights.tables import (
-    ConversionError,
-    check_params,
-    expected_shapes,
-    norm,
-    params_to_source,
-    source_to_params,
-)
+from videomt_jax.weights.tables import ConversionError, Rule, norm, params_to_source, rules_under, source_to_params
 
+NAME = "authors' DINOv3 .pth"  # the LoadReport's source
+VIT, HEAD, ATTN_MASK_PROBS = AUTHORS_VIT, AUTHORS_HEAD, AUTHORS_ATTN_MASK_PROBS
 INV_FREQ = f"{VIT}rope_embeddings.inv_freq"
 DINOV3_ANCHOR = f"{VIT}patch_embed.patch_embeddings.weight"  # present in every authors' DINOv3 file
 DINOV3_DEFAULTS = dict(hidden_act="gelu", layer_norm_eps=1e-5, image_size=640)  # HF DINOv3 ViT; authors' IMG_SIZE
 
 
-def is_original_dinov3(state_dict: Mapping[str, Any]) -> bool:
+def matches(state_dict: Mapping[str, Any]) -> bool:
+    """An authors' DINOv3 state dict (the renamed HF embeddings below `patch_embed.`)."""
     return DINOV3_ANCHOR in state_dict
 
 
@@ -54,16 +60,15 @@ def _is_fused(state_dict: Mapping[str, Any]) -> bool:
     return f"{VIT}blocks.0.attention.qkv_proj.weight" in state_dict
 
 
-def original_dinov3_rules(config: VideomtConfig, fused: bool) -> list:
-    glob = [e.rule(f"{VIT}patch_embed.", "") for e in _embeddings()] + [e.rule(VIT, "") for e in norm("layernorm", "norm")]
-    glob += [e.rule(HEAD, "") for e in ORIGINAL_HEAD]
-    ups = [e.rule(f"{HEAD}upscale.{i}.", f"heads/upscale_{i}/") for i in range(config.num_upscale_blocks) for e in ORIGINAL_UPSCALE]
-    return glob + block_rules(config, dinov3_block(config, fused), f"{VIT}blocks.{{}}.") + ups
-
-
-def _embeddings():
-    """HF DINOv3 embeddings, re-keyed below `patch_embed.` (the module the authors renamed)."""
-    return tuple(e.__class__(e.ours, tuple(k.removeprefix("embeddings.") for k in e.theirs), e.layout) for e in DINOV3_EMBEDDINGS)
+def original_dinov3_rules(config: VideomtConfig, fused: bool) -> list[Rule]:
+    """HF DINOv3 embeddings below `patch_embed.` (the module the authors renamed), layers below
+    `blocks.{i}.`, the final `norm`, and the authors' VidEoMT parts."""
+    return (
+        rules_under(TOKENS + DINOV3_PATCH, f"{VIT}patch_embed.", EMBEDDINGS)
+        + rules_under(norm("layernorm", "norm"), VIT)
+        + layer_rules(config, dinov3_layer(config, fused), f"{VIT}blocks.")
+        + authors_head_rules(config)
+    )
 
 
 def inv_freq(head_dim: int, theta: float) -> np.ndarray:
@@ -84,7 +89,8 @@ def check_rope_buffer(config: VideomtConfig, state_dict: Mapping[str, Any], sour
         )
     if not np.allclose(got, want, rtol=1e-5, atol=1e-7):
         raise ConversionError(
-            f"{source}: {INV_FREQ} does not match rope_theta={config.rope_theta} (first values {got[:3]}, expected {want[:3]})"
+            f"{source}: {INV_FREQ} does not match rope_theta={config.rope_theta} "
+            f"(first values {got[:3]}, expected {want[:3]})"
         )
 
 
@@ -99,12 +105,12 @@ def infer_original_dinov3_config(
     state_dict: Mapping[str, Any], *, model_name: str | None = None, source: str = "the checkpoint", **overrides: Any
 ) -> VideomtConfig:
     """The config an authors' DINOv3 state dict implies (shapes + HF DINOv3 defaults); `overrides` win."""
-    shape = lambda key: tuple(np.shape(state_dict[key]))  # noqa: E731
+    shape = lambda key: tuple(np.shape(state_dict[key]))
     for key in (f"{VIT}patch_embed.cls_token", f"{HEAD}q.weight", f"{HEAD}class_head.weight", ATTN_MASK_PROBS):
         if key not in state_dict:
             raise ConversionError(f"{source} is not an authors' DINOv3 VidEoMT checkpoint: it lacks {key}")
     hidden = shape(f"{VIT}patch_embed.cls_token")[-1]
-    layers = sorted({int(m.group(1)) for k in state_dict if (m := re.match(rf"{re.escape(VIT)}blocks\.(\d+)\.", k))})
+    layers = numbered(state_dict, f"{VIT}blocks.")
     if not layers or layers != list(range(len(layers))):
         raise ConversionError(f"{source}: DINOv3 block indices are not 0..L-1: {layers}")
     block = f"{VIT}blocks.0."
@@ -127,49 +133,68 @@ def infer_original_dinov3_config(
         intermediate_size=shape(f"{block}mlp.{'gate_proj' if gated else 'up_proj'}.weight")[0],
         num_queries=shape(f"{HEAD}q.weight")[0],
         num_blocks=shape(ATTN_MASK_PROBS)[0],
-        num_upscale_blocks=len({k.split(".")[2] for k in state_dict if k.startswith(f"{HEAD}upscale.")}),
+        num_upscale_blocks=len(numbered(state_dict, AUTHORS_UPSCALE_KEYS)),
         id2label={i: f"LABEL_{i}" for i in range(shape(f"{HEAD}class_head.weight")[0] - 1)},
     )
     if EMPTY_WEIGHT in state_dict:
-        inferred["no_object_weight"] = float(str(np.asarray(state_dict[EMPTY_WEIGHT], np.float32)[-1]))
+        inferred["no_object_weight"] = no_object_weight(state_dict)
     merged = {**inferred, **overrides}
     if "num_attention_heads" not in merged:
-        merged["num_attention_heads"] = _heads(hidden, model_name)
+        merged["num_attention_heads"] = attention_heads(hidden, model_name)
     if "rope_theta" not in overrides:
         theta = _theta_from_buffer(state_dict, hidden // merged["num_attention_heads"])
         merged["rope_theta"] = theta if theta is not None else 100.0
     for field, value in inferred.items():  # the weights fix these; an override may not contradict them
-        if field in overrides and field in ("backbone", "hidden_size", "num_hidden_layers", "key_bias") and overrides[field] != value:
-            raise ConversionError(f"{source}: {field}={overrides[field]!r} contradicts the checkpoint ({field}={value!r})")
+        fixed = field in ("backbone", "hidden_size", "num_hidden_layers", "key_bias")
+        if fixed and field in overrides and overrides[field] != value:
+            raise ConversionError(
+                f"{source}: {field}={overrides[field]!r} contradicts the checkpoint ({field}={value!r})"
+            )
     try:
         return VideomtConfig(**merged)
     except ValueError as e:
         raise ConversionError(f"{source}: {e}") from e
 
 
+def _to_params(config: VideomtConfig, state_dict: Mapping[str, np.ndarray], source: str) -> tuple[dict, list[str]]:
+    if config.backbone != "dinov3":
+        raise ConversionError(f"{source} holds a DINOv3 backbone but the config says backbone={config.backbone!r}")
+    check_rope_buffer(config, state_dict, source)
+    buffers = buffer_shapes(config, ATTN_MASK_PROBS)
+    if INV_FREQ in state_dict:
+        buffers[INV_FREQ] = (config.head_dim // ROPE_PARTS,)
+    rules = original_dinov3_rules(config, _is_fused(state_dict))
+    return source_to_params(
+        state_dict, rules, expected_shapes(config), source=source, buffers=buffers,
+        defaults={f"{EMBEDDINGS}register_tokens": ZEROS},
+    )
+
+
 def original_dinov3_state_dict_to_params(
     config: VideomtConfig, state_dict: Mapping[str, np.ndarray], *, source: str = "the authors' state dict"
 ) -> dict:
     """An authors' DINOv3 state dict (fused or not) -> our float32 parameter tree, strictly."""
-    if config.backbone != "dinov3":
-        raise ConversionError(f"{source} holds a DINOv3 backbone but the config says backbone={config.backbone!r}")
-    check_rope_buffer(config, state_dict, source)
-    buffers = {ATTN_MASK_PROBS: (config.num_blocks,), EMPTY_WEIGHT: (config.num_labels + 1,)}
-    if INV_FREQ in state_dict:
-        buffers[INV_FREQ] = (config.head_dim // ROPE_PARTS,)
-    rules = original_dinov3_rules(config, _is_fused(state_dict))
-    params, _ = source_to_params(
-        state_dict, rules, expected_shapes(config), source=source, buffers=buffers,
-        defaults={"embeddings/register_tokens": ZEROS},
-    )
-    return params
+    return _to_params(config, state_dict, source)[0]
+
+
+def load_state_dict(
+    state_dict: Mapping[str, np.ndarray], source: str, overrides: Mapping[str, Any]
+) -> tuple[VideomtConfig, dict, list[str]]:
+    """`load_pretrained`'s loader for this format, given the file's state dict: (config, params,
+    buffers found). `overrides` may hold `model_name` (default: the file name), which picks the heads."""
+    overrides = dict(overrides)
+    model_name = overrides.pop("model_name", None) or Path(source).name
+    config = infer_original_dinov3_config(state_dict, model_name=model_name, source=source, **overrides)
+    params, buffers = _to_params(config, state_dict, source)
+    return config, params, buffers
 
 
 def params_to_original_dinov3(config: VideomtConfig, params: Mapping, *, fused: bool = False) -> dict[str, np.ndarray]:
     """Our DINOv3 VidEoMT params -> the authors' state dict (float32, torch layout; `fused`: qkv_proj)."""
     if config.backbone != "dinov3" or config.model_type != "videomt":
         raise ConversionError(
-            f"the authors' DINOv3 layout holds a DINOv3 VidEoMT; got model_type={config.model_type!r}, backbone={config.backbone!r}"
+            "the authors' DINOv3 layout holds a DINOv3 VidEoMT; "
+            f"got model_type={config.model_type!r}, backbone={config.backbone!r}"
         )
     check_params(config, params)
     out = params_to_source(params, original_dinov3_rules(config, fused), what="an authors' DINOv3 state dict")
@@ -178,9 +203,7 @@ def params_to_original_dinov3(config: VideomtConfig, params: Mapping, *, fused: 
             out[key] = out[key].copy()
             out[key][config.hidden_size : 2 * config.hidden_size] = 0.0
     out[ATTN_MASK_PROBS] = np.zeros((config.num_blocks,), np.float32)  # annealed to 0 by training
-    empty_weight = np.ones((config.num_labels + 1,), np.float32)
-    empty_weight[-1] = config.no_object_weight
-    out[EMPTY_WEIGHT] = empty_weight
+    out[EMPTY_WEIGHT] = empty_weight(config)
     return out
 
 

@@ -1,24 +1,48 @@
-"""Read checkpoint files into flat {key: numpy array} dicts.
+"""Read checkpoint files into flat {key: numpy array} dicts, and what a load read (`LoadReport`).
 
 safetensors is parsed here directly (8-byte little-endian header length, JSON header, raw data), so
 no torch is needed and bfloat16 / float8 work through `ml_dtypes`; every offset is checked so a
 corrupt or truncated file fails with its name. `.bin` / `.pth` files go through torch, imported
-only when such a file is read. Sharded checkpoints are read through their `*.index.json`.
+only when such a file is read. Sharded checkpoints are read through their `*.index.json`. A Hugging
+Face directory is `config.json` plus the first of `HF_WEIGHT_FILES` it holds (transformers' order).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 
+from videomt_jax.config import VideomtConfig
+
 
 class CheckpointReadError(ValueError):
     """A checkpoint file is missing, corrupt, truncated or not what it claims to be."""
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `load_pretrained_with_report` read: for the converters' summaries."""
+
+    source: str  # the format that was recognised
+    files: list[str]  # files read
+    source_keys: int  # source tensors consumed (0 for orbax checkpoints)
+    buffers: list[str]  # consumed source keys that are not parameters (values unused)
+    num_params: int = 0
+    num_bytes: int = 0
+    seconds: float = 0.0
+    fresh: list[str] = dataclasses.field(default_factory=list)  # parameters not from the checkpoint
+
+
+Loaded = tuple[VideomtConfig, dict, LoadReport]  # what a format's loader returns
+CONFIG_NAME = "config.json"  # the model config of an HF or a videomt-jax directory
+PARAMS_DIR = "params"  # the orbax parameters of a videomt-jax directory
 
 
 SAFETENSORS_DTYPES: dict[str, Any] = {
@@ -165,3 +189,62 @@ def read_sharded(index_path: str | Path) -> tuple[dict[str, np.ndarray], list[Pa
     if absent:
         raise CheckpointReadError(f"{index_path} maps keys that its shards lack: {absent[:8]}")
     return out, [index_path, *shards]
+
+
+SAFETENSORS_NAME = "model.safetensors"
+# HF weight files, in the order transformers prefers them: name -> reader returning (state dict, files read)
+HF_WEIGHT_FILES: dict[str, Callable[[Path], tuple[dict[str, np.ndarray], list[Path]]]] = {
+    SAFETENSORS_NAME: lambda p: (read_safetensors(p), [p]),
+    "model.safetensors.index.json": read_sharded,
+    "pytorch_model.bin": lambda p: (torch_state_dict(p), [p]),
+    "pytorch_model.bin.index.json": read_sharded,
+}
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file that must hold an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointReadError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{path} does not hold a JSON object")
+    return data
+
+
+def is_hf_dir(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG_NAME).is_file()
+
+
+def hf_model_type(path: Path) -> str | None:
+    """The `model_type` of an HF directory's config.json ("videomt" when unstated); None for anything
+    that is not an HF directory."""
+    if not is_hf_dir(path):
+        return None
+    return str(read_json_object(path / CONFIG_NAME).get("model_type", "videomt"))
+
+
+def hf_weight_file(path: Path) -> Path | None:
+    """The weight file transformers would load from the directory `path`."""
+    return next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), None)
+
+
+def read_hf_weights(path: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """(state dict, files read) of the HF directory `path`."""
+    weights = hf_weight_file(path)
+    if weights is None:
+        raise CheckpointReadError(f"{path} has a config.json but no weights (looked for {', '.join(HF_WEIGHT_FILES)})")
+    return HF_WEIGHT_FILES[weights.name](weights)
+
+
+def read_id2label_json(path: str | Path) -> dict[int, str]:
+    """A JSON file {"0": "person", ...} (or a list of names) -> {0: "person", ...}."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read id2label JSON {path}: {e}") from e
+    items = enumerate(data) if isinstance(data, list) else data.items() if isinstance(data, dict) else None
+    if items is None:
+        raise ValueError(f"{path} must hold a JSON object {{id: name}} or a list of names")
+    return {int(k): str(v) for k, v in items}

@@ -1,10 +1,12 @@
 """Strict, table-driven conversion between a flat source state dict and our parameter tree.
 
 A `Rule` ties source keys (torch layout) to parameter slots (JAX layout) through a `Layout`: a pair
-of pure functions that turn the source arrays into the parameter arrays and back. Each source
-format (Hugging Face, the authors' `.pth`) is one explicit table of rules (`hf.py`, `original.py`);
-this module only runs them, strictly: every source key consumed, every parameter filled, every
-shape checked. Anything else raises one `ConversionError` that names all offending keys.
+of pure functions that turn the source arrays into the parameter arrays and back. Each checkpoint
+format module (`hf_videomt.py`, `hf_eomt.py`, `original_dinov2.py`, ...) builds its rules from
+`Entry` lines (the lines several formats share are in `shared_rules.py`); this module only runs
+them, strictly: every source key consumed, every parameter filled, every shape checked. Anything
+else raises one `ConversionError` that names all offending keys. It knows neither the model nor the
+config: the expected parameter shapes come in as an argument (`shapes.expected_shapes`).
 
 Letters: D hidden, F MLP hidden, C channels, O/I output/input channels, p patch, a/b kernel taps,
 N positions, L stacked layers.
@@ -13,15 +15,11 @@ N positions, L stacked layers.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from functools import partial
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-import jax
 import numpy as np
 from flax import traverse_util
-
-from videomt_jax.config import VideomtConfig
 
 Arrays = Sequence[np.ndarray]
 Slot = tuple[str, "int | None"]  # (parameter path "a/b/c", index on the stacked layer axis or None)
@@ -119,31 +117,23 @@ def norm(ours: str, theirs: str) -> list[Entry]:
     return [one(f"{ours}/scale", f"{theirs}.weight"), one(f"{ours}/bias", f"{theirs}.bias")]
 
 
-def block_slot(config: VideomtConfig, layer: int) -> tuple[str, int]:
-    """Encoder layer -> (path prefix of its stacked parameters, index on the stacked axis)."""
-    if layer < config.query_start:
-        return "encoder/layers/block/", layer
-    return "query_encoder/layers/block/", layer - config.query_start
+Table = tuple[Entry, ...]
 
 
-def expected_shapes(config: VideomtConfig) -> dict[str, tuple[int, ...]]:
-    """Flat {path: shape} of the parameters `init_params(config, key)` would create (traced, not run)."""
-    return dict(_expected_shapes(config))
+def rules_under(
+    entries: Iterable[Entry], source_prefix: str, target_prefix: str = "", index: int | None = None
+) -> list[Rule]:
+    """`entries` as rules: source keys below `source_prefix`, parameters below `target_prefix` (at `index`
+    of the stacked layer axis, when given)."""
+    return [e.rule(source_prefix, target_prefix, index) for e in entries]
 
 
-@functools.lru_cache(maxsize=16)
-def _expected_shapes(config: VideomtConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    from videomt_jax.modeling.videomt import init_params
-
-    tree = jax.eval_shape(partial(init_params, config), jax.random.key(0))
-    return tuple((k, tuple(v.shape)) for k, v in traverse_util.flatten_dict(tree, sep=SEP).items())
-
-
-def flatten(params: Mapping) -> dict[str, np.ndarray]:
+def flatten(params: Mapping) -> dict[str, Any]:
+    """{"a/b/c": leaf} of a nested parameter tree (numpy or jax leaves)."""
     return traverse_util.flatten_dict(dict(params), sep=SEP)
 
 
-def _listing(keys: Iterable[str]) -> str:
+def listing(keys: Iterable[str]) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:MAX_LISTED])
     return shown + (f", ... ({len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else "")
@@ -215,7 +205,7 @@ def source_to_params(
         ("parameters left unfilled", unfilled),
         ("table targets that the model does not have (a table bug)", unknown_targets),
     ]
-    message = "; ".join(f"{what} ({len(keys)}): {_listing(keys)}" for what, keys in problems if keys)
+    message = "; ".join(f"{what} ({len(keys)}): {listing(keys)}" for what, keys in problems if keys)
     if message:
         raise ConversionError(f"cannot convert {source}: {message}")
     return traverse_util.unflatten_dict(out, sep=SEP), sorted(k for k in buffers if k in state_dict)
@@ -239,20 +229,7 @@ def params_to_source(params: Mapping, rules: Sequence[Rule], *, what: str) -> di
     unused = set(flat) - used
     if missing or unused:
         raise ConversionError(
-            f"cannot write {what}: parameters the table needs but the tree lacks: {_listing(missing) or 'none'}; "
-            f"parameters no rule writes: {_listing(unused) or 'none'}"
+            f"cannot write {what}: parameters the table needs but the tree lacks: {listing(missing) or 'none'}; "
+            f"parameters no rule writes: {listing(unused) or 'none'}"
         )
     return out
-
-
-def check_params(config: VideomtConfig, params: Mapping) -> None:
-    """Raise `ConversionError` unless `params` has exactly the paths and shapes `config` implies."""
-    expected = expected_shapes(config)
-    got = {k: tuple(np.shape(v)) for k, v in flatten(params).items()}
-    missing = [p for p in expected if p not in got]
-    extra = [p for p in got if p not in expected]
-    wrong = [f"{p} {got[p]} (expected {expected[p]})" for p in expected if p in got and got[p] != expected[p]]
-    problems = [("missing", missing), ("unexpected", extra), ("wrong shape", wrong)]
-    message = "; ".join(f"{what} ({len(keys)}): {_listing(keys)}" for what, keys in problems if keys)
-    if message:
-        raise ConversionError(f"parameters do not match the config: {message}")

@@ -46,12 +46,13 @@ from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.postprocess.frame import post_process_panoptic, post_process_semantic
 from videomt_jax.postprocess.video import TOP_K, video_instance, video_panoptic, video_semantic
-from videomt_jax.processing import VideoProcessor
+from videomt_jax.processing import VideoProcessor, default_processor
 from videomt_jax.streaming import VideoStreamer, split_chunks
-from videomt_jax.training.config import EVAL_BATCH, EVAL_CLIPS
-from videomt_jax.training.recipes import dataclass_from_dict
 from videomt_jax.utils.io import atomic_write_text
+from videomt_jax.utils.structs import dataclass_from_dict
 
+EVAL_CLIPS = 32  # held-out clips scored by `evaluate_model` / `videomt-jax eval`
+EVAL_BATCH = 4  # clips per forward pass there
 DATA_CONFIG_NAME = "data.json"  # SyntheticConfig of the training data, inside a saved model directory
 LONG_CLIPS = 4  # long held-out clips scored by `evaluate_long` (all streamed as one batch)
 LONG_FRAMES = 64  # frames per long clip
@@ -181,7 +182,7 @@ def evaluate_model(
     start = time.perf_counter()
     model = VideomtModel(config)
     forward = jit_model(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
-    processor = VideoProcessor.from_config(config) if processor is None else processor
+    processor = default_processor(config, processor)
     acc = EvalAccumulator(data_cfg)
     for first in range(0, num_clips, batch_size):
         clips = [make_clip(data_cfg, split, i) for i in range(first, min(first + batch_size, num_clips))]
@@ -234,7 +235,7 @@ def evaluate_long(
         raise ValueError(f"need 1 <= window <= num_frames and chunk >= 1, got {window}, {num_frames}, {chunk}")
     start = time.perf_counter()
     long_cfg = long_clip_config(data_cfg, num_frames)
-    processor = VideoProcessor.from_config(config) if processor is None else processor
+    processor = default_processor(config, processor)
     clips = [make_clip(long_cfg, split, i) for i in range(num_clips)]
     pixels = processor.normalize(np.stack([c.frames for c in clips]))  # [B, T, H, W, 3]
     streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)

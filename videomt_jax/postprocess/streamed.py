@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from videomt_jax.modeling.outputs import VideomtOutput
+from videomt_jax.ops.resize import resize_bilinear, resize_to_input
 from videomt_jax.postprocess import common
 from videomt_jax.postprocess.frame import panoptic_counts
-from videomt_jax.postprocess.resize import resize_bilinear, resize_to_input
 from videomt_jax.postprocess.video import (
     MASK_THRESHOLD,
     OBJECT_MASK_THRESHOLD,

@@ -12,9 +12,12 @@ of the last frame, whose outputs are dropped (frames never see later ones). Then
 - `ytvis19` / `ytvis21` / `ytvis22` / `ovis` (video instance): `video_instance` (top `MAX_NUM`
   (query, class) pairs: 10 for YouTube-VIS, 20 for OVIS) -> `results.json` in the YouTube-VIS
   format, zipped as `results.zip` (what the CodaLab servers take); with ground truth in the
-  annotation file, also video AP.
+  annotation file, also video AP. YouTube-VIS 2022 is scored as the authors' `yt2022_evaluate.py`:
+  against the short videos' ground truth (`ytvis_2022/gt_short.json`) and the long videos'
+  (`gt_long.json`) separately, AP = the mean of the two (`AP_short`, `AP_long`, ...: `metrics.vis`);
+  without those files only the submission is written.
 - `vipseg` (video panoptic): `video_panoptic` (object threshold 0.8, overlap 0.8, stuff merged per
-  class) -> VPQ (windows 1, 2, 4, 6 frames) and STQ against the panoptic ground truth.
+  class) -> VPQ (tube lengths 1, 2, 4, 6, 8 frames) and STQ against the panoptic ground truth.
 - `vspw` (video semantic): `video_semantic` -> mIoU (the authors' `eval_miou_vspw.py`: mean over the
   classes present in the ground truth) and mVC_8 / mVC_16 (`eval_vc_vspw.py`).
 """
@@ -34,22 +37,24 @@ import numpy as np
 from PIL import Image
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.data.batching import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
+from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 from videomt_jax.data.clip_transforms import eval_input_size
 from videomt_jax.data.sources import VideoDataConfig, VIPSegDataConfig, VSPWDataConfig, YTVISDataConfig
 from videomt_jax.metrics.consistency import evaluate_video_consistency
 from videomt_jax.metrics.semantic import SemanticAccumulator
 from videomt_jax.metrics.stq import evaluate_stq
-from videomt_jax.metrics.vis import VideoInstanceAccumulator
+from videomt_jax.metrics.vis import SubsetVideoInstanceAccumulator, VideoInstanceAccumulator
 from videomt_jax.metrics.vpq import evaluate_vpq
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.postprocess.video import video_instance, video_panoptic, video_semantic
-from videomt_jax.processing import VideoProcessor
-from videomt_jax.streaming import VideoStreamer
+from videomt_jax.processing import VideoProcessor, default_processor
+from videomt_jax.streaming import VideoStreamer, pad_frames
 from videomt_jax.utils.io import atomic_write_bytes
 
-WINDOW = 3  # frames per model call (authors' TEST.WINDOW_SIZE default)
+# Frames per model call: it sets speed and memory, not the result (module docstring). Their code's
+# TEST.WINDOW_SIZE default is 3; their configs and evaluation commands set 1.
+WINDOW = 3
 RESULTS_ZIP, RESULTS_JSON = "results.zip", "results.json"
 
 
@@ -59,12 +64,15 @@ class EvalProtocol:
     split: str
     task: str  # "vis" | "vps" | "vss"
     top_k: int = 10  # vis: MAX_NUM
+    # vis: (name, split) of video subsets scored alone on the protocol's split, AP = their mean
+    subsets: tuple[tuple[str, str], ...] = ()
 
 
 PROTOCOLS: dict[str, EvalProtocol] = {
     "ytvis19": EvalProtocol(YTVISDataConfig("ytvis_2019", min_size_test=448), "valid", "vis", 10),
     "ytvis21": EvalProtocol(YTVISDataConfig("ytvis_2021", min_size_test=448), "valid", "vis", 10),
-    "ytvis22": EvalProtocol(YTVISDataConfig("ytvis_2022", min_size_test=448), "valid", "vis", 10),
+    "ytvis22": EvalProtocol(YTVISDataConfig("ytvis_2022", min_size_test=448), "valid", "vis", 10,
+                            subsets=(("short", "valid_short"), ("long", "valid_long"))),
     "ovis": EvalProtocol(YTVISDataConfig("ovis", min_size_test=544), "valid", "vis", 20),
     "vipseg": EvalProtocol(VIPSegDataConfig("vipseg", canvas=(800, 1344), min_size_test=720), "val", "vps"),
     "vspw": EvalProtocol(VSPWDataConfig("vspw", canvas=(800, 1344), min_size_test=720), "val", "vss"),
@@ -88,9 +96,7 @@ def run_windows(streamer: VideoStreamer, pixels: np.ndarray, window: int) -> Vid
     for start in range(0, t, window):
         chunk = pixels[start : start + window]
         n = chunk.shape[0]
-        if n < window:  # one static shape per video size: repeat the last frame, drop its outputs
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], window - n, axis=0)])
-        out, state = streamer.step(state, chunk[None])
+        out, state = streamer.step(state, pad_frames(chunk, window)[None])
         out = jax.device_get(out)
         cls.append(np.asarray(out.class_logits[:, :n], np.float32))
         masks.append(np.asarray(out.mask_logits[:, :n], np.float32))
@@ -109,6 +115,16 @@ class _VIS:
         self.records: list[dict[str, Any]] = []
         self.acc = VideoInstanceAccumulator()
         self.has_gt = any(reader.num_annotations(i) for i in range(len(reader)))
+        self.subsets: dict[str, tuple[Any, dict[int, int]]] = {}  # name -> (reader, video id -> index)
+        self.missing: list[str] = []
+        for name, split in protocol.subsets:
+            try:
+                sub = protocol.data.open(split)
+            except FileNotFoundError as e:
+                self.missing.append(str(e.filename or e))
+                continue
+            self.subsets[name] = (sub, {int(v["id"]): i for i, v in enumerate(sub.videos)})
+        self.subset_acc = SubsetVideoInstanceAccumulator([n for n, _ in protocol.subsets]) if protocol.subsets else None
 
     def update(self, index: int, out: VideomtOutput, valid: tuple[int, int], clip: Any) -> None:
         h, w = clip.image_hw
@@ -118,13 +134,31 @@ class _VIS:
         masks = np.asarray(res.masks[0]).transpose(1, 0, 2, 3)  # [T, N, H, W]
         scores, labels = np.asarray(res.score[0]), np.asarray(res.label_id[0])
         self.records += self.reader.results_json(index, scores, labels, masks)
+        pred = {"masks": masks, "scores": scores, "classes": labels}
         if self.has_gt:
-            self.acc.update({"masks": clip.masks, "classes": clip.classes}, {"masks": masks, "scores": scores, "classes": labels})
+            self.acc.update({"masks": clip.masks, "classes": clip.classes}, pred)
+        if self.subset_acc is None or self.missing:
+            return
+        for name, (sub, ids) in self.subsets.items():
+            if clip.video_id in ids:
+                gt_masks, gt_classes, _, _ = sub.load_targets(ids[clip.video_id])
+                if gt_masks.shape[0] != masks.shape[0] or gt_masks.shape[2:] != masks.shape[2:]:
+                    raise ValueError(
+                        f"{sub.annotation_file}: video {clip.video_id} is {gt_masks.shape[0]} frames of "
+                        f"{gt_masks.shape[2:]}, in {self.reader.annotation_file} {masks.shape[0]} of {masks.shape[2:]}"
+                    )
+                self.subset_acc.update(name, {"masks": gt_masks, "classes": gt_classes}, pred)
 
     def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
         result: dict[str, Any] = {"num_predictions": len(self.records)}
-        if self.has_gt:
-            result.update({k: v for k, v in self.acc.compute().items() if k != "per_class_ap"})
+        pooled = {k: v for k, v in self.acc.compute().items() if k != "per_class_ap"} if self.has_gt else {}
+        if self.subset_acc is not None and not self.missing:  # subsets scored: AP is their mean
+            result.update({f"{k}_all": v for k, v in pooled.items()})
+            result.update(self.subset_acc.compute())
+        else:
+            result.update(pooled)
+        if self.missing:
+            result["subsets_missing"] = self.missing
         if out_dir is not None:
             payload = json.dumps(self.records).encode()
             buffer = io.BytesIO()
@@ -216,9 +250,10 @@ def evaluate_dataset(
         raise ValueError(f"the model predicts {config.num_labels} labels, {dataset} has {data.num_classes} classes")
     split = split or protocol.split
     reader = data.open(split)
-    processor = VideoProcessor.from_config(config) if processor is None else processor
+    processor = default_processor(config, processor)
     streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)
-    task = TASKS[protocol.task](replace(protocol, split=split), reader, config)
+    subsets = protocol.subsets if split == protocol.split else ()  # the subsets divide the protocol's split
+    task = TASKS[protocol.task](replace(protocol, data=data, split=split, subsets=subsets), reader, config)
     count = len(reader) if max_videos is None else min(max_videos, len(reader))
     start = time.perf_counter()
     for index in range(count):
