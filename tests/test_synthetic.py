@@ -9,14 +9,12 @@ import pytest
 
 from videomt_jax.data.augment import AugmentConfig, AugmentParams, apply_params, augment_clip, sample_params
 from videomt_jax.data.batching import (
-    IGNORE_INDEX,
-    LABEL_DIVISOR,
-    VOID_ID,
     Clip,
     add_stuff_instances,
     collate,
     validate_clip,
 )
+from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 from videomt_jax.data.synthetic import THING_CLASSES, SyntheticConfig, iterate_batches, make_clip
 
 CFG = SyntheticConfig(image_size=48, num_frames=4, max_objects=5)

@@ -150,22 +150,41 @@ def augment_video_clip(clip: Clip, cfg: ClipAugment, rng: np.random.Generator, f
     return fit_canvas(augment_geometry(clip, cfg, rng), cfg.canvas, rng, fill)
 
 
-def augment_geometry(clip: Clip, cfg: ClipAugment, rng: np.random.Generator) -> Clip:
-    """Steps 1-3 of the module docstring (crop branch, resize, flip), one draw for the whole clip."""
+@dataclass(frozen=True)
+class GeometryDraw:
+    """One clip's draw of steps 1-3: what `augment_geometry` does to it, decided from its size alone."""
+
+    crop_resize: Optional[tuple[int, int]]  # step 1: resized (h, w) before the crop, or None (no crop branch)
+    crop_box: Optional[tuple[int, int, int, int]]  # step 1: (top, left, height, width)
+    size: tuple[int, int]  # step 2: the resized (h, w)
+    flip: bool  # step 3
+
+
+def draw_geometry(hw: tuple[int, int], cfg: ClipAugment, rng: np.random.Generator) -> GeometryDraw:
+    """The random choices of steps 1-3 for a clip of size `hw` (the generator is advanced as they are made)."""
+    crop_resize, crop_box = None, None
     if rng.random() < cfg.crop_prob:
         short = int(rng.choice(cfg.crop_resize))
-        clip = _resize(clip, shortest_edge_size(clip.image_hw, short, cfg.crop_resize_max))
-        h, w = clip.image_hw
+        crop_resize = shortest_edge_size(hw, short, cfg.crop_resize_max)
+        h, w = crop_resize
         lo, hi = cfg.crop_range
         crop_h = int(rng.integers(min(h, lo), min(h, hi) + 1))
         crop_w = int(rng.integers(min(w, lo), min(w, hi) + 1))
         top, left = int(rng.integers(0, h - crop_h + 1)), int(rng.integers(0, w - crop_w + 1))
-        clip = _crop(clip, top, left, (crop_h, crop_w))
+        crop_box, hw = (top, left, crop_h, crop_w), (crop_h, crop_w)
     short = int(rng.choice(cfg.min_sizes))
-    clip = _resize(clip, shortest_edge_size(clip.image_hw, short, cfg.max_size))
-    if rng.random() < cfg.flip_prob:
-        clip = _flip(clip)
-    return clip
+    size = shortest_edge_size(hw, short, cfg.max_size)
+    return GeometryDraw(crop_resize, crop_box, size, bool(rng.random() < cfg.flip_prob))
+
+
+def augment_geometry(clip: Clip, cfg: ClipAugment, rng: np.random.Generator) -> Clip:
+    """Steps 1-3 of the module docstring (crop branch, resize, flip), one draw for the whole clip."""
+    draw = draw_geometry(clip.image_hw, cfg, rng)
+    if draw.crop_resize is not None and draw.crop_box is not None:
+        top, left, crop_h, crop_w = draw.crop_box
+        clip = _crop(_resize(clip, draw.crop_resize), top, left, (crop_h, crop_w))
+    clip = _resize(clip, draw.size)
+    return _flip(clip) if draw.flip else clip
 
 
 def eval_input_size(hw: tuple[int, int], min_size: int, max_size: int, divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
