@@ -114,7 +114,7 @@ def time_workers(recipe: Any, workers: int, batches: int) -> dict[str, Any]:
     return {
         "workers": workers, "batches": batches, "clips_per_s": round(batches * bs / elapsed, 2),
         "s_per_batch": round(elapsed / batches, 2), "startup_s": round(startup, 1),
-        "batch_mb": round(batch_bytes(first) / MB, 1),
+        "batch_mb": round(batch_bytes(first) / MB, 1), "first_canvas": list(first.frames.shape[2:4]),
     }
 
 
@@ -164,7 +164,7 @@ def stage_breakdown(recipe: Any, step: int = 0) -> dict[str, Any]:
     for clip in clips:  # parts, alone: float32 host normalisation (what the step now does), mask packing
         floats.append(_timed(totals, "host_normalise_float32_s", lambda: recipe.processor.normalize(clip.frames)))
         _timed(totals, "pack_masks_s", lambda: np.packbits(clip.masks, axis=-1))
-    totals["float_pixels_shm_round_trip_s"] = shm_round_trip([np.stack(floats)])  # what float pixels would add
+    totals["float_pixels_shm_round_trip_s"] = shm_round_trip(floats)  # what float pixels would add
     out = {k: round(v, 3) for k, v in totals.items()}
     fields = batch._asdict() if hasattr(batch, "_asdict") else dict(batch)
     out["field_mb"] = {k: round(v.nbytes / MB, 1) for k, v in fields.items() if v is not None}

@@ -23,7 +23,7 @@ from videomt_jax.training.points import PointDraws, draw_points
 
 NUM_LABELS = 5
 H = W = 32  # target masks; predicted masks are 8 x 8 (1/4)
-LOSS_JIT = jax.jit(videomt_loss, static_argnames=("config", "aux_indices", "aux_weights"))
+LOSS_JIT = jax.jit(videomt_loss, static_argnames=("config", "aux_indices", "aux_weights", "matching"))
 
 
 def _config(points: int) -> VideomtConfig:
@@ -436,3 +436,33 @@ def test_first_appearance_matches_the_authors_criterion(seed, points, batch):
             expected = sorted((q, int(slots[o])) for q, o in zip(queries, objects))
             for t in range(4):  # the same pairs in every frame, hidden frames included
                 assert sorted((int(query_index[b, t, m]), int(m)) for m in np.flatnonzero(matched[b, t])) == expected
+
+
+# --------------------------------------------------------------------------- content regions
+@pytest.mark.parametrize("matching", ["first_appearance", "per_frame"])
+def test_content_region_equals_the_clip_on_its_own_frame(matching):
+    """A clip of 24 x 16 pixels top-left on a 32 x 32 canvas (garbage predictions outside, empty targets),
+    with `LossTargets.content`, has the loss (and the matching) of the clip on its own 24 x 16 frame."""
+    rng = np.random.default_rng(3)
+    config, (b, t, q, m), (h, w) = _config(64), (2, 3, 6, 3), (24, 16)
+    cls = jnp.asarray(rng.normal(size=(b, t, q, NUM_LABELS + 1)), jnp.float32)
+    own_masks = jnp.asarray(rng.normal(size=(b, t, q, h // 4, w // 4)) * 3, jnp.float32)
+    valid = jnp.asarray(rng.random((b, t, m)) > 0.3)
+    own_targets = LossTargets(
+        mask_labels=jnp.asarray(rng.random((b, t, m, h, w)) > 0.5),
+        class_labels=jnp.asarray(rng.integers(0, NUM_LABELS, (b, t, m)), jnp.int32),
+        valid=valid,
+    )
+    canvas_masks = jnp.asarray(rng.normal(size=(b, t, q, H // 4, W // 4)) * 50, jnp.float32)  # garbage
+    canvas_masks = canvas_masks.at[..., : h // 4, : w // 4].set(own_masks)
+    canvas_labels = jnp.zeros((b, t, m, H, W), bool).at[..., :h, :w].set(own_targets.mask_labels)
+    content = jnp.asarray([[h / H, w / W]] * b, jnp.float32)
+    canvas_targets = own_targets.replace(mask_labels=canvas_labels, content=content)
+    draws = draw_points(jax.random.key(4), b, t, m, config)
+    own = LOSS_JIT(cls, own_masks, None, None, own_targets, None, config, draws=draws, matching=matching)
+    on_canvas = LOSS_JIT(cls, canvas_masks, None, None, canvas_targets, None, config, draws=draws, matching=matching)
+    for name in LOSS_TERMS:
+        np.testing.assert_allclose(on_canvas[1][name], own[1][name], rtol=1e-5, err_msg=name)
+    without = LOSS_JIT(cls, canvas_masks, None, None, canvas_targets.replace(content=None), None, config, draws=draws,
+                       matching=matching)
+    assert abs(float(without[0]) - float(own[0])) > 1e-3 * abs(float(own[0]))  # the region matters

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dataset_fixtures import write_coco, write_ytvis
+from videomt_jax.data.categories import COCO_MAPS, COCO_TO_OVIS, COCO_TO_YTVIS_2019, COCO_TO_YTVIS_2021
 from videomt_jax.data.grain_pipeline import GrainBatches
 from videomt_jax.training.recipes import load_recipe
 
@@ -98,6 +99,14 @@ def _small(tmp_path, base: str) -> str:
     path = tmp_path / f"{base}.json"
     path.write_text(json.dumps({"base": base, **SMALL}))
     return str(path)
+
+
+def test_youtube_vis_and_ovis_recipes_mix_coco_one_to_one_with_the_authors_maps():
+    # their Base_R50.yaml: coco2ytvis2019 / coco2ytvis2021 (also for 2022) / coco2ovis, DATASET_RATIO [1.0, 1.0]
+    for name, coco_map in (("ytvis19-vits", COCO_TO_YTVIS_2019), ("ytvis21-vitl", COCO_TO_YTVIS_2021),
+                           ("ytvis22-vitl", COCO_TO_YTVIS_2021), ("ovis-vitl", COCO_TO_OVIS)):
+        data = load_recipe(name).data
+        assert data.coco_ratio == 1.0 and data.coco_root is None and COCO_MAPS[data.dataset] is coco_map, name
 
 
 @pytest.mark.parametrize("coco", [False, True])

@@ -34,7 +34,9 @@ def test_wrong_type_in_recipe_is_named(tmp_path, capsys):
 def test_other_recipe_on_existing_run_changes_nothing(run_dir, tmp_path, capsys):
     before = (run_dir / RECIPE_FILE).read_bytes()
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"base": "synthetic-tiny", "train": {"learning_rate": 0.001}, "model": {"num_queries": 12}}))
+    other.write_text(
+        json.dumps({"base": "synthetic-tiny", "train": {"learning_rate": 0.001}, "model": {"num_queries": 12}})
+    )
     assert main(["train", str(other), "--out", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert "another recipe" in err and "train.learning_rate" in err and "model.num_queries" in err
@@ -83,3 +85,21 @@ def test_init_reports_what_came_from_an_eomt_and_a_dinov2_checkpoint(tmp_path):
     assert params["embeddings"]["patch_embeddings"]["kernel"].shape[:2] == (16, 16)
     with pytest.raises(ValueError, match="--init weights do not fit the recipe's model: .*hidden_size"):
         _init_params(str(tmp_path / "eomt"), config.replace(hidden_size=64, num_attention_heads=2), seed=0)
+
+
+def test_train_without_init_names_the_recipes_init(tmp_path, capsys):
+    """A paper recipe starts from the authors' segmenter: without --init, train says so in one line
+    (here before it refuses the missing --data-root), and `train --help` tells about it."""
+    from videomt_jax.cli.train import init_note
+
+    url = load_recipe("ytvis19-vits").init
+    assert url.endswith("yt_2019_small_segmenter.pth")
+    assert main(["train", "ytvis19-vits", "--out", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if url in line]
+    assert len(lines) == 1, out
+    assert "recipe ytvis19-vits starts from the authors' segmenter" in lines[0] and "--init PATH" in lines[0]
+    assert init_note(load_recipe("synthetic-tiny")) is None  # no init named: nothing to say
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "segmenter" in " ".join(capsys.readouterr().out.split())

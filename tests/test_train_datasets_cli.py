@@ -50,6 +50,23 @@ def test_the_start_up_line_says_how_ytvis_recipes_use_coco(tmp_path):
     assert note.endswith("; 2 images hold more instances (up to 2) than the 1 target slots: their largest are kept")
 
 
+def test_resume_lets_the_coco_root_move_but_not_appear(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from videomt_jax.cli.train import check_resumable
+    from videomt_jax.training.recipes import load_recipe
+
+    recipe = load_recipe("ytvis19-vits")
+    with_coco = dataclasses.replace(recipe, data=recipe.data.with_coco_root("/data/a"))
+    (tmp_path / "checkpoints" / "100").mkdir(parents=True)
+    (tmp_path / "recipe.json").write_text(with_coco.to_json())
+    check_resumable(tmp_path, dataclasses.replace(recipe, data=recipe.data.with_coco_root("/mnt/b")))  # moved
+    with pytest.raises(ValueError, match="data.coco_root: '/data/a' there, None here"):
+        check_resumable(tmp_path, recipe)
+
+
 def test_dataset_recipe_errors(tmp_path, capsys):
     assert cli_main(["train", _small(tmp_path, "vspw-vitl"), "--out", str(tmp_path / "x")], commands=("train",)) == 1
     assert "pass --data-root" in capsys.readouterr().err

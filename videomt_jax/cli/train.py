@@ -65,12 +65,15 @@ def check_resumable(out: Path, recipe: Any) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{saved_file} (the recipe of the checkpoints in {out}) cannot be read: {e}") from None
     new = _flat(json.loads(recipe.to_json()))
+
     def may_change(k: str) -> bool:
         return k in RESUMABLE_CHANGES and (k not in MOVABLE_ONLY or (saved.get(k) is None) == (new.get(k) is None))
 
     differ = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k) and not may_change(k))
     if differ:
-        shown = "; ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} here" for k in differ[:6])
+        shown = "; ".join(
+            f"{k}: {saved.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} here" for k in differ[:6]
+        )
         raise ValueError(
             f"{out} holds checkpoints of another recipe ({saved_file}); {len(differ)} entries differ: {shown}"
             f"{'; ...' if len(differ) > 6 else ''}. Nothing was changed. Continue that run with "
@@ -80,8 +83,9 @@ def check_resumable(out: Path, recipe: Any) -> None:
 
 def _init_params(path: str, config: Any, seed: int) -> tuple[Any, str]:
     """--init: the recipe model's parameters from PATH (any checkpoint load_pretrained reads, an EoMT
-    image model, or a bare DINOv2-with-registers / DINOv3 backbone), strict about the architecture;
-    returns the parameters and a summary of what came from the checkpoint and what starts fresh."""
+    image model or the authors' segmenter, or a bare DINOv2-with-registers / DINOv3 backbone), strict
+    about the architecture; returns the parameters and a summary of what came from the checkpoint and
+    what starts fresh."""
     import jax
 
     from videomt_jax.weights.init_from import init_videomt_from
@@ -96,6 +100,17 @@ def _init_params(path: str, config: Any, seed: int) -> tuple[Any, str]:
     return params, "\n".join(lines)
 
 
+def init_note(recipe: Any) -> str | None:
+    """The start-up line of a run without --init whose recipe names weights to start from (`Recipe.init`)."""
+    from videomt_jax.training.paper_recipes import SEGMENTERS
+
+    if recipe.init is None:
+        return None
+    what = "the authors' segmenter " if recipe.init.startswith(SEGMENTERS) else ""
+    return (f"recipe {recipe.name} starts from {what}{recipe.init}; without --init this run trains from scratch "
+            "(pass --init PATH, downloaded first when it is a URL or Hub id)")
+
+
 def _with_data_root(recipe: Any, root: str | None) -> Any:
     """The recipe with its dataset root set from --data-root; dataset recipes must have one."""
     from dataclasses import replace
@@ -105,7 +120,9 @@ def _with_data_root(recipe: Any, root: str | None) -> Any:
 
     if not isinstance(recipe.data, VideoDataConfig):
         if root is not None:
-            raise ValueError(f"recipe {recipe.name!r} trains on {data_kind(recipe.data)} data: --data-root does not apply")
+            raise ValueError(
+                f"recipe {recipe.name!r} trains on {data_kind(recipe.data)} data: --data-root does not apply"
+            )
         return recipe
     recipe = replace(recipe, data=recipe.data.with_root(root)) if root is not None else recipe
     recipe.data.open()  # fail here, naming the file, rather than in a data-loading worker
@@ -161,10 +178,15 @@ def run_train(args: argparse.Namespace) -> int:
     from videomt_jax.weights.api import export_hf, save_pretrained
 
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
-    recipe = _with_data_root(load_recipe(args.config, **overrides), args.data_root)
-    recipe, coco_note = _with_coco_root(recipe, args.coco_root)
+    recipe = load_recipe(args.config, **overrides)
     out = Path(args.out) if args.out else Path(RUNS_DIR) / recipe.name
     main_process = jax.process_index() == 0
+    resuming = args.resume and _has_checkpoints(out / "checkpoints")
+    note = None if args.init or resuming else init_note(recipe)
+    if main_process and note:
+        print(note, flush=True)
+    recipe = _with_data_root(recipe, args.data_root)
+    recipe, coco_note = _with_coco_root(recipe, args.coco_root)
     if not args.resume and _has_checkpoints(out / "checkpoints"):
         raise FileExistsError(f"{out / 'checkpoints'} holds checkpoints; pass --resume or choose another --out")
     if args.resume:
@@ -236,7 +258,8 @@ def add_parser(subparsers: Any) -> None:
     )
     train.add_argument(
         "--data-root", metavar="DIR",
-        help="dataset recipes: the folder holding the dataset folder (ytvis_2019/, ovis/, VIPSeg/, VSPW_480p/) or that folder",
+        help="dataset recipes: the folder holding the dataset folder (ytvis_2019/, ovis/, VIPSeg/, VSPW_480p/) "
+        "or that folder",
     )
     train.add_argument(
         "--coco-root", metavar="DIR",
@@ -249,8 +272,10 @@ def add_parser(subparsers: Any) -> None:
     )
     train.add_argument(
         "--init", metavar="PATH",
-        help="initial weights: anything load_pretrained reads (a VidEoMT, an EoMT image model: fresh query updater), "
-        "or an HF Dinov2WithRegistersModel / DINOv3ViTModel backbone (queries and heads fresh); prints what came from where",
+        help="initial weights: anything load_pretrained reads (a VidEoMT; an EoMT image model or the authors' "
+        "segmenter .pth: fresh query updater), or an HF Dinov2WithRegistersModel / DINOv3ViTModel backbone (queries "
+        "and heads fresh); prints what came from where. A recipe names what it starts from (its \"init\": the "
+        "paper recipes name the authors' segmenter URL); without --init, train prints it and starts from scratch",
     )
     train.add_argument("--stop-after", type=int, help="stop after this many steps of this call (resume later)")
     multi = train.add_argument_group("multi-host (docs/training.md)")

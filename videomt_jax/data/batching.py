@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
 from videomt_jax.processing import VideoProcessor, default_processor
 
 
@@ -112,6 +113,9 @@ class Batch(NamedTuple):
     semantic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
     panoptic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
     dropped: Optional[np.ndarray] = None  # [B] int32: objects of a crowded clip left out (over max_instances)
+    # [B, 2] int32: each clip's own (height, width) at the top left of the batch canvas, when some clip is
+    # smaller than the canvas (shape buckets, `batch_canvas`); None: every clip fills it
+    content_hw: Optional[np.ndarray] = None
 
     @property
     def pixel_values(self) -> np.ndarray:  # [B, T, H, W, 3] float32, normalised (host)
@@ -123,13 +127,39 @@ class Batch(NamedTuple):
         return np.unpackbits(self.mask_bits, axis=-1, count=width).astype(bool)
 
 
+def batch_canvas(sizes: Sequence[tuple[int, int]], bucket: int | None, cap: tuple[int, int] | None) -> tuple[int, int]:
+    """The (H, W) of a batch holding clips of `sizes`: each side the largest clip's, rounded up to a
+    multiple of `bucket`, at most `cap` (a clip is never cut here). No bucket: `cap` itself (one
+    canvas for every batch), or with no cap either the largest clip's size.
+
+    A bucket of 128 and a cap of 768 allow at most 6 x 6 canvases, so the jitted step compiles for a
+    bounded set of shapes (docs/training.md, "Geometry")."""
+    height, width = (max(s[i] for s in sizes) for i in (0, 1))
+    if bucket is not None:
+        height, width = -(-height // bucket) * bucket, -(-width // bucket) * bucket
+    elif cap is not None:
+        height, width = cap
+    if cap is not None:
+        height, width = max(min(height, cap[0]), *(s[0] for s in sizes)), max(min(width, cap[1]), *(s[1] for s in sizes))
+    return height, width
+
+
 def collate(
-    clips: Sequence[Clip], *, num_labels: int, max_instances: int, processor: VideoProcessor | None = None
+    clips: Sequence[Clip],
+    *,
+    num_labels: int,
+    max_instances: int,
+    processor: VideoProcessor | None = None,
+    bucket: int | None = None,
+    cap: tuple[int, int] | None = None,
 ) -> Batch:
-    """Pad clips of equal T, H, W to a `Batch` with `max_instances` slots per clip.
+    """Pad clips of equal T to a `Batch` with `max_instances` slots per clip.
 
     Frames stay uint8 (the train step normalises them with `processor`, the model's; no resize
     here: clips are at model size); masks are packed per clip, never held unpacked per batch.
+    Clips of different sizes go top-left onto one canvas (`batch_canvas(sizes, bucket, cap)`),
+    padded with the processor's pixel mean, empty masks, IGNORE_INDEX / VOID_ID maps; `content_hw`
+    then records each clip's own size, which the model and the loss keep to.
 
     Instances absent from every frame carry no target and are left out first. A crowded clip that
     still has more than `max_instances` keeps the `max_instances` with the most visible pixels over
@@ -144,20 +174,22 @@ def collate(
             validate_clip(clip)
         except (TypeError, ValueError) as e:
             raise type(e)(f"clip {i}: {e}") from None
-    t, h, w = clips[0].frames.shape[:3]
+    t = clips[0].frames.shape[0]
+    h, w = batch_canvas([c.frames.shape[1:3] for c in clips], bucket, cap)
     b = len(clips)
+    proc = default_processor(processor=processor)
     frames = np.empty((b, t, h, w, 3), np.uint8)
+    frames[:] = np.clip(np.round(np.asarray(proc.pixel_mean, np.float32)), 0, 255).astype(np.uint8)
+    content = np.zeros((b, 2), np.int32)
     mask_bits = np.zeros((b, t, max_instances, h, -(-w // 8)), np.uint8)
     class_labels = np.full((b, t, max_instances), num_labels, np.int32)
     valid = np.zeros((b, t, max_instances), bool)
     track_ids = np.full((b, max_instances), -1, np.int32)
     dropped = np.zeros((b,), np.int32)
     for i, clip in enumerate(clips):
-        if clip.frames.shape[:3] != (t, h, w):
-            raise ValueError(
-                f"clip {i} has (T, H, W) = {clip.frames.shape[:3]}, clip 0 has {(t, h, w)}; "
-                "resize/crop clips to one size (videomt_jax.data.augment) before collate"
-            )
+        if clip.frames.shape[0] != t:
+            raise ValueError(f"clip {i} has {clip.frames.shape[0]} frames, clip 0 has {t}: a batch needs one T")
+        ch, cw = content[i] = clip.frames.shape[1:3]
         bad = (clip.classes < 0) | (clip.classes >= num_labels)
         if bad.any():
             raise ValueError(f"clip {i}: class ids {clip.classes[bad].tolist()} are outside [0, {num_labels})")
@@ -168,19 +200,28 @@ def collate(
             dropped[i] = len(keep) - max_instances
             keep = np.sort(keep[np.argsort(-area, kind="stable")[:max_instances]])
         n = len(keep)
-        frames[i] = clip.frames
-        mask_bits[i, :, :n] = np.packbits(clip.masks[:, keep], axis=-1)  # [T, n, H, ceil(W/8)]
+        frames[i, :, :ch, :cw] = clip.frames
+        mask_bits[i, :, :n, :ch, : -(-cw // 8)] = np.packbits(clip.masks[:, keep], axis=-1)  # [T, n, h, ceil(w/8)]
         valid[i, :, :n] = present[:, keep]
         class_labels[i, :, :n] = np.where(valid[i, :, :n], clip.classes[keep][None], num_labels)
         track_ids[i, :n] = clip.track_ids[keep]
-    semantic = _stack_optional([c.semantic for c in clips])
-    panoptic = _stack_optional([c.panoptic for c in clips])
-    table = pixel_table(default_processor(processor=processor))
-    return Batch(frames, mask_bits, class_labels, valid, track_ids, table, semantic, panoptic, dropped)
+    semantic = _stack_optional([c.semantic for c in clips], (h, w), IGNORE_INDEX)
+    panoptic = _stack_optional([c.panoptic for c in clips], (h, w), VOID_ID)
+    filled = bool((content == (h, w)).all())
+    return Batch(
+        frames, mask_bits, class_labels, valid, track_ids, pixel_table(proc), semantic, panoptic, dropped,
+        None if filled else content,
+    )
 
 
-def _stack_optional(maps: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
-    return None if any(m is None for m in maps) else np.stack(maps)
+def _stack_optional(maps: list[Optional[np.ndarray]], canvas: tuple[int, int], fill: int) -> Optional[np.ndarray]:
+    """[T, h, w] label maps -> [B, T, H, W] on the canvas (top left, `fill` elsewhere), or None if one is missing."""
+    if any(m is None for m in maps):
+        return None
+    out = np.full((len(maps), maps[0].shape[0], *canvas), fill, np.int32)
+    for i, m in enumerate(maps):
+        out[i, :, : m.shape[1], : m.shape[2]] = m
+    return out
 
 
 def add_stuff_instances(clip: Clip, stuff_ids: Sequence[int]) -> Clip:

@@ -10,11 +10,13 @@ What the authors' dataset mappers do to a training clip (every frame, mask and l
    (detectron2 `ResizeShortestEdge`: sizes rounded half up).
 3. Horizontal flip with probability `flip_prob` (0.5).
 Frames are resized bilinearly and label maps / masks by nearest neighbour, with Pillow (as
-detectron2's `ResizeTransform`). The authors then pad each batch at the bottom/right to its largest
-frame (a multiple of 32); under `jit` every batch has one static shape, so here every clip is padded
-to the fixed `canvas` (with the pixel mean, 0 after normalisation; masks False; semantic
-IGNORE_INDEX; panoptic VOID_ID). A clip larger than the canvas (a portrait video at VIPSeg sizes)
-is cropped to it at a random offset drawn from the same generator.
+detectron2's `ResizeTransform`). The authors then pad each batch (one clip per GPU) at the bottom/right
+to a multiple of 32 of its own size; so does `fit_canvas` (with the pixel mean, 0 after normalisation;
+masks False; semantic IGNORE_INDEX; panoptic VOID_ID). Under `jit` a batch has one static shape:
+`data.batching.collate` puts its clips top-left on one canvas from a bounded set of shape buckets
+and records each clip's own size, which the model and the loss keep to (`modeling/content.py`).
+A clip larger than the largest canvas `canvas` (a portrait video at VIPSeg sizes) is cropped to it
+at a random offset drawn from the same generator.
 All randomness comes from the one `numpy.random.Generator` passed in, so a clip is a pure function
 of its seed.
 """
@@ -31,24 +33,26 @@ from videomt_jax.data.batching import Clip
 from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
 
 Fill = tuple[float, float, float]
+SIZE_DIVISIBILITY = 32  # the authors' SIZE_DIVISIBILITY: each clip is padded to a multiple of this
 
 
 @dataclass(frozen=True)
 class ClipAugment:
     min_sizes: tuple[int, ...]  # shorter-edge choices (detectron2 MIN_SIZE_TRAIN, "choice")
     max_size: int  # longer edge at most this (MAX_SIZE_TRAIN)
-    canvas: tuple[int, int]  # (Hc, Wc): every clip is padded (or cropped) to this size
+    canvas: tuple[int, int]  # (Hc, Wc): the largest training frame; a larger clip is cropped to it
     flip_prob: float = 0.5
     crop_prob: float = 0.0  # YouTube-VIS / OVIS: 0.5
     crop_resize: tuple[int, ...] = (400, 500, 600)
     crop_resize_max: int = 1333
     crop_range: tuple[int, int] = (384, 600)
+    divisor: int = SIZE_DIVISIBILITY  # every clip is padded to a multiple of this
 
     def __post_init__(self) -> None:
         if not self.min_sizes or min(self.min_sizes) < 1 or self.max_size < 1:
             raise ValueError(f"ClipAugment needs positive min_sizes and max_size, got {self.min_sizes}, {self.max_size}")
-        if min(self.canvas) < 1 or len(self.canvas) != 2:
-            raise ValueError(f"ClipAugment.canvas must be (height, width) > 0, got {self.canvas}")
+        if len(self.canvas) != 2 or min(self.canvas) < 1 or self.divisor < 1 or any(c % self.divisor for c in self.canvas):
+            raise ValueError(f"ClipAugment.canvas must be (height, width) > 0, multiples of {self.divisor}, got {self.canvas}")
         if not (0 <= self.flip_prob <= 1 and 0 <= self.crop_prob <= 1):
             raise ValueError(f"flip_prob and crop_prob must lie in [0, 1], got {self.flip_prob}, {self.crop_prob}")
         if not 0 < self.crop_range[0] <= self.crop_range[1]:
@@ -117,13 +121,16 @@ def _flip(clip: Clip) -> Clip:
     return _geometry(clip, fn)
 
 
-def fit_canvas(clip: Clip, canvas: tuple[int, int], rng: np.random.Generator, fill: Fill) -> Clip:
-    """Crop (random offset) what exceeds `canvas`, then pad at the bottom/right up to it."""
+def fit_canvas(
+    clip: Clip, canvas: tuple[int, int], rng: np.random.Generator, fill: Fill, divisor: int = SIZE_DIVISIBILITY
+) -> Clip:
+    """Crop (random offset) what exceeds `canvas`, then pad at the bottom/right to a multiple of `divisor`."""
     (h, w), (ch, cw) = clip.image_hw, canvas
     if h > ch or w > cw:
         top, left = int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
         clip = _crop(clip, top, left, (min(h, ch), min(w, cw)))
         h, w = clip.image_hw
+    ch, cw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
     if (h, w) == (ch, cw):
         return clip
     t, m = clip.num_frames, clip.num_instances
@@ -147,7 +154,7 @@ def fit_canvas(clip: Clip, canvas: tuple[int, int], rng: np.random.Generator, fi
 
 def augment_video_clip(clip: Clip, cfg: ClipAugment, rng: np.random.Generator, fill: Fill) -> Clip:
     """The authors' mapper steps 1-3 (module docstring) with one draw per clip, then `fit_canvas`."""
-    return fit_canvas(augment_geometry(clip, cfg, rng), cfg.canvas, rng, fill)
+    return fit_canvas(augment_geometry(clip, cfg, rng), cfg.canvas, rng, fill, cfg.divisor)
 
 
 @dataclass(frozen=True)

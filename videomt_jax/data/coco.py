@@ -24,7 +24,7 @@ A pseudo-clip (the mapper's augmentation, every random choice drawn once per cli
      frame t is the image rotated by angle t (counter-clockwise for positive angles, as OpenCV;
      bilinear, black outside the image as OpenCV's default border), so the objects turn smoothly
      over the clip;
-5.   padded (or cropped) to the canvas like every training clip (`clip_transforms.fit_canvas`).
+5.   padded to a multiple of 32 (cropped to the largest canvas) like every training clip (`clip_transforms.fit_canvas`).
 Instance m is annotation m of the image in every frame; where the rotation takes it out of the
 frame it is absent there (an empty mask), as the authors' `filter_empty_instances`. One difference:
 the authors rotate the polygons and rasterise them; here the decoded masks are rotated (nearest
@@ -254,7 +254,7 @@ def pseudo_clip(
         masks=np.stack([rotate_masks(clip.masks[0], a, center) for a in angles]),  # [T, M, H, W]
         frame_indices=np.zeros(num_frames, np.int32),
     )
-    return fit_canvas(clip, augment.canvas, rng, fill)
+    return fit_canvas(clip, augment.canvas, rng, fill, augment.divisor)
 
 
 class CocoClips:

@@ -31,7 +31,7 @@ from videomt_jax.data.categories import (
     YTVIS_2021_CLASSES,
     things_first,
 )
-from videomt_jax.data.clip_transforms import ClipAugment, Fill, augment_video_clip
+from videomt_jax.data.clip_transforms import SIZE_DIVISIBILITY, ClipAugment, Fill, augment_video_clip
 from videomt_jax.data.coco import (
     COCO_FOLDER,
     COCO_RATIO,
@@ -99,10 +99,13 @@ class VideoDataConfig(abc.ABC):
     max_size_train: int = 768
     crop_prob: float = 0.5  # YouTube-VIS / OVIS mapper: random resize + crop branch
     flip_prob: float = 0.5
-    canvas: tuple[int, int] = (768, 768)  # static training frame size (see data/clip_transforms.py)
+    canvas: tuple[int, int] = (768, 768)  # the largest training frame (see data/clip_transforms.py)
+    # a batch's frames: the largest clip's size rounded up to a multiple of this, at most `canvas`
+    # (a bounded set of shapes for the jitted step; `data.batching.batch_canvas`); None: always `canvas`
+    bucket: Optional[int] = 128
     min_size_test: int = 448
     max_size_test: int = 1333
-    size_divisibility: int = 32
+    size_divisibility: int = SIZE_DIVISIBILITY
     seed: int = 0
 
     kind: ClassVar[str] = ""
@@ -112,12 +115,15 @@ class VideoDataConfig(abc.ABC):
             raise ValueError(f"need num_frames >= 1 and frame_range >= 0, got {self.num_frames}, {self.frame_range}")
         if min(self.canvas) < 1 or any(c % self.size_divisibility for c in self.canvas):
             raise ValueError(f"canvas {self.canvas} must be positive multiples of size_divisibility {self.size_divisibility}")
+        if self.bucket is not None and (self.bucket < 1 or self.bucket % self.size_divisibility):
+            raise ValueError(f"bucket must be None or a positive multiple of {self.size_divisibility}, got {self.bucket}")
         _ = self.augment  # validates the sizes
 
     @property
     def augment(self) -> ClipAugment:
         return ClipAugment(
-            tuple(self.min_size_train), self.max_size_train, tuple(self.canvas), self.flip_prob, self.crop_prob
+            tuple(self.min_size_train), self.max_size_train, tuple(self.canvas), self.flip_prob, self.crop_prob,
+            divisor=self.size_divisibility,
         )
 
     @property

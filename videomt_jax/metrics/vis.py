@@ -11,6 +11,9 @@ monotone and read at 101 recall points (COCO interpolation). AP = mean over thre
 categories that have ground truth; AR@k = the recall with the top-k predictions per video and
 category, averaged the same way. Crowd regions and area ranges are not modelled.
 
+`SubsetVideoInstanceAccumulator` scores named subsets of the videos alone and averages their AP
+(YouTube-VIS 2022: short and long videos, the authors' `yt2022_evaluate.py`).
+
 Inputs, one entry per video (numpy):
   ground truth: {"masks": [T, N, H, W] bool, "classes": [N] int}
   prediction:   {"masks": [T, P, H, W] bool, "scores": [P] float, "classes": [P] int}

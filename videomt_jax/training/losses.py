@@ -37,6 +37,8 @@ from videomt_jax.training.points import (
     num_uncertain_points,
     sample_points,
     uncertain_points,
+    within_content,
+    zero_outside,
 )
 
 LOSS_TERMS = ("loss_cross_entropy", "loss_mask", "loss_dice")
@@ -237,7 +239,8 @@ def videomt_loss(
     total = jnp.float32(0.0)
     terms: dict[str, jax.Array] = {}
     for (suffix, cls, msk, scale), draw in zip(predictions, draws):
-        one, _ = _prediction_loss(cls, msk, targets, draw, config, matching)
+        msk = zero_outside(msk, targets.content)
+        one, _ = _prediction_loss(cls, msk, targets, within_content(draw, targets.content), config, matching)
         for name, value in one.items():
             terms[name + suffix] = value
             total = total + scale * weights[name] * value

@@ -53,11 +53,14 @@ class LossTargets:
     valid:        the slot's object is visible in that frame              # [B, T, M] bool
     Slot m holds the same object in every frame of its clip (`data.batching.collate` gives that);
     class labels count where valid, masks are read as empty where not valid.
+    content:      optional, each clip's own frame as a fraction (height, width) of the H x W canvas  # [B, 2]
+                  (shape buckets, `modeling/content.py`): matching and loss points are drawn inside it.
     """
 
     mask_labels: jax.Array
     class_labels: jax.Array
     valid: jax.Array
+    content: jax.Array | None = None
 
     @classmethod
     def from_frames(

@@ -134,6 +134,33 @@ def draw_points(
     ]
 
 
+def within_content(draws: PointDraws, content: jax.Array | None) -> PointDraws:
+    """Draws in [0, 1) of each clip's own frame -> canvas coordinates; content [B, 2] = (height, width)
+    fraction of the canvas (None: the clip is the canvas). A point then samples the same pixel of the
+    clip as on its own padded frame, as the authors sample theirs."""
+    if content is None:
+        return draws
+    xy = content[:, ::-1].astype(jnp.float32)  # [B, 2] as (x, y)
+    return PointDraws(
+        match=draws.match * xy[:, None, None],
+        candidates=draws.candidates * xy[:, None, None, None],
+        extra=draws.extra * xy[:, None, None, None],
+    )
+
+
+def zero_outside(mask_logits: jax.Array, content: jax.Array | None) -> jax.Array:
+    """mask_logits [B, T, Q, h, w] with 0 outside each clip's own frame (content [B, 2] fractions of the
+    canvas): a point near the region's border then interpolates with zeros, as `sample_points` does past
+    the border of a clip on its own frame."""
+    if content is None:
+        return mask_logits
+    h, w = mask_logits.shape[-2:]
+    rows = jnp.arange(h)[None] < jnp.round(content[:, :1] * h)  # [B, h]
+    cols = jnp.arange(w)[None] < jnp.round(content[:, 1:] * w)  # [B, w]
+    region = rows[:, :, None] & cols[:, None, :]  # [B, h, w]
+    return jnp.where(region[:, None, None], mask_logits, 0.0)
+
+
 def check_draws(draws: PointDraws, batch: int, frames: int, targets: int, config: VideomtConfig) -> None:
     """Shapes the config asks for; raises ValueError naming the field otherwise."""
     for name, shape in _draw_shapes(batch, frames, targets, config).items():

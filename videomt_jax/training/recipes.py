@@ -110,8 +110,10 @@ class Recipe:
     def collate(self, clips: list[Clip]) -> Batch:
         """Clips -> one training `Batch` (targets padded to `max_instances` and bit-packed, frames uint8:
         the train step normalises them with `self.processor`, passed to `fit` / `make_program`)."""
+        video = isinstance(self.data, VideoDataConfig)  # clips of their own sizes, on shape buckets
         return collate(
-            clips, num_labels=self.data.num_classes, max_instances=self.max_instances, processor=self.processor
+            clips, num_labels=self.data.num_classes, max_instances=self.max_instances, processor=self.processor,
+            bucket=self.data.bucket if video else None, cap=self.data.image_hw if video else None,
         )
 
     def batches(

@@ -38,6 +38,8 @@ BATCH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("class_labels",),
     ("valid",),
 )
+# Fields a batch may hold; absent (or None) they are not passed to the step.
+OPTIONAL_BATCH_FIELDS: tuple[str, ...] = ("content_hw",)  # [B, 2] int32: each clip's own size on the canvas
 
 
 def train_processor(config: VideomtConfig, processor: VideoProcessor | None = None) -> VideoProcessor:
@@ -90,7 +92,8 @@ def batch_arrays(batch: Any) -> dict[str, np.ndarray]:
         fields = batch._asdict()
     else:
         fields = {k: getattr(batch, k, None) for group in BATCH_FIELDS for k in group}
-    return {name: fields[name] for name in (batch_field(fields, group) for group in BATCH_FIELDS)}
+    needed = {name: fields[name] for name in (batch_field(fields, group) for group in BATCH_FIELDS)}
+    return {**needed, **{k: fields[k] for k in OPTIONAL_BATCH_FIELDS if fields.get(k) is not None}}
 
 
 def _check_dtype(name: str, array: Any, ok: bool, wanted: str) -> None:
@@ -127,6 +130,15 @@ def check_batch(batch: dict[str, Any], config: VideomtConfig) -> None:
             )
         masks = np.broadcast_to(np.False_, (*masks.shape[:4], w))  # the unpacked shape, for check_targets
     check_targets(masks, labels, valid, pixels.shape[:2], config.num_labels)
+    content = batch.get("content_hw")
+    if content is not None:
+        content = np.asarray(content)
+        if content.shape != (pixels.shape[0], 2) or not np.issubdtype(content.dtype, np.integer):
+            raise ValueError(f"content_hw must be [B, 2] = [{pixels.shape[0]}, 2] ints, got {content.dtype} {content.shape}")
+        if (content < (ph, pw)).any() or (content > (h, w)).any() or (content % (ph, pw)).any():
+            raise ValueError(
+                f"content_hw must be multiples of the patch size {ph}x{pw} within the {h}x{w} frames, got {content.tolist()}"
+            )
 
 
 def step_inputs(batch: dict[str, jax.Array], table: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -160,15 +172,18 @@ def loss_and_metrics(
         table = jnp.asarray(pixel_table(train_processor(cfg)))
     pixels, masks = step_inputs(batch, table)
     drop_key, point_key = jax.random.split(key)
+    content_hw = batch.get("content_hw")  # [B, 2] or None (every clip fills the frames)
     out = model.apply(
         {"params": params},
         pixels,
         interpolate_pos_encoding=True,
         return_aux=tc.deep_supervision,
+        content_hw=content_hw,
         rngs={"dropout": drop_key},
     )
     labels = jnp.where(batch["valid"], batch["class_labels"], 0)
-    targets = LossTargets(mask_labels=masks, class_labels=labels, valid=batch["valid"])
+    content = None if content_hw is None else content_hw / jnp.asarray(pixels.shape[2:4], jnp.float32)
+    targets = LossTargets(mask_labels=masks, class_labels=labels, valid=batch["valid"], content=content)
     aux_indices = None
     if tc.deep_supervision and not tc.drop_last_aux:
         aux_indices = tuple(range(cfg.num_blocks))

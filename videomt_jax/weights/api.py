@@ -71,6 +71,7 @@ class StateDictFormat:
 # layout) names what the file lacks.
 AUTHORS_FORMATS: tuple[StateDictFormat, ...] = (
     StateDictFormat(original_dinov3.NAME, original_dinov3.matches, original_dinov3.load_state_dict),
+    StateDictFormat(original_dinov2.SEGMENTER_NAME, original_dinov2.is_segmenter, original_dinov2.load_state_dict),
     StateDictFormat(original_dinov2.NAME, original_dinov2.matches, original_dinov2.load_state_dict),
 )
 AUTHORS_FALLBACK = AUTHORS_FORMATS[-1]
@@ -228,8 +229,8 @@ def load_pretrained(path: str | Path, dtype: str | None = None, **config_overrid
         checkpoint's (float32 for HF and authors' checkpoints). Parameters stay float32 either way.
     config_overrides: VideomtConfig fields that replace what the checkpoint says or implies (for an
         authors' .pth, e.g. num_attention_heads, image_size, id2label; `model_name` picks the heads).
-        `model_type="videomt"` turns an EoMT / EoMT-DINOv3 image checkpoint into a VidEoMT of the same
-        backbone with a fresh `query_updater` (the report's `fresh` lists it).
+        `model_type="videomt"` turns an EoMT / EoMT-DINOv3 image checkpoint (or an authors' segmenter
+        `.pth`) into a VidEoMT of the same backbone with a fresh `query_updater` (the report's `fresh` lists it).
     Raises ConversionError (a ValueError) naming keys when the weights do not fit the config,
     CheckpointReadError for corrupt files, CheckpointNotFoundError when nothing is found.
     """

@@ -1,9 +1,11 @@
 """Initialise a VidEoMT for training from another checkpoint: `init_videomt_from(path, config, key)`.
 
 Sources:
-- anything `load_pretrained` reads (VidEoMT, EoMT / EoMT-DINOv3 image models, authors' `.pth`):
-  every parameter comes from it, except a fresh `query_updater` for an image model and a fresh
-  class head when the label count differs from `config`'s;
+- anything `load_pretrained` reads (VidEoMT, EoMT / EoMT-DINOv3 image models, authors' `.pth`,
+  among them their per-dataset "segmenters", the image models every paper recipe starts from):
+  every parameter comes from it, except a fresh `query_updater` for an image model (as detectron2
+  leaves it when the authors' trainer loads a segmenter) and a fresh class head when the label
+  count differs from `config`'s (detectron2 skips a tensor of another shape the same way);
 - a backbone alone, HF `DINOv3ViTModel` or `Dinov2WithRegistersModel` (config.json `model_type`
   "dinov3_vit" / "dinov2_with_registers"): embeddings, every encoder layer and the final norm come
   from it; queries, query updater and heads start fresh. DINOv2's position embeddings are

@@ -8,6 +8,10 @@ splits them into `mlp.fc1_g` / `mlp.fc1_x`), final `norm`); `backbone.{q, query_
 mask_head.{0,2,4}, upscale.{i}}` are the VidEoMT parts and `backbone.attn_mask_probs` [nb] /
 `criterion.empty_weight` [K+1] the buffers (`shared_rules.py`, shared with the DINOv3 files). timm
 has no `mask_token`: ours is filled with zeros (HF's initial value; it is unused at inference).
+The authors' per-dataset "segmenters" (`dinov2_segmenter/*.pth`, the init of every recipe) are the
+image model in the same layout without `query_updater`: they load as model_type "eomt" (no masked
+attention: their forward never masks), and `model_type="videomt"` / `init_videomt_from` adds a fresh
+query updater, which is what detectron2 leaves fresh when their trainer loads one (missing keys).
 The config is inferred from the shapes; what they cannot tell (the head count, and the image size
 when the position grid is not square) comes from the file or model name, or from overrides.
 
@@ -35,6 +39,7 @@ from videomt_jax.weights.shared_rules import (
     ZEROS,
     attention_heads,
     authors_head_rules,
+    authors_model_type,
     buffer_shapes,
     layer_rules,
     no_object_weight,
@@ -58,6 +63,7 @@ from videomt_jax.weights.tables import (
 )
 
 NAME = "authors' .pth"  # the LoadReport's source
+SEGMENTER_NAME = "authors' segmenter .pth (image model)"  # ... of a file without the query updater
 # Per ViT block: ours under `{encoder,query_encoder}/layers/block/`, theirs under `{AUTHORS_VIT}blocks.{i}.`
 TIMM_BLOCK: Table = (
     *norm("norm1", "norm1"),
@@ -169,6 +175,7 @@ def infer_original_config(
     swiglu = _swiglu_kind(state_dict)
     inferred: dict[str, Any] = dict(
         FIXED,
+        model_type=authors_model_type(state_dict),
         hidden_size=hidden,
         num_hidden_layers=len(layers),
         patch_size=patch[0] if patch[0] == patch[1] else tuple(patch),
@@ -223,6 +230,11 @@ def original_state_dict_to_params(
 def matches(state_dict: Mapping[str, Any]) -> bool:
     """A timm DINOv2 backbone below the authors' prefix."""
     return f"{AUTHORS_VIT}pos_embed" in state_dict
+
+
+def is_segmenter(state_dict: Mapping[str, Any]) -> bool:
+    """An authors' DINOv2 image model (a "segmenter"): their layout without the query updater."""
+    return matches(state_dict) and authors_model_type(state_dict) == "eomt"
 
 
 def load_state_dict(

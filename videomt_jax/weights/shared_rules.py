@@ -208,7 +208,6 @@ AUTHORS_HEAD = "backbone."  # the VidEoMT parts
 AUTHORS_ATTN_MASK_PROBS = f"{AUTHORS_HEAD}{ATTN_MASK_PROBS}"
 AUTHORS_HEAD_TABLE: Table = (
     one("query", "q.weight"),
-    *QUERY_UPDATER,
     *dense("heads/class_predictor", "class_head"),
     *dense("heads/mask_head/fc1", "mask_head.0"),
     *dense("heads/mask_head/fc2", "mask_head.2"),
@@ -226,9 +225,19 @@ HEADS_BY_NAME = {"vit_small": 6, "vit_base": 12, "vit_large": 16, "vit_giant": 2
 HEAD_DIM = 64  # every DINOv2 / DINOv3 size uses 64-dimensional heads
 
 
+AUTHORS_QUERY_UPDATER = f"{AUTHORS_HEAD}query_updater.weight"  # absent from their image models ("segmenters")
+
+
+def authors_model_type(state_dict: Mapping[str, Any]) -> str:
+    """"videomt" for an authors' VidEoMT; "eomt" for their image model, the per-dataset "segmenter"
+    every recipe starts from (model_zoo/dinov2.md, "Init Weights"): the same keys without `query_updater`."""
+    return "videomt" if AUTHORS_QUERY_UPDATER in state_dict else "eomt"
+
+
 def authors_head_rules(config: VideomtConfig) -> list[Rule]:
-    """The VidEoMT parts of an authors' checkpoint: queries, query updater, heads, upscale blocks."""
-    return rules_under(AUTHORS_HEAD_TABLE, AUTHORS_HEAD) + upscale_rules(config, AUTHORS_UPSCALE, AUTHORS_UPSCALE_KEYS)
+    """The VidEoMT parts of an authors' checkpoint: queries, query updater (VidEoMT only), heads, upscale blocks."""
+    table = AUTHORS_HEAD_TABLE + (QUERY_UPDATER if config.model_type == "videomt" else ())
+    return rules_under(table, AUTHORS_HEAD) + upscale_rules(config, AUTHORS_UPSCALE, AUTHORS_UPSCALE_KEYS)
 
 
 def attention_heads(hidden: int, model_name: str | None) -> int:
