@@ -119,7 +119,8 @@ def test_coco_clips_are_a_pure_function_of_the_index(coco):
     clips = CocoClips(*files, labels, num_frames=5, augment=aug, fill=FILL)
     a, b = clips(3), pickle.loads(pickle.dumps(clips))(3)
     assert all((x == y).all() for x, y in zip(a[:4], b[:4]))
-    assert a.frames.shape == (5, 64, 64, 3) and a.masks.shape[0] == 5
+    assert a.frames.shape[0] == a.masks.shape[0] == 5 and a.frames.shape[1:3] == a.masks.shape[2:]
+    assert all(s % 32 == 0 and s <= 64 for s in a.image_hw)  # padded to a multiple of 32, within the canvas
     assert {clips(i).video_id for i in range(4)} == {1, 2}  # two epochs of two images
 
 
@@ -150,7 +151,7 @@ def test_ytvis_config_with_a_coco_root_mixes_pseudo_clips_one_to_one(tmp_path):
     drawn = [clips(g) for g in range(40)]
     from_coco = [c.video_id in (1, 2) and (c.frame_indices == 0).all() and c.track_ids.max() < 2 for c in drawn]
     assert 10 <= sum(from_coco) <= 30
-    assert all(c.frames.shape == (3, 64, 64, 3) for c in drawn)
+    assert all(c.num_frames == 3 and all(s % 32 == 0 and s <= 64 for s in c.image_hw) for c in drawn)
     assert type(cfg.train_clips(FILL)).__name__ == "TrainClips"  # no COCO root: the videos alone
 
 

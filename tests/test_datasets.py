@@ -40,7 +40,7 @@ def test_augment_resizes_flips_and_pads_every_frame_alike():
     cfg = ClipAugment(min_sizes=(40,), max_size=1000, canvas=(64, 96), flip_prob=1.0)
     out = augment_video_clip(_toy_clip(), cfg, np.random.default_rng(0), FILL)
     validate_clip(out)
-    assert out.frames.shape == (3, 64, 96, 3)
+    assert out.frames.shape == (3, 64, 64, 3)  # 40x60 padded to multiples of 32 (not to the 64x96 canvas)
     # short edge 20 -> 40: 40x60, flipped: the bright third is now the right third of the 60 columns
     assert (out.frames[:, :40, 41:60] == 200).all() and (out.frames[:, :40, :39] == 0).all()
     assert out.masks[:, 0, :40, 41:60].all() and not out.masks[:, 0, :, :39].any()
@@ -61,7 +61,9 @@ def test_ytvis_train_clips_are_a_pure_function_of_the_index(tmp_path):
                           max_size_train=64, canvas=(64, 64))
     clips = cfg.train_clips(FILL)
     a, b = clips(5), pickle.loads(pickle.dumps(clips))(5)  # a fresh copy (as in a worker process) agrees
-    assert a.frames.shape == (3, 64, 64, 3) and a.masks.shape[:2] == (3, 2)
+    h, w = a.frames.shape[1:3]  # padded to multiples of 32 of the clip's own size, at most the canvas
+    assert a.frames.shape == (3, h, w, 3) and h % 32 == 0 and w % 32 == 0 and max(h, w) <= 64
+    assert a.masks.shape[:2] == (3, 2)
     assert all(np.array_equal(x, y) for x, y in zip(a[:4], b[:4]))
     assert sorted(a.classes.tolist()) == [0, 2]  # category ids 1 and 3 -> labels 0 and 2
     picked = {tuple(clips(i).frame_indices.tolist()) for i in range(8)}

@@ -59,7 +59,13 @@ def test_ytvis_submission_and_window_independence(tmp_path):
         frames, size = lengths[r["video_id"]]
         assert len(r["segmentations"]) == frames and all(s["size"] == size for s in r["segmentations"])
         assert 1 <= r["category_id"] <= 40 and 0.0 <= r["score"] <= 1.0
-    assert runs[1] == runs[3]  # queries carried across windows: the window size changes nothing
+    # queries carried across windows: the window size changes nothing (up to float rounding: each
+    # window size is its own compiled program, whose fused sums may round an ulp apart)
+    assert len(runs[1]) == len(runs[3])
+    for a, b in zip(runs[1], runs[3]):
+        assert (a["video_id"], a["category_id"]) == (b["video_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["segmentations"] == b["segmentations"]
 
 
 def _video_truth(truth: list, t: int, h: int, w: int) -> dict:

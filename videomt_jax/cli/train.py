@@ -60,9 +60,11 @@ def check_resumable(out: Path, recipe: Any) -> None:
     saved_file = out / RECIPE_FILE
     if not (_has_checkpoints(out / "checkpoints") and saved_file.is_file()):
         return
-    try:
-        saved = _flat(json.loads(saved_file.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
+    from videomt_jax.training.recipes import load_recipe
+
+    try:  # read as a recipe: entries added since it was written take their defaults, moved keys move
+        saved = _flat(json.loads(load_recipe(saved_file).to_json()))
+    except (OSError, ValueError) as e:
         raise ValueError(f"{saved_file} (the recipe of the checkpoints in {out}) cannot be read: {e}") from None
     new = _flat(json.loads(recipe.to_json()))
 
