@@ -22,10 +22,11 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -79,10 +80,17 @@ def write_dataset(root: Path, videos: int, frames: int, hw: tuple[int, int], see
                 mask = _ellipse(h, w, cy + vy * i, cx + vx * i, ry, rx)
                 rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
                 segs.append({"size": [h, w], "counts": rle["counts"].decode("ascii")})
-            annotations.append({
-                "id": 100 * v + k, "video_id": v, "category_id": int(rng.integers(1, len(YTVIS_2019_CLASSES) + 1)),
-                "segmentations": segs, "iscrowd": 0, "areas": [None] * frames, "bboxes": [None] * frames,
-            })
+            annotations.append(
+                {
+                    "id": 100 * v + k,
+                    "video_id": v,
+                    "category_id": int(rng.integers(1, len(YTVIS_2019_CLASSES) + 1)),
+                    "segmentations": segs,
+                    "iscrowd": 0,
+                    "areas": [None] * frames,
+                    "bboxes": [None] * frames,
+                }
+            )
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(YTVIS_2019_CLASSES)]
     spec = {"videos": records, "annotations": annotations, "categories": categories}
     (folder / "train.json").write_text(json.dumps(spec))
@@ -112,9 +120,13 @@ def time_workers(recipe: Any, workers: int, batches: int) -> dict[str, Any]:
     finally:
         feed.close()
     return {
-        "workers": workers, "batches": batches, "clips_per_s": round(batches * bs / elapsed, 2),
-        "s_per_batch": round(elapsed / batches, 2), "startup_s": round(startup, 1),
-        "batch_mb": round(batch_bytes(first) / MB, 1), "first_canvas": list(first.frames.shape[2:4]),
+        "workers": workers,
+        "batches": batches,
+        "clips_per_s": round(batches * bs / elapsed, 2),
+        "s_per_batch": round(elapsed / batches, 2),
+        "startup_s": round(startup, 1),
+        "batch_mb": round(batch_bytes(first) / MB, 1),
+        "first_canvas": list(first.frames.shape[2:4]),
     }
 
 
@@ -189,8 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(recipe.data, "dataset", None) != "ytvis_2019":
             raise SystemExit(f"recipe {recipe.name!r} does not train on ytvis_2019 data")
         recipe = replace(recipe, data=recipe.data.with_root(str(tmp)))
-        print(json.dumps({"dataset": f"{args.videos} videos x {args.frames} frames {args.size[0]}x{args.size[1]}",
-                          "write_s": round(time.perf_counter() - t0, 1), "recipe": recipe.name}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "dataset": f"{args.videos} videos x {args.frames} frames {args.size[0]}x{args.size[1]}",
+                    "write_s": round(time.perf_counter() - t0, 1),
+                    "recipe": recipe.name,
+                }
+            ),
+            flush=True,
+        )
         if not args.no_breakdown:
             print(json.dumps(stage_breakdown(recipe)), flush=True)
         for workers in args.workers:

@@ -48,7 +48,10 @@ def main() -> int:
     config = VideomtConfig.preset(args.preset, image_size=args.size, dtype=args.dtype)
     streamer = VideoStreamer(VideomtModel(config), random_params(config))
     rng = np.random.default_rng(0)
-    frames = [jax.device_put(jnp.asarray(rng.standard_normal((1, 1, args.size, args.size, 3), np.float32))) for _ in range(args.frames)]
+    frames = [
+        jax.device_put(jnp.asarray(rng.standard_normal((1, 1, args.size, args.size, 3), np.float32)))
+        for _ in range(args.frames)
+    ]
     start = time.perf_counter()
     per_frame_ms(streamer, frames, True, 1)
     first = time.perf_counter() - start

@@ -37,8 +37,11 @@ def own_sizes(recipe_name: str, clips: int, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def _stats(fraction: np.ndarray) -> dict[str, float]:
-    return {"median": round(float(np.median(fraction)), 3), "p90": round(float(np.percentile(fraction, 90)), 3),
-            "worst": round(float(fraction.max()), 3)}
+    return {
+        "median": round(float(np.median(fraction)), 3),
+        "p90": round(float(np.percentile(fraction, 90)), 3),
+        "worst": round(float(fraction.max()), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             canvases = np.asarray([batch_canvas([tuple(s) for s in g], bucket, cap) for g in groups])
             shown = np.repeat(canvases, per_step, axis=0)
             seen = len({tuple(c) for c in canvases.tolist()})
-            rows.append({"frame": f"bucket {bucket}, {per_step} clips a step ({seen} canvases seen)",
-                         **_stats(1 - area[: len(shown)] / shown.prod(1))})
+            rows.append(
+                {
+                    "frame": f"bucket {bucket}, {per_step} clips a step ({seen} canvases seen)",
+                    **_stats(1 - area[: len(shown)] / shown.prod(1)),
+                }
+            )
     for row in rows:
         print(json.dumps(row))
     return 0

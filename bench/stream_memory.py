@@ -31,7 +31,13 @@ def stream(frames: int, size: int, chunk: int) -> dict:
     count = sum(out.class_logits.shape[1] for out in streamer.run(chunks))
     seconds = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"frames": count, "size": size, "chunk": chunk, "peak_rss_mib": round(peak_mib, 1), "seconds": round(seconds, 1)}
+    return {
+        "frames": count,
+        "size": size,
+        "chunk": chunk,
+        "peak_rss_mib": round(peak_mib, 1),
+        "seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -46,7 +52,9 @@ def main() -> None:
         return
     for n in (int(x) for x in args.lengths.split(",")):
         cmd = [sys.executable, __file__, "--child", str(n), "--size", str(args.size), "--chunk", str(args.chunk)]
-        print(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1], flush=True)
+        print(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1], flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -81,11 +81,21 @@ def time_step(name: str, clips: int, remat: str, dtype: str | None, steps: int) 
     aux = model.num_blocks - 1 if tc.drop_last_aux else model.num_blocks
     flops = training_flops_per_clip(model, hw, tc.num_frames, aux if tc.deep_supervision else 0) * clips
     return {
-        "recipe": name, "clips": clips, "frames": tc.num_frames, "hw": list(hw), "remat": remat,
-        "dtype": model.dtype, "backend": jax.default_backend(), "compile_s": round(compile_s, 1),
-        "step_s": round(step_s, 2), "step_s_all": [round(t, 2) for t in times], "clips_per_s": round(clips / step_s, 4),
+        "recipe": name,
+        "clips": clips,
+        "frames": tc.num_frames,
+        "hw": list(hw),
+        "remat": remat,
+        "dtype": model.dtype,
+        "backend": jax.default_backend(),
+        "compile_s": round(compile_s, 1),
+        "step_s": round(step_s, 2),
+        "step_s_all": [round(t, 2) for t in times],
+        "clips_per_s": round(clips / step_s, 4),
         "peak_gib": round(peak_bytes(memory) / GIB, 2),
-        "model_flops": flops, "model_tflops_per_s": round(flops / step_s / 1e12, 3), "loss": round(loss, 4),
+        "model_flops": flops,
+        "model_tflops_per_s": round(flops / step_s / 1e12, 3),
+        "loss": round(loss, 4),
     }
 
 

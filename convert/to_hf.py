@@ -1,6 +1,6 @@
 """Export a videomt-jax directory (or any checkpoint videomt-jax reads) to a Hugging Face directory.
 
-    python convert/to_hf.py SRC OUT [--overwrite]
+python convert/to_hf.py SRC OUT [--overwrite]
 """
 
 from __future__ import annotations

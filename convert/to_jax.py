@@ -1,6 +1,6 @@
 """Convert an HF directory / Hub id / authors' .pth to a videomt-jax (orbax) directory.
 
-    python convert/to_jax.py SRC OUT [--dtype bfloat16] [--overwrite] [--num-heads N] ...
+python convert/to_jax.py SRC OUT [--dtype bfloat16] [--overwrite] [--num-heads N] ...
 """
 
 from __future__ import annotations

@@ -15,8 +15,14 @@ from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.streaming import split_chunks
 
 CFG = vm.VideomtConfig(
-    hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_blocks=2, image_size=32, patch_size=8,
-    num_queries=6, id2label={0: "a", 1: "b", 2: "c"},
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    num_blocks=2,
+    image_size=32,
+    patch_size=8,
+    num_queries=6,
+    id2label={0: "a", 1: "b", 2: "c"},
 )
 
 
@@ -81,10 +87,18 @@ def test_stream_errors(model_params, videos):
 def test_pos_embed_resample_matches_timm(src, dst):
     """timm's resample_abs_pos_embed = F.interpolate(bicubic, antialias=True, align_corners=False)."""
     pos = np.random.default_rng(0).normal(size=(src[0] * src[1], 16)).astype(np.float32)
-    ref = F.interpolate(
-        torch.from_numpy(pos).reshape(1, *src, 16).permute(0, 3, 1, 2), size=dst, mode="bicubic",
-        antialias=True, align_corners=False,
-    ).permute(0, 2, 3, 1).reshape(-1, 16).numpy()
+    ref = (
+        F.interpolate(
+            torch.from_numpy(pos).reshape(1, *src, 16).permute(0, 3, 1, 2),
+            size=dst,
+            mode="bicubic",
+            antialias=True,
+            align_corners=False,
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(-1, 16)
+        .numpy()
+    )
     ours = np.asarray(resample_pos_embed(jnp.asarray(pos), src, dst))
     assert np.abs(ours - ref).max() < 1e-5
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # Architecture fields of HF's VideomtConfig (in HF's order).
 ARCHITECTURE_FIELDS: tuple[str, ...] = (
@@ -55,7 +56,13 @@ LOSS_FIELDS: tuple[str, ...] = (
 HF_FIELDS: tuple[str, ...] = ARCHITECTURE_FIELDS + LOSS_FIELDS  # what an HF config.json holds of ours
 # Architecture beyond HF's VideomtConfig (backbone, image / video model, NORM_QUERIES); see `family_problems`.
 FAMILY_FIELDS: tuple[str, ...] = (
-    "model_type", "backbone", "rope_theta", "key_bias", "intermediate_size", "attn_mask_probs", "norm_queries"
+    "model_type",
+    "backbone",
+    "rope_theta",
+    "key_bias",
+    "intermediate_size",
+    "attn_mask_probs",
+    "norm_queries",
 )
 # How the numbers are computed, not what they are.
 RUNTIME_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers")
@@ -81,7 +88,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 # DINOv3 (HF DINOv3ViT, LVD-1689M weights): no key bias, LayerNorm eps 1e-5, 4 registers, MLP x4.
 _DINOV3 = dict(backbone="dinov3", key_bias=False, layer_norm_eps=1e-5, rope_theta=100.0, num_register_tokens=4)
 PRESETS.update({f"dinov3-{name}": {**PRESETS[name], **_DINOV3} for name in ("small", "base", "large")})
-
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -155,9 +161,8 @@ class VideomtConfig:
         object.__setattr__(self, "patch_size", _freeze(self.patch_size))
         if self.attn_mask_probs is not None:
             object.__setattr__(self, "attn_mask_probs", tuple(float(p) for p in self.attn_mask_probs))
-        if self.id2label is None:
-            object.__setattr__(self, "id2label", {0: "LABEL_0", 1: "LABEL_1"})
-        object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
+        labels = {0: "LABEL_0", 1: "LABEL_1"} if self.id2label is None else self.id2label
+        object.__setattr__(self, "id2label", {int(k): str(v) for k, v in labels.items()})
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -168,7 +173,9 @@ class VideomtConfig:
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
         if not 1 <= self.num_blocks <= self.num_hidden_layers:
-            problems.append(f"num_blocks must be in [1, num_hidden_layers={self.num_hidden_layers}], got {self.num_blocks}")
+            problems.append(
+                f"num_blocks must be in [1, num_hidden_layers={self.num_hidden_layers}], got {self.num_blocks}"
+            )
         image_h, image_w = _pair(self.image_size)
         patch_h, patch_w = _pair(self.patch_size)
         if image_h % patch_h or image_w % patch_w:
@@ -217,12 +224,19 @@ class VideomtConfig:
 
     # ------------------------------------------------------------------ derived
     @property
+    def label_names(self) -> Mapping[int, str]:
+        """`id2label` as `__post_init__` left it: never None (None there means the two default labels)."""
+        if self.id2label is None:
+            raise RuntimeError("VideomtConfig.id2label is None after __post_init__; build configs through the class")
+        return self.id2label
+
+    @property
     def num_labels(self) -> int:
-        return len(self.id2label)
+        return len(self.label_names)
 
     @property
     def label2id(self) -> dict[str, int]:
-        return {v: k for k, v in self.id2label.items()}
+        return {v: k for k, v in self.label_names.items()}
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -265,11 +279,11 @@ class VideomtConfig:
         return self.num_hidden_layers - self.num_blocks
 
     # ------------------------------------------------------------------ edits
-    def replace(self, **changes: Any) -> "VideomtConfig":
+    def replace(self, **changes: Any) -> VideomtConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "VideomtConfig":
+    def preset(cls, name: str, **overrides: Any) -> VideomtConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
@@ -277,7 +291,7 @@ class VideomtConfig:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in HF_FIELDS + JAX_FIELDS + FAMILY_FIELDS}
-        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["id2label"] = {str(k): v for k, v in self.label_names.items()}
         out["extra"] = dict(self.extra)
         return out
 
@@ -287,14 +301,14 @@ class VideomtConfig:
         for k in HF_FIELDS:
             v = getattr(self, k)
             out[k] = list(v) if isinstance(v, tuple) else v
-        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        out["label2id"] = {v: k for k, v in self.id2label.items()}
+        out["id2label"] = {str(k): v for k, v in self.label_names.items()}
+        out["label2id"] = {v: k for k, v in self.label_names.items()}
         out["model_type"] = "videomt"
         out.setdefault("architectures", list(DEFAULT_ARCHITECTURES))
         return out
 
     @classmethod
-    def from_hf_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "VideomtConfig":
+    def from_hf_dict(cls, data: Mapping[str, Any], **overrides: Any) -> VideomtConfig:
         data = dict(data)
         model_type = data.get("model_type", "videomt")
         if model_type != "videomt":
@@ -323,7 +337,7 @@ class VideomtConfig:
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_json_file(cls, path: str, **overrides: Any) -> "VideomtConfig":
+    def from_json_file(cls, path: str, **overrides: Any) -> VideomtConfig:
         try:
             with open(path) as f:
                 data = json.load(f)

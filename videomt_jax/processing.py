@@ -28,9 +28,10 @@ import dataclasses
 import functools
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -148,16 +149,18 @@ class VideoProcessor:
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         if self.max_pixels < 1 or self.rescale_factor <= 0:
-            raise ValueError(f"max_pixels and rescale_factor must be positive, got {self.max_pixels}, {self.rescale_factor}")
+            raise ValueError(
+                f"max_pixels and rescale_factor must be positive, got {self.max_pixels}, {self.rescale_factor}"
+            )
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> "VideoProcessor":
+    def from_config(cls, config: Any, **overrides: Any) -> VideoProcessor:
         """Size and pad multiple from a `VideomtConfig` (image_hw, patch_hw)."""
         return cls(**{"size": config.image_hw, "pad_multiple": config.patch_hw, **overrides})
 
     @classmethod
-    def from_hf_dict(cls, d: Mapping[str, Any], **overrides: Any) -> "VideoProcessor":
+    def from_hf_dict(cls, d: Mapping[str, Any], **overrides: Any) -> VideoProcessor:
         """Settings from a HF (video_)preprocessor_config.json dict."""
         if d.get("do_center_crop") or d.get("do_pad"):
             raise ValueError("HF processor configs with do_center_crop/do_pad are not supported (VidEoMT uses neither)")
@@ -217,7 +220,7 @@ class VideoProcessor:
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **overrides: Any) -> "VideoProcessor":
+    def from_pretrained(cls, path: str | Path, **overrides: Any) -> VideoProcessor:
         """Read the HF processor config next to a checkpoint (a directory or the json itself)."""
         path = Path(path)
         candidates = [path] if path.is_file() else [path / name for name in HF_CONFIG_NAMES]
@@ -283,8 +286,13 @@ class VideoProcessor:
             geo = self.geometry(*pixels.shape[2:4])
             outputs.append(
                 _process(
-                    jnp.asarray(pixels), scale, offset, out_hw=geo.resized_size, pad_hw=geo.padded_size,
-                    kernel=self.resample, uint8_mode=self.uint8_resize if pixels.dtype == np.uint8 else None,
+                    jnp.asarray(pixels),
+                    scale,
+                    offset,
+                    out_hw=geo.resized_size,
+                    pad_hw=geo.padded_size,
+                    kernel=self.resample,
+                    uint8_mode=self.uint8_resize if pixels.dtype == np.uint8 else None,
                 )
             )
             geometries += [geo] * pixels.shape[0]
@@ -307,8 +315,9 @@ class VideoProcessor:
         `out_hw` is the resized size, `pad_hw` the padded one (>= out_hw).
         """
         scale, offset = self._affine()
-        return _process(frames, scale, offset, out_hw=out_hw, pad_hw=pad_hw, kernel=self.resample,
-                        uint8_mode=self.uint8_resize)
+        return _process(
+            frames, scale, offset, out_hw=out_hw, pad_hw=pad_hw, kernel=self.resample, uint8_mode=self.uint8_resize
+        )
 
     def _affine(self) -> tuple[jax.Array, jax.Array]:
         """(x * rescale - mean) / std as x * scale + offset (HF fuses them the same way)."""
@@ -323,10 +332,14 @@ class VideoProcessor:
         if t == 0 or h == 0 or w == 0:
             raise ValueError(f"empty video: shape {pixels.shape} (need at least one frame of non-zero size)")
         if c not in (1, 3, 4):
-            raise ValueError(f"frames need 1, 3 or 4 channels (gray, RGB, RGBA) on the last axis, got shape {pixels.shape}")
+            raise ValueError(
+                f"frames need 1, 3 or 4 channels (gray, RGB, RGBA) on the last axis, got shape {pixels.shape}"
+            )
         if h * w > self.max_pixels:
-            raise ValueError(f"frame of {h}x{w} = {h * w} pixels exceeds max_pixels={self.max_pixels}; "
-                             "downscale it first or raise VideoProcessor(max_pixels=...)")
+            raise ValueError(
+                f"frame of {h}x{w} = {h * w} pixels exceeds max_pixels={self.max_pixels}; "
+                "downscale it first or raise VideoProcessor(max_pixels=...)"
+            )
         kind = pixels.dtype.kind
         if pixels.dtype == np.uint8:
             return pixels
@@ -340,8 +353,10 @@ class VideoProcessor:
             if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
                 raise ValueError(f"float frames are read as 0..255 pixel values, got range [{low}, {high}]")
             if self.do_rescale and 0 < high <= 1.0:
-                raise ValueError("float frames look already rescaled to [0, 1] (max <= 1); pass 0..255 values or "
-                                 "use VideoProcessor(do_rescale=False)")
+                raise ValueError(
+                    "float frames look already rescaled to [0, 1] (max <= 1); pass 0..255 values or "
+                    "use VideoProcessor(do_rescale=False)"
+                )
             return pixels.astype(np.float32)
         raise TypeError(f"frames must be uint8 (or 0..255 integers / floats), got dtype {pixels.dtype}")
 
@@ -415,6 +430,8 @@ def _as_video_groups(frames: Any) -> list[np.ndarray]:
     if arr.ndim == 4:
         return [arr[None]]
     if arr.ndim == 3:
-        raise ValueError(f"a 3-D array {arr.shape} is ambiguous: pass one frame as frame[None] (1, H, W, C), "
-                         "a grayscale video as video[..., None] (T, H, W, 1), or a list of frames")
+        raise ValueError(
+            f"a 3-D array {arr.shape} is ambiguous: pass one frame as frame[None] (1, H, W, C), "
+            "a grayscale video as video[..., None] (T, H, W, 1), or a list of frames"
+        )
     raise ValueError(f"expected (T, H, W, C) or (B, T, H, W, C) frames, got an array of shape {arr.shape}")

@@ -14,8 +14,9 @@ chunk equals one call on the whole video, and memory stays flat however long the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 import numpy as np

@@ -11,14 +11,31 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from videomt_bench.settings import HF_ATTENTION, MODES, BenchSettings, config_summary, preset_config, preset_label
 from videomt_jax.cli.common import guarded
 from videomt_jax.config import ATTENTION_IMPLS, DTYPES
 
 # argparse dest -> BenchSettings field (None = keep the backend default)
-SETTING_FLAGS = ("size", "frames", "batch", "dtype", "iters", "warmup", "hf", "compile_hf", "hf_attention", "torch_threads", "attention_impl", "scan_layers", "compile_only", "seed", "serving")
+SETTING_FLAGS = (
+    "size",
+    "frames",
+    "batch",
+    "dtype",
+    "iters",
+    "warmup",
+    "hf",
+    "compile_hf",
+    "hf_attention",
+    "torch_threads",
+    "attention_impl",
+    "scan_layers",
+    "compile_only",
+    "seed",
+    "serving",
+)
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -26,23 +43,62 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--presets", type=_csv, help="comma-separated: small, base, large, tiny or config.json paths (GPU default: small,base,large; CPU: small)")
+    parser.add_argument(
+        "--presets",
+        type=_csv,
+        help="comma-separated: small, base, large, tiny or config.json paths (GPU default: small,base,large; CPU: small)",
+    )
     parser.add_argument("--size", type=int, help="frame height = width in pixels (GPU default 640, CPU 320)")
     parser.add_argument("--frames", type=int, help="frames per clip T (default 8)")
     parser.add_argument("--batch", type=int, help="videos per call in the batch mode (GPU default 8, CPU 2)")
-    parser.add_argument("--dtype", choices=DTYPES, help="compute dtype of both implementations (GPU default bfloat16, CPU float32)")
-    parser.add_argument("--iters", type=int, help="timed repetitions per mode (GPU default 20, CPU 3); medians are reported")
-    parser.add_argument("--warmup", type=int, help="untimed repetitions per mode, the first compiles (GPU default 3, CPU 1)")
-    parser.add_argument("--hf", action=argparse.BooleanOptionalAction, default=None, help="also run Hugging Face transformers (default: on)")
-    parser.add_argument("--compile", dest="compile_hf", action=argparse.BooleanOptionalAction, default=None, help="also run HF under torch.compile (default: on GPU only)")
-    parser.add_argument("--hf-attention", choices=HF_ATTENTION, help="HF attention implementation (default sdpa, transformers' own default)")
-    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads for HF on CPU (default: torch's own choice)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, help="compute dtype of both implementations (GPU default bfloat16, CPU float32)"
+    )
+    parser.add_argument(
+        "--iters", type=int, help="timed repetitions per mode (GPU default 20, CPU 3); medians are reported"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="untimed repetitions per mode, the first compiles (GPU default 3, CPU 1)"
+    )
+    parser.add_argument(
+        "--hf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run Hugging Face transformers (default: on)",
+    )
+    parser.add_argument(
+        "--compile",
+        dest="compile_hf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run HF under torch.compile (default: on GPU only)",
+    )
+    parser.add_argument(
+        "--hf-attention",
+        choices=HF_ATTENTION,
+        help="HF attention implementation (default sdpa, transformers' own default)",
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch intra-op threads for HF on CPU (default: torch's own choice)"
+    )
     parser.add_argument("--attention-impl", choices=ATTENTION_IMPLS, help="videomt-jax attention kernel (default auto)")
-    parser.add_argument("--scan-layers", action=argparse.BooleanOptionalAction, default=None, help="videomt-jax: lax.scan over layers")
+    parser.add_argument(
+        "--scan-layers", action=argparse.BooleanOptionalAction, default=None, help="videomt-jax: lax.scan over layers"
+    )
     parser.add_argument("--modes", type=_csv, help=f"subset of {','.join(MODES)} (default: all)")
-    parser.add_argument("--compile-only", action="store_true", default=None, help="only time videomt-jax jit compiles, scan_layers off and on")
+    parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        default=None,
+        help="only time videomt-jax jit compiles, scan_layers off and on",
+    )
     parser.add_argument("--seed", type=int, help="seed of the random weights and videos")
-    parser.add_argument("--serving", action=argparse.BooleanOptionalAction, default=None, help="also time the jax.export artifact and the ONNX model under ONNX Runtime (CPU) (default: off)")
+    parser.add_argument(
+        "--serving",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time the jax.export artifact and the ONNX model under ONNX Runtime (CPU) (default: off)",
+    )
     parser.add_argument("--json", dest="json_path", help="write the full results to this JSON file")
 
 
@@ -69,11 +125,15 @@ def _compile_entries(name: str, settings: BenchSettings) -> list[dict[str, Any]]
     for scan in (False, True):
         config = preset_config(name, settings).replace(scan_layers=scan)
         seconds, _ = compile_time(config, 1, settings.frames)
-        entries.append(dict(preset=preset_label(name), scan_layers=scan, batch=1, frames=settings.frames, compile_s=seconds))
+        entries.append(
+            dict(preset=preset_label(name), scan_layers=scan, batch=1, frames=settings.frames, compile_s=seconds)
+        )
     return entries
 
 
-def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, report: dict[str, Any], say: Callable[[str], None]) -> None:
+def _bench_preset(
+    name: str, settings: BenchSettings, hf_device: str | None, report: dict[str, Any], say: Callable[[str], None]
+) -> None:
     """Compile and warm up every implementation, then time each mode with the implementations taking turns."""
     import numpy as np
 
@@ -86,7 +146,9 @@ def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, rep
     label, summary = preset_label(name), config_summary(config)
     h, w = config.image_hw
     params = random_params(config, settings.seed)
-    videos = np.random.default_rng(settings.seed).standard_normal((settings.batch, settings.frames, h, w, config.num_channels), np.float32)
+    videos = np.random.default_rng(settings.seed).standard_normal(
+        (settings.batch, settings.frames, h, w, config.num_channels), np.float32
+    )
     say(f"[{label}] {JAX_IMPL}: compiling and warming up {', '.join(settings.modes)} ...")
     units, reference = prepare_videomt_jax(config, params, videos, settings)
     prepared = {JAX_IMPL: units}
@@ -106,25 +168,43 @@ def _bench_preset(name: str, settings: BenchSettings, hf_device: str | None, rep
     if settings.serving:
         from videomt_bench.serving_runner import prepare_serving
 
-        served, skipped = prepare_serving(config, params, videos, settings, reference, lambda text: say(f"[{label}] {text}"))
+        served, skipped = prepare_serving(
+            config, params, videos, settings, reference, lambda text: say(f"[{label}] {text}")
+        )
         prepared.update(served)
         report["skipped"] += [dict(preset=label, impl=impl, reason=reason) for impl, reason in skipped]
     timed: dict[str, dict] = {impl: {} for impl in prepared}
     for mode in settings.modes:
         say(f"[{label}] timing {mode}: {settings.iters} repetitions, taking turns between {', '.join(prepared)} ...")
-        for impl, result in time_interleaved({impl: units[mode] for impl, units in prepared.items()}, settings.iters).items():
+        for impl, result in time_interleaved(
+            {impl: units[mode] for impl, units in prepared.items()}, settings.iters
+        ).items():
             timed[impl][mode] = result
     for impl, modes in timed.items():
         report["results"].append(result_row(label, impl, summary, flops(config, h, w, 1), modes))
         diffs = {k: v for r in modes.values() for k, v in r.extra.items() if k.startswith("max_abs_diff")}
-        say(f"[{label}] {impl}: " + ", ".join(f"{m} {r.fps:.2f} fps" for m, r in modes.items()) + "".join(f", {k} {v:.2e}" for k, v in diffs.items()))
+        say(
+            f"[{label}] {impl}: "
+            + ", ".join(f"{m} {r.fps:.2f} fps" for m, r in modes.items())
+            + "".join(f", {k} {v:.2e}" for k, v in diffs.items())
+        )
     if "clip" in timed[JAX_IMPL]:
-        report["compile"].append(dict(preset=label, scan_layers=config.scan_layers, batch=1, frames=settings.frames, compile_s=timed[JAX_IMPL]["clip"].compile_s))
+        report["compile"].append(
+            dict(
+                preset=label,
+                scan_layers=config.scan_layers,
+                batch=1,
+                frames=settings.frames,
+                compile_s=timed[JAX_IMPL]["clip"].compile_s,
+            )
+        )
     del prepared, units
     gc.collect()
 
 
-def run_bench(settings: BenchSettings, json_path: str | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(
+    settings: BenchSettings, json_path: str | None = None, say: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the benchmark, print the table, write JSON if asked; returns the report (see `report`)."""
     import jax
 
@@ -132,7 +212,13 @@ def run_bench(settings: BenchSettings, json_path: str | None = None, say: Callab
 
     for name in settings.presets:  # fail fast on a bad preset name
         preset_config(name, settings)
-    report: dict[str, Any] = {"meta": run_meta(), "settings": settings.to_dict(), "results": [], "compile": [], "skipped": []}
+    report: dict[str, Any] = {
+        "meta": run_meta(),
+        "settings": settings.to_dict(),
+        "results": [],
+        "compile": [],
+        "skipped": [],
+    }
     hf_device = None
     if settings.hf and not settings.compile_only:
         from videomt_bench.hf_runner import torch_device
@@ -140,7 +226,9 @@ def run_bench(settings: BenchSettings, json_path: str | None = None, say: Callab
         hf_device, reason = torch_device(jax.default_backend())
         if reason:
             report["skipped"].append(dict(preset="*", impl="hf", reason=reason))
-    say(f"videomt-jax bench on {report['meta']['device']} ({report['meta']['cpu_count']} CPUs, load {report['meta']['loadavg_start'][0]:.1f}): {settings.to_dict()}")
+    say(
+        f"videomt-jax bench on {report['meta']['device']} ({report['meta']['cpu_count']} CPUs, load {report['meta']['loadavg_start'][0]:.1f}): {settings.to_dict()}"
+    )
     for name in settings.presets:
         if settings.compile_only:
             report["compile"] += _compile_entries(name, settings)
@@ -159,7 +247,9 @@ def run_bench(settings: BenchSettings, json_path: str | None = None, say: Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videomt-jax bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="videomt-jax bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_bench_arguments(parser)
     return parser
 

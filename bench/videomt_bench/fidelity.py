@@ -17,7 +17,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +75,8 @@ def _random_preset(preset: str, size: int, frames: int, seed: int) -> tuple[Vide
 def _shipped_tiny(frames: int, seed: int) -> tuple[VideomtConfig, Any, np.ndarray]:
     from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
     from videomt_jax.data.synthetic import make_clip
-    from videomt_jax.processing import VideoProcessor
     from videomt_jax.evaluation.synthetic import load_data_config
+    from videomt_jax.processing import VideoProcessor
     from videomt_jax.weights.api import load_pretrained
 
     config, params = load_pretrained(DEFAULT_MODEL_DIR)

@@ -10,7 +10,8 @@ torch and transformers are imported here only, when the HF side runs.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -44,7 +45,9 @@ def build_hf_model(config: VideomtConfig, params: Any, device: str, attn_impleme
     hf_config = transformers.VideomtConfig(**data)
     hf_config._attn_implementation = attn_implementation
     model = transformers.VideomtForUniversalSegmentation(hf_config)
-    state = {k: torch.from_numpy(np.array(v)) for k, v in params_to_hf_state_dict(config, jax.device_get(params)).items()}
+    state = {
+        k: torch.from_numpy(np.array(v)) for k, v in params_to_hf_state_dict(config, jax.device_get(params)).items()
+    }
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=getattr(torch, config.dtype)).eval()
 
@@ -113,7 +116,9 @@ def prepare_hf(
         torch.set_num_threads(settings.torch_threads)
     model = build_hf_model(config, params, device, settings.hf_attention)
     dtype = getattr(torch, config.dtype)
-    pixels = torch.from_numpy(np.ascontiguousarray(videos)).permute(0, 1, 4, 2, 3).contiguous().to(device, dtype)  # [B, T, C, H, W]
+    pixels = (
+        torch.from_numpy(np.ascontiguousarray(videos)).permute(0, 1, 4, 2, 3).contiguous().to(device, dtype)
+    )  # [B, T, C, H, W]
     clip = pixels[:1]
     forward = torch.compile(model) if compiled else model
     step = torch.compile(online_step(model)) if compiled else online_step(model)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,8 @@ from videomt_bench.flops import flops
 from videomt_bench.measure import MIB, Unit, warm_up
 from videomt_bench.settings import BenchSettings
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.videomt import VideomtModel, inference_params
 from videomt_jax.modeling.family import init_params
+from videomt_jax.modeling.videomt import VideomtModel, inference_params
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.streaming import VideoStreamer
 
@@ -80,7 +81,9 @@ def xla_memory_mb(compiled: Any) -> float | None:
         return None
     if stats is None:
         return None
-    total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    total = (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    )
     return total / MIB
 
 
@@ -130,7 +133,14 @@ def _call(config: VideomtConfig, params: Any, videos: jax.Array, settings: Bench
         jax.block_until_ready(compiled(params, videos))
 
     first = warm_up(run, settings.warmup)
-    unit = Unit(run, b * t, flops(config, *config.image_hw, t, batch=b), first, compile_s=compile_s, device_peak_mb=device_peak_mb)
+    unit = Unit(
+        run,
+        b * t,
+        flops(config, *config.image_hw, t, batch=b),
+        first,
+        compile_s=compile_s,
+        device_peak_mb=device_peak_mb,
+    )
     unit.extra["xla_memory_mb"] = xla_memory_mb(compiled)
     return unit, compiled
 

@@ -16,8 +16,9 @@ import resource
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 MIB = 1024 * 1024
 RSS_POLL_S = 0.005
@@ -81,7 +82,7 @@ class RssSampler:
             self.peak = max(self.peak, _current_rss())
             self._stop.wait(RSS_POLL_S)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self.peak = _current_rss()
         self._thread.start()
         return self

@@ -17,8 +17,9 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterable
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 from videomt_bench.measure import ModeResult, max_rss_mb
 
@@ -68,7 +69,9 @@ def run_meta() -> dict[str, Any]:
     }
 
 
-def result_row(preset: str, impl: str, config_summary: dict, flops_per_frame: int, modes: dict[str, ModeResult]) -> dict[str, Any]:
+def result_row(
+    preset: str, impl: str, config_summary: dict, flops_per_frame: int, modes: dict[str, ModeResult]
+) -> dict[str, Any]:
     return {
         "preset": preset,
         "impl": impl,
@@ -90,7 +93,17 @@ def _peak(row: dict[str, Any]) -> str:
 
 def format_table(rows: Iterable[dict[str, Any]]) -> str:
     rows = list(rows)
-    header = ("preset", "impl", "online fps", "online-sync fps", "clip fps", "batch fps", "clip TFLOP/s", "peak MiB", "compile s")
+    header = (
+        "preset",
+        "impl",
+        "online fps",
+        "online-sync fps",
+        "clip fps",
+        "batch fps",
+        "clip TFLOP/s",
+        "peak MiB",
+        "compile s",
+    )
     body = [
         (
             r["preset"],
@@ -101,12 +114,17 @@ def format_table(rows: Iterable[dict[str, Any]]) -> str:
             _cell(r, "batch", "fps", ".2f"),
             _cell(r, "clip", "tflops", ".3f"),
             _peak(r),
-            _cell(r, "clip", "compile_s", ".1f") if r["modes"].get("clip", {}).get("compile_s") is not None else _cell(r, "online", "compile_s", ".1f"),
+            _cell(r, "clip", "compile_s", ".1f")
+            if r["modes"].get("clip", {}).get("compile_s") is not None
+            else _cell(r, "online", "compile_s", ".1f"),
         )
         for r in rows
     ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in [header, *body]]
+    lines = [
+        "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
+        for line in [header, *body]
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines + speedups(rows))
 
@@ -119,14 +137,17 @@ def speedups(rows: list[dict[str, Any]]) -> list[str]:
         mine = ours.get(r["preset"])
         if r["impl"] == JAX_IMPL or mine is None:
             continue
-        ratios = [f"{m} x{mine['modes'][m]['fps'] / r['modes'][m]['fps']:.2f}" for m in r["modes"] if m in mine["modes"]]
+        ratios = [
+            f"{m} x{mine['modes'][m]['fps'] / r['modes'][m]['fps']:.2f}" for m in r["modes"] if m in mine["modes"]
+        ]
         lines.append(f"{r['preset']}: {JAX_IMPL} vs {r['impl']} (fps ratio): " + ", ".join(ratios))
     return lines
 
 
 def format_compile(entries: list[dict[str, Any]]) -> str:
     return "\n".join(
-        f"compile {e['preset']}: scan_layers={e['scan_layers']} [B={e['batch']}, T={e['frames']}] {e['compile_s']:.1f} s" for e in entries
+        f"compile {e['preset']}: scan_layers={e['scan_layers']} [B={e['batch']}, T={e['frames']}] {e['compile_s']:.1f} s"
+        for e in entries
     )
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -32,7 +33,12 @@ ORT_PROVIDERS = ["CPUExecutionProvider"]
 
 def call_shapes(settings: BenchSettings) -> dict[str, tuple[int, int]]:
     """mode -> (videos B, frames T) of one call."""
-    shapes = {"online": (1, 1), "online_sync": (1, 1), "clip": (1, settings.frames), "batch": (settings.batch, settings.frames)}
+    shapes = {
+        "online": (1, 1),
+        "online_sync": (1, 1),
+        "clip": (1, settings.frames),
+        "batch": (settings.batch, settings.frames),
+    }
     return {m: shapes[m] for m in settings.modes}
 
 
@@ -74,13 +80,22 @@ def _units(
                 runner(chunk, False)
 
             frames_per_rep, flop_count = b * t, flops(config, h, w, t, batch=b)
-        units[mode] = Unit(run, frames_per_rep, flop_count, warm_up(run, settings.warmup), compile_s=compile_s[(b, frames)], extra=dict(extra))
+        units[mode] = Unit(
+            run,
+            frames_per_rep,
+            flop_count,
+            warm_up(run, settings.warmup),
+            compile_s=compile_s[(b, frames)],
+            extra=dict(extra),
+        )
     if "clip" in units:
         units["clip"].extra.update(_logit_diffs(*runners[(1, settings.frames)]([videos[:1]], False)[:2], reference))
     return units
 
 
-def prepare_jax_export(config: VideomtConfig, params: Any, videos: np.ndarray, settings: BenchSettings, reference: dict | None) -> dict[str, Unit]:
+def prepare_jax_export(
+    config: VideomtConfig, params: Any, videos: np.ndarray, settings: BenchSettings, reference: dict | None
+) -> dict[str, Unit]:
     """Units of the jax.export artifact (this backend's platform), loaded back with `load_serving`."""
     from videomt_jax.serving.export import export_serving
     from videomt_jax.serving.load import PLATFORMS_OF_BACKEND, load_serving
@@ -110,7 +125,9 @@ def prepare_jax_export(config: VideomtConfig, params: Any, videos: np.ndarray, s
     return _units(config, settings, device_videos, runners, reference, extra, dict.fromkeys(runners))
 
 
-def prepare_onnxruntime(config: VideomtConfig, params: Any, videos: np.ndarray, settings: BenchSettings, reference: dict | None) -> dict[str, Unit]:
+def prepare_onnxruntime(
+    config: VideomtConfig, params: Any, videos: np.ndarray, settings: BenchSettings, reference: dict | None
+) -> dict[str, Unit]:
     """Units of the ONNX model under ONNX Runtime's CPU provider (session build time = compile_s)."""
     import onnxruntime as ort
 
@@ -138,14 +155,21 @@ def prepare_onnxruntime(config: VideomtConfig, params: Any, videos: np.ndarray, 
             runners[(b, t)] = runner
     threads = ort.SessionOptions().intra_op_num_threads
     extra = {
-        "onnxruntime": ort.__version__, "providers": ORT_PROVIDERS, "intra_op_num_threads": threads or "default",
+        "onnxruntime": ort.__version__,
+        "providers": ORT_PROVIDERS,
+        "intra_op_num_threads": threads or "default",
         "export_s": {f"B{b}xT{t}": round(s, 3) for (b, t), s in export_s.items()},
     }
     return _units(config, settings, np.ascontiguousarray(videos), runners, reference, extra, build_s)
 
 
 def prepare_serving(
-    config: VideomtConfig, params: Any, videos: np.ndarray, settings: BenchSettings, reference: dict | None, say: Callable[[str], None]
+    config: VideomtConfig,
+    params: Any,
+    videos: np.ndarray,
+    settings: BenchSettings,
+    reference: dict | None,
+    say: Callable[[str], None],
 ) -> tuple[dict[str, dict[str, Unit]], list[tuple[str, str]]]:
     """Units per serving implementation, and (impl, reason) for those that could not run."""
     prepared, skipped = {}, []

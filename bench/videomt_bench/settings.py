@@ -15,13 +15,27 @@ from videomt_jax.config import PRESETS, VideomtConfig
 
 # Extra preset names the benchmark knows besides `VideomtConfig.preset`'s; "tiny" is for tests.
 BENCH_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_blocks=1, num_queries=4, num_register_tokens=1),
+    "tiny": dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_blocks=1, num_queries=4, num_register_tokens=1
+    ),
 }
 
 # Defaults by JAX backend: a GPU runs the paper's setting, a CPU a size that finishes in minutes.
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gpu": dict(presets=("small", "base", "large"), size=640, frames=8, batch=8, dtype="bfloat16", iters=20, warmup=3, hf=True, compile_hf=True),
-    "cpu": dict(presets=("small",), size=320, frames=8, batch=2, dtype="float32", iters=3, warmup=1, hf=True, compile_hf=False),
+    "gpu": dict(
+        presets=("small", "base", "large"),
+        size=640,
+        frames=8,
+        batch=8,
+        dtype="bfloat16",
+        iters=20,
+        warmup=3,
+        hf=True,
+        compile_hf=True,
+    ),
+    "cpu": dict(
+        presets=("small",), size=320, frames=8, batch=2, dtype="float32", iters=3, warmup=1, hf=True, compile_hf=False
+    ),
 }
 HF_ATTENTION = ("sdpa", "eager")  # `sdpa` is what transformers picks by default for VidEoMT
 # online: batch 1, one frame per call, carried state, outputs awaited once per pass (frames pipelined);
@@ -50,7 +64,11 @@ class BenchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        problems = [f"{k} must be >= 1, got {getattr(self, k)}" for k in ("size", "frames", "batch", "iters") if getattr(self, k) < 1]
+        problems = [
+            f"{k} must be >= 1, got {getattr(self, k)}"
+            for k in ("size", "frames", "batch", "iters")
+            if getattr(self, k) < 1
+        ]
         if self.warmup < 1:
             problems.append(f"warmup must be >= 1 (the first call compiles), got {self.warmup}")
         if self.torch_threads is not None and self.torch_threads < 1:
@@ -66,7 +84,7 @@ class BenchSettings:
             raise ValueError("invalid benchmark settings: " + "; ".join(problems))
 
     @classmethod
-    def for_backend(cls, backend: str, **overrides: Any) -> "BenchSettings":
+    def for_backend(cls, backend: str, **overrides: Any) -> BenchSettings:
         """Defaults of `backend` ("gpu" for CUDA/ROCm, anything else counts as "cpu"), then overrides (None = keep)."""
         base = dict(BACKEND_DEFAULTS["gpu" if backend in ("gpu", "cuda", "rocm") else "cpu"])
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -79,7 +97,10 @@ class BenchSettings:
 def preset_config(name: str, settings: BenchSettings) -> VideomtConfig:
     """The model config of one preset name (or config.json path) at the benchmark's size and dtype."""
     jax_side = dict(
-        image_size=settings.size, dtype=settings.dtype, attention_impl=settings.attention_impl, scan_layers=settings.scan_layers
+        image_size=settings.size,
+        dtype=settings.dtype,
+        attention_impl=settings.attention_impl,
+        scan_layers=settings.scan_layers,
     )
     if name in PRESETS:
         return VideomtConfig.preset(name, **jax_side)
@@ -98,5 +119,16 @@ def preset_label(name: str) -> str:
 
 
 def config_summary(config: VideomtConfig) -> dict[str, Any]:
-    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_blocks", "num_queries", "patch_size", "image_size", "dtype", "attention_impl", "scan_layers")
+    keys = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_blocks",
+        "num_queries",
+        "patch_size",
+        "image_size",
+        "dtype",
+        "attention_impl",
+        "scan_layers",
+    )
     return json.loads(json.dumps({k: getattr(config, k) for k in keys}))

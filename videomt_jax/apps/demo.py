@@ -31,11 +31,16 @@ def run_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from videomt_jax.apps.pipeline import Segmenter
-    from videomt_jax.io.overlay import overlay_video
     from videomt_jax.data.synthetic import make_clip
+    from videomt_jax.evaluation.synthetic import (
+        EVAL_CLIPS,
+        evaluate_model,
+        format_results,
+        json_ready,
+        load_data_config,
+    )
+    from videomt_jax.io.overlay import overlay_video
     from videomt_jax.io.video import write_video
-    from videomt_jax.evaluation.synthetic import EVAL_CLIPS
-    from videomt_jax.evaluation.synthetic import evaluate_model, format_results, json_ready, load_data_config
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.weights.api import load_pretrained
 
@@ -52,6 +57,7 @@ def run_demo(args: argparse.Namespace) -> int:
     clip = make_clip(dataclasses.replace(data_cfg, num_frames=args.frames), "heldout", args.clip)
     segmenter = Segmenter(config, params, task="panoptic", task_kwargs={"label_ids_to_fuse": data_cfg.stuff_ids})
     run, fps = _stream_speed(segmenter, clip.frames)
+
     def upscale(x: np.ndarray) -> np.ndarray:  # nearest 4x, so the tiny clip and its legend are readable
         return np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)
 

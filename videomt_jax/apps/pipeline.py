@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,6 +36,8 @@ FRAME_TASKS: dict[str, Callable[..., Any]] = {
     "instance": pp.post_process_instance,
     "panoptic": pp.post_process_panoptic,
 }
+
+
 def track_map(result: Any, labels: dict[int, int]) -> np.ndarray:
     """Per-frame segment ids of video 0 -> track ids (the query that opened each segment).
 
@@ -55,7 +58,10 @@ def track_map(result: Any, labels: dict[int, int]) -> np.ndarray:
 def semantic_frames_hf(maps: np.ndarray) -> list[dict[str, Any]]:
     """Class maps [t, H, W] -> HF-style per-frame results: one segment per class present (id = class id)."""
     return [
-        {"segmentation": m, "segments_info": [{"id": int(c), "label_id": int(c), "score": 1.0} for c in np.unique(m) if c >= 0]}
+        {
+            "segmentation": m,
+            "segments_info": [{"id": int(c), "label_id": int(c), "score": 1.0} for c in np.unique(m) if c >= 0],
+        }
         for m in maps
     ]
 
@@ -105,7 +111,7 @@ class Segmenter:
         self.streamer = VideoStreamer(VideomtModel(self.config), self.params, interpolate_pos_encoding=True)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: str | None = None, **kwargs: Any) -> "Segmenter":
+    def from_pretrained(cls, path: str | Path, dtype: str | None = None, **kwargs: Any) -> Segmenter:
         """A segmenter for a checkpoint: weights, config and the processor saved beside them."""
         from videomt_jax.weights.api import load_pretrained
 
@@ -120,7 +126,9 @@ class Segmenter:
         return geo.resized_size if geo.resized_size != geo.padded_size else None
 
     def stream(
-        self, chunks: Iterable[np.ndarray], labels: dict[int, int] | None = None,
+        self,
+        chunks: Iterable[np.ndarray],
+        labels: dict[int, int] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Iterator[ChunkResult]:
         """chunks: uint8 [t, H, W, 3] pieces of one video, in order (only the last may be shorter).

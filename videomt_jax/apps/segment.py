@@ -19,9 +19,9 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -90,10 +90,10 @@ def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from videomt_jax.apps.pipeline import Segmenter
-    from videomt_jax.postprocess.streamed import VideoLevel
     from videomt_jax.io.overlay import OverlayPainter, legend_texts_for
     from videomt_jax.io.results_json import ResultsWriter
     from videomt_jax.io.video import VideoWriter, probe_video
+    from videomt_jax.postprocess.streamed import VideoLevel
 
     out = Path(args.out)
     overlay_path, results_path = output_paths(out, args.format, args.overwrite)
@@ -132,10 +132,15 @@ def run_segment(args: argparse.Namespace) -> int:
                     size = r.segmentation.shape[1:]
                     painter = OverlayPainter(size[0], legend_texts_for(config.id2label, max_id))
                     if args.video_level:
-                        video_level = stack.enter_context(VideoLevel(
-                            args.task, size, valid=segmenter.valid_size(r.geometry), stride=config.mask_stride,
-                            spill_dir=out,
-                        ))
+                        video_level = stack.enter_context(
+                            VideoLevel(
+                                args.task,
+                                size,
+                                valid=segmenter.valid_size(r.geometry),
+                                stride=config.mask_stride,
+                                spill_dir=out,
+                            )
+                        )
                 if video_level is not None:
                     video_level.add(r.output)
                 else:
@@ -153,8 +158,13 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def write_video_level(
-    video_level: Any, frames: Iterable[np.ndarray], painter: Any, overlay: Any, results: Any,
-    id2label: dict[int, str], size: tuple[int, int],
+    video_level: Any,
+    frames: Iterable[np.ndarray],
+    painter: Any,
+    overlay: Any,
+    results: Any,
+    id2label: dict[int, str],
+    size: tuple[int, int],
 ) -> None:
     """Second pass: the video decoded again, drawn with the video-level maps; the tracks to results."""
     from tqdm import tqdm

@@ -11,15 +11,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # command modules, in the order `--help` lists them
-COMMANDS: tuple[str, ...] = ("convert", "export", "export_serving", "export_onnx", "segment", "demo", "train", "eval", "bench")
+COMMANDS: tuple[str, ...] = (
+    "convert",
+    "export",
+    "export_serving",
+    "export_onnx",
+    "segment",
+    "demo",
+    "train",
+    "eval",
+    "bench",
+)
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="videomt-jax", description="VidEoMT video segmentation in JAX: convert, segment, train, evaluate, benchmark."
+        prog="videomt-jax",
+        description="VidEoMT video segmentation in JAX: convert, segment, train, evaluate, benchmark.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:

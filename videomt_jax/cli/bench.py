@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "bench", add_help=False, help="speed: videomt-jax vs Hugging Face (see bench/ and docs/performance.md)",
+        "bench",
+        add_help=False,
+        help="speed: videomt-jax vs Hugging Face (see bench/ and docs/performance.md)",
         description=__doc__,
     )
     parser.set_defaults(func=guarded(run, "bench"), forward_args=True)

@@ -9,7 +9,7 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from videomt_jax.config import DTYPES, VideomtConfig
 from videomt_jax.cli.common import guarded
+from videomt_jax.config import DTYPES, VideomtConfig
 
 if TYPE_CHECKING:
     from videomt_jax.weights.api import LoadReport
@@ -34,7 +35,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="HF directory, Hub repo id, authors' .pth file, or videomt-jax directory")
     parser.add_argument("out", help="output directory (written atomically)")
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace OUT if it is a checkpoint (a folder holding anything else is refused, untouched)",
     )
     group = parser.add_argument_group("overrides (mostly for authors' .pth files, whose config is inferred)")
@@ -71,7 +73,7 @@ def _describe(config: VideomtConfig) -> str:
 
 
 def _summary(
-    verb: str, args: argparse.Namespace, fmt: str, config: VideomtConfig, report: "LoadReport", write_s: float
+    verb: str, args: argparse.Namespace, fmt: str, config: VideomtConfig, report: LoadReport, write_s: float
 ) -> str:
     buffers = f" (non-parameter buffers: {', '.join(report.buffers)})" if report.buffers else ""
     return "\n".join(
@@ -88,9 +90,8 @@ def _summary(
 
 def run_writer(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..., Path]) -> int:
     from videomt_jax.processing import load_processor
-    from videomt_jax.weights.api import load_pretrained_with_report
-
     from videomt_jax.utils.io import check_replaceable
+    from videomt_jax.weights.api import load_pretrained_with_report
     from videomt_jax.weights.writers import is_checkpoint_entry
 
     out = Path(args.out)

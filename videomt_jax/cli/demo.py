@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
     from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
 
     p = sub.add_parser(
-        "demo", help="segment held-out synthetic clips with the shipped model (make demo)",
+        "demo",
+        help="segment held-out synthetic clips with the shipped model (make demo)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="demo_out", help="output directory")

@@ -18,9 +18,9 @@ def run_dataset_eval(args: argparse.Namespace) -> int:
     """The paper's protocol on a benchmark dataset (evaluation/datasets.py)."""
     from pathlib import Path
 
-    from videomt_jax.processing import load_processor
     from videomt_jax.evaluation.datasets import PROTOCOLS, RESULTS_ZIP, evaluate_dataset
     from videomt_jax.evaluation.synthetic import json_ready
+    from videomt_jax.processing import load_processor
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.weights.api import load_pretrained
 
@@ -35,8 +35,16 @@ def run_dataset_eval(args: argparse.Namespace) -> int:
     config, params = load_pretrained(args.model)
     processor = load_processor(args.model, config)  # the normalisation the model was trained with
     results = evaluate_dataset(
-        config, params, args.dataset, args.data_root, split=args.split, processor=processor, window=args.window,
-        max_videos=args.max_videos, out_dir=submission, log=lambda line: print(line, flush=True),
+        config,
+        params,
+        args.dataset,
+        args.data_root,
+        split=args.split,
+        processor=processor,
+        window=args.window,
+        max_videos=args.max_videos,
+        out_dir=submission,
+        log=lambda line: print(line, flush=True),
     )
     summary = {k: v for k, v in results.items() if not isinstance(v, dict)}
     print(json.dumps(json_ready(summary)), flush=True)
@@ -52,15 +60,17 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.dataset:
         return run_dataset_eval(args)
     from videomt_jax.evaluation.synthetic import evaluate_model, format_results, json_ready, load_data_config
+    from videomt_jax.processing import load_processor
     from videomt_jax.training.recipes import load_recipe
     from videomt_jax.utils.io import atomic_write_text
-    from videomt_jax.processing import load_processor
     from videomt_jax.weights.api import load_pretrained
 
     config, params = load_pretrained(args.model)
     data_cfg = load_recipe(args.recipe).data if args.recipe else load_data_config(args.model)
     processor = load_processor(args.model, config)  # the normalisation the model was trained with
-    results = evaluate_model(config, params, data_cfg, args.split or "heldout", args.clips, args.batch_size, processor=processor)
+    results = evaluate_model(
+        config, params, data_cfg, args.split or "heldout", args.clips, args.batch_size, processor=processor
+    )
     print(format_results(results), flush=True)
     if args.out:
         atomic_write_text(args.out, json.dumps(json_ready(results), indent=2, sort_keys=True) + "\n")

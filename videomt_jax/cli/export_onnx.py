@@ -29,8 +29,14 @@ def run(args: argparse.Namespace) -> int:
     print("tracing and converting to ONNX ...", flush=True)
     start = time.perf_counter()
     export_onnx(
-        out, config, params, frames=args.frames, input_size=args.size, batch=args.batch,
-        opset=args.opset or OPSET, overwrite=args.overwrite,
+        out,
+        config,
+        params,
+        frames=args.frames,
+        input_size=args.size,
+        batch=args.batch,
+        opset=args.opset or OPSET,
+        overwrite=args.overwrite,
     )
     print(summary(out, [out, out.with_suffix(".json")], time.perf_counter() - start))
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from videomt_jax.cli.common import guarded
 from videomt_jax.config import DTYPES
@@ -19,7 +20,7 @@ def csv(text: str) -> tuple[str, ...]:
 
 
 def size_pair(text: str) -> tuple[int, int]:
-    """"320" or "240,320" -> (height, width)."""
+    """ "320" or "240,320" -> (height, width)."""
     try:
         values = [int(v) for v in csv(text)]
     except ValueError:
@@ -40,11 +41,17 @@ def batch_arg(text: str) -> int | None:
 
 def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared with export-onnx: MODEL OUT and the shape of one call."""
-    parser.add_argument("model", metavar="MODEL", help="anything load_pretrained reads (HF dir, videomt-jax dir, .pth, Hub id)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="anything load_pretrained reads (HF dir, videomt-jax dir, .pth, Hub id)"
+    )
     parser.add_argument("out", metavar="OUT", help="output path (written atomically)")
-    parser.add_argument("--frames", type=int, default=1, help="frames per call T (default 1: online, one frame per call)")
+    parser.add_argument(
+        "--frames", type=int, default=1, help="frames per call T (default 1: online, one frame per call)"
+    )
     parser.add_argument("--size", type=size_pair, help="model input H or H,W (default: the config's image_size)")
-    parser.add_argument("--batch", type=batch_arg, default=1, help=f"videos per call, or {ANY_BATCH!r} for a symbolic batch (default 1)")
+    parser.add_argument(
+        "--batch", type=batch_arg, default=1, help=f"videos per call, or {ANY_BATCH!r} for a symbolic batch (default 1)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
@@ -68,8 +75,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"lowering for {', '.join(platforms)} ...", flush=True)
     start = time.perf_counter()
     export_serving(
-        out, config, params, platforms=platforms, dtype=args.dtype, frames=args.frames, input_size=args.size,
-        batch=args.batch, task=args.task, frame_size=args.frame_size, task_options=options, overwrite=args.overwrite,
+        out,
+        config,
+        params,
+        platforms=platforms,
+        dtype=args.dtype,
+        frames=args.frames,
+        input_size=args.size,
+        batch=args.batch,
+        task=args.task,
+        frame_size=args.frame_size,
+        task_options=options,
+        overwrite=args.overwrite,
     )
     print(summary(out, sorted(out.iterdir()), time.perf_counter() - start))
     return 0
@@ -77,12 +94,23 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "export-serving", help="export the streaming step as jax.export artifacts (cpu, cuda, tpu)", description=run.__doc__
+        "export-serving",
+        help="export the streaming step as jax.export artifacts (cpu, cuda, tpu)",
+        description=run.__doc__,
     )
     add_step_arguments(parser)
     parser.add_argument("--platforms", type=csv, help="comma-separated from cpu,cuda,tpu (default: all three)")
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the config's)")
-    parser.add_argument("--task", help="semantic, instance or panoptic: fuse pre-processing and this per-frame post-processing in (uint8 frames in, maps out)")
-    parser.add_argument("--frame-size", type=size_pair, help="with --task: H,W of the uint8 frames and of the output maps (default: --size)")
-    parser.add_argument("--threshold", type=float, help="with --task instance/panoptic: score threshold (default: HF's)")
+    parser.add_argument(
+        "--task",
+        help="semantic, instance or panoptic: fuse pre-processing and this per-frame post-processing in (uint8 frames in, maps out)",
+    )
+    parser.add_argument(
+        "--frame-size",
+        type=size_pair,
+        help="with --task: H,W of the uint8 frames and of the output maps (default: --size)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, help="with --task instance/panoptic: score threshold (default: HF's)"
+    )
     parser.set_defaults(func=guarded(run, "export-serving"))

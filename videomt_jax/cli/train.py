@@ -34,7 +34,12 @@ def _has_checkpoints(directory: Path) -> bool:
 # Recipe entries that may change when a run is resumed (the rest must equal OUT/recipe.json):
 # the schedule length, logging and checkpoint policy, where the datasets are mounted, the run's name.
 RESUMABLE_CHANGES = (
-    "name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "data.root",
+    "name",
+    "train.steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "data.root",
     "data.coco_root",
 )
 MOVABLE_ONLY = ("data.coco_root",)  # may move, not appear or vanish (COCO on or off changes the training data)
@@ -96,8 +101,10 @@ def _init_params(path: str, config: Any, seed: int) -> tuple[Any, str]:
         params, report = init_videomt_from(path, config, jax.random.key(seed))
     except ValueError as e:
         raise ValueError(f"--init weights do not fit the recipe's model: {e}") from None
-    lines = [f"init from {path} [{report.source}]: {len(report.from_checkpoint)} parameters from the checkpoint, "
-             f"{len(report.fresh)} fresh" + (f" ({', '.join(report.fresh)})" if report.fresh else "")]
+    lines = [
+        f"init from {path} [{report.source}]: {len(report.from_checkpoint)} parameters from the checkpoint, "
+        f"{len(report.fresh)} fresh" + (f" ({', '.join(report.fresh)})" if report.fresh else "")
+    ]
     lines += [f"  resampled {name}: {how}" for name, how in report.resampled.items()]
     return params, "\n".join(lines)
 
@@ -109,8 +116,10 @@ def init_note(recipe: Any) -> str | None:
     if recipe.init is None:
         return None
     what = "the authors' segmenter " if recipe.init.startswith(SEGMENTERS) else ""
-    return (f"recipe {recipe.name} starts from {what}{recipe.init}; without --init this run trains from scratch "
-            "(pass --init PATH, downloaded first when it is a URL or Hub id)")
+    return (
+        f"recipe {recipe.name} starts from {what}{recipe.init}; without --init this run trains from scratch "
+        "(pass --init PATH, downloaded first when it is a URL or Hub id)"
+    )
 
 
 def _with_data_root(recipe: Any, root: str | None) -> Any:
@@ -146,20 +155,28 @@ def _with_coco_root(recipe: Any, root: str | None) -> tuple[Any, str | None]:
 
     if not isinstance(recipe.data, YTVISDataConfig):
         if root is not None:
-            raise ValueError(f"recipe {recipe.name!r} trains on {data_kind(recipe.data)} data: --coco-root applies to "
-                             "YouTube-VIS / OVIS (ytvis) recipes")
+            raise ValueError(
+                f"recipe {recipe.name!r} trains on {data_kind(recipe.data)} data: --coco-root applies to "
+                "YouTube-VIS / OVIS (ytvis) recipes"
+            )
         return recipe, None
     data = recipe.data.with_coco_root(root) if root is not None else recipe.data
     if data.coco_root is None:
-        return recipe, (f"COCO pseudo-videos: off (no --coco-root): training on {data.dataset} alone; the authors mix "
-                        f"in COCO images made into {data.num_frames}-frame clips 1:1")
+        return recipe, (
+            f"COCO pseudo-videos: off (no --coco-root): training on {data.dataset} alone; the authors mix "
+            f"in COCO images made into {data.num_frames}-frame clips 1:1"
+        )
     coco = data.coco_clips(recipe.processor.pixel_mean).reader
-    note = (f"COCO pseudo-videos: {len(coco)} images ({coco.num_annotations} instances) of {coco.annotation_file}, "
-            f"mixed {data.coco_ratio:g}:1 with {data.dataset}")
+    note = (
+        f"COCO pseudo-videos: {len(coco)} images ({coco.num_annotations} instances) of {coco.annotation_file}, "
+        f"mixed {data.coco_ratio:g}:1 with {data.dataset}"
+    )
     crowded = coco.instances_per_image > recipe.max_instances
     if crowded.any():
-        note += (f"; {int(crowded.sum())} images hold more instances (up to {int(coco.instances_per_image.max())}) "
-                 f"than the {recipe.max_instances} target slots: their largest are kept")
+        note += (
+            f"; {int(crowded.sum())} images hold more instances (up to {int(coco.instances_per_image.max())}) "
+            f"than the {recipe.max_instances} target slots: their largest are kept"
+        )
     return replace(recipe, data=data), note
 
 
@@ -211,14 +228,25 @@ def run_train(args: argparse.Namespace) -> int:
             flush=True,
         )
     batches = GrainBatches(  # yields exactly recipe.batches(...)(step), built by worker processes
-        recipe.clip_fn("train"), recipe.collate, batch_size=recipe.train.batch_size, steps=recipe.train.steps,
-        process_index=jax.process_index(), process_count=jax.process_count(), workers=args.workers,
+        recipe.clip_fn("train"),
+        recipe.collate,
+        batch_size=recipe.train.batch_size,
+        steps=recipe.train.steps,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        workers=args.workers,
     )
     num_devices = None if distributed else args.devices
     try:
         result = fit(
-            recipe.model, recipe.train, batches, out, params=params, num_devices=num_devices,
-            stop_after=args.stop_after, processor=recipe.processor,
+            recipe.model,
+            recipe.train,
+            batches,
+            out,
+            params=params,
+            num_devices=num_devices,
+            stop_after=args.stop_after,
+            processor=recipe.processor,
         )
     finally:  # also on Ctrl-C: stop the data-loading workers
         batches.close()
@@ -230,7 +258,10 @@ def run_train(args: argparse.Namespace) -> int:
         write = save_pretrained if jax.process_count() == 1 else export_hf
         # The run's own model, with the pixel normalisation it was trained on.
         model_dir = write(
-            out / MODEL_DIR, recipe.model, host_params, processor=recipe.processor,
+            out / MODEL_DIR,
+            recipe.model,
+            host_params,
+            processor=recipe.processor,
             overwrite=True,
         )
         if isinstance(recipe.data, SyntheticConfig):  # dataset models are evaluated with --dataset
@@ -255,16 +286,20 @@ def add_parser(subparsers: Any) -> None:
         "--devices", type=_devices, default=1, help="data-parallel devices of this host: N or 'all' (default 1)"
     )
     train.add_argument(
-        "--resume", action=argparse.BooleanOptionalAction, default=True,
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="continue from OUT/checkpoints (default); --no-resume refuses to run over existing checkpoints",
     )
     train.add_argument(
-        "--data-root", metavar="DIR",
+        "--data-root",
+        metavar="DIR",
         help="dataset recipes: the folder holding the dataset folder (ytvis_2019/, ovis/, VIPSeg/, VSPW_480p/) "
         "or that folder",
     )
     train.add_argument(
-        "--coco-root", metavar="DIR",
+        "--coco-root",
+        metavar="DIR",
         help="YouTube-VIS / OVIS recipes: COCO (the folder holding coco/, or coco/ itself: annotations/"
         "instances_train2017.json, train2017/) made into pseudo-videos and mixed 1:1 with the videos, "
         "as the authors train",
@@ -273,16 +308,18 @@ def add_parser(subparsers: Any) -> None:
         "--workers", type=int, help="data-loading worker processes (default: cores - 1, at most 32; 0: in this process)"
     )
     train.add_argument(
-        "--init", metavar="PATH",
+        "--init",
+        metavar="PATH",
         help="initial weights: anything load_pretrained reads (a VidEoMT; an EoMT image model or the authors' "
         "segmenter .pth: fresh query updater), or an HF Dinov2WithRegistersModel / DINOv3ViTModel backbone (queries "
-        "and heads fresh); prints what came from where. A recipe names what it starts from (its \"init\": the "
+        'and heads fresh); prints what came from where. A recipe names what it starts from (its "init": the '
         "paper recipes name the authors' segmenter URL); without --init, train prints it and starts from scratch",
     )
     train.add_argument("--stop-after", type=int, help="stop after this many steps of this call (resume later)")
     multi = train.add_argument_group("multi-host (docs/training.md)")
     multi.add_argument(
-        "--distributed", action="store_true",
+        "--distributed",
+        action="store_true",
         help="call jax.distributed.initialize() first and train on every device of every process",
     )
     multi.add_argument(

@@ -14,13 +14,13 @@ Frames are resampled bilinearly (half-pixel centres), label maps and masks by ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
 from videomt_jax.data.batching import Clip, validate_clip
-from videomt_jax.processing import default_processor
 from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
+from videomt_jax.processing import default_processor
 
 Fill = tuple[float, float, float]  # 0..255 RGB padding colour
 DEFAULT_FILL: Fill = default_processor().pixel_mean
@@ -28,7 +28,7 @@ DEFAULT_FILL: Fill = default_processor().pixel_mean
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    output_size: Optional[tuple[int, int]] = None  # (h, w); None keeps the input size
+    output_size: tuple[int, int] | None = None  # (h, w); None keeps the input size
     flip_prob: float = 0.5
     scale_range: tuple[float, float] = (0.5, 1.5)  # factor on top of "fit into output_size"
 
@@ -55,7 +55,9 @@ def sample_params(input_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.
     flip = bool(rng.random() < cfg.flip_prob)
     scale = min(out_h / h, out_w / w) * rng.uniform(*cfg.scale_range)
     scaled = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
-    offset = tuple(int(rng.integers(0, max(s - o, 0) + 1)) for s, o in zip(scaled, (out_h, out_w)))
+    top = int(rng.integers(0, max(scaled[0] - out_h, 0) + 1))
+    left = int(rng.integers(0, max(scaled[1] - out_w, 0) + 1))
+    offset = (top, left)
     return AugmentParams(flip, scaled, offset, (int(out_h), int(out_w)))
 
 
@@ -92,7 +94,7 @@ def apply_params(clip: Clip, params: AugmentParams, fill: Fill = DEFAULT_FILL) -
 
     masks = clip.masks[:, :, ny][:, :, :, nx] & inside  # [T, M, h, w]
 
-    def relabel(label_map: Optional[np.ndarray], fill: int) -> Optional[np.ndarray]:
+    def relabel(label_map: np.ndarray | None, fill: int) -> np.ndarray | None:
         if label_map is None:
             return None
         return np.where(inside, label_map[:, ny][:, :, nx], fill).astype(np.int32)
@@ -105,9 +107,7 @@ def apply_params(clip: Clip, params: AugmentParams, fill: Fill = DEFAULT_FILL) -
     )
 
 
-def augment_clip(
-    clip: Clip, cfg: AugmentConfig, rng: np.random.Generator | int, fill: Fill = DEFAULT_FILL
-) -> Clip:
+def augment_clip(clip: Clip, cfg: AugmentConfig, rng: np.random.Generator | int, fill: Fill = DEFAULT_FILL) -> Clip:
     """Draw one parameter set from `rng` (a Generator or a seed) and apply it to the clip.
 
     fill: padding colour on 0..255, the model processor's `pixel_mean` (0 after normalisation)."""

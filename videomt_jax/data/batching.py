@@ -19,14 +19,14 @@ device. `Batch.pixel_values` and `Batch.mask_labels` give the float / bool array
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
 from videomt_jax.processing import VideoProcessor, default_processor
-
 
 
 class Clip(NamedTuple):
@@ -36,14 +36,14 @@ class Clip(NamedTuple):
     masks: np.ndarray  # [T, M, H, W] bool: visible pixels of instance m in frame t
     classes: np.ndarray  # [M] int32: contiguous class ids
     track_ids: np.ndarray  # [M] int32: unique within the clip
-    semantic: Optional[np.ndarray] = None  # [T, H, W] int32: class ids, IGNORE_INDEX unlabeled
-    panoptic: Optional[np.ndarray] = None  # [T, H, W] int32: class*LABEL_DIVISOR+instance, VOID_ID void
-    frame_indices: Optional[np.ndarray] = None  # [T] int32: frame numbers in the source video
+    semantic: np.ndarray | None = None  # [T, H, W] int32: class ids, IGNORE_INDEX unlabeled
+    panoptic: np.ndarray | None = None  # [T, H, W] int32: class*LABEL_DIVISOR+instance, VOID_ID void
+    frame_indices: np.ndarray | None = None  # [T] int32: frame numbers in the source video
     video_id: int = -1
 
     @property
     def present(self) -> np.ndarray:  # [T, M] bool
-        return self.masks.any(axis=(2, 3))
+        return np.asarray(self.masks.any(axis=(2, 3)))
 
     @property
     def num_frames(self) -> int:
@@ -58,7 +58,7 @@ class Clip(NamedTuple):
         return int(self.frames.shape[1]), int(self.frames.shape[2])
 
 
-def _expect(name: str, array: object, dtype: type, shape: tuple[Optional[int], ...]) -> None:
+def _expect(name: str, array: object, dtype: type, shape: tuple[int | None, ...]) -> None:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"Clip.{name} must be a numpy array, got {type(array).__name__}")
     if array.dtype != dtype:
@@ -110,12 +110,12 @@ class Batch(NamedTuple):
     valid: np.ndarray  # [B, T, M] bool: instance present in that frame
     track_ids: np.ndarray  # [B, M] int32; -1 for empty slots
     pixel_table: np.ndarray  # [256, 3] float32: `pixel_table(processor)` of the collate processor
-    semantic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
-    panoptic: Optional[np.ndarray] = None  # [B, T, H, W] int32 when every clip has it
-    dropped: Optional[np.ndarray] = None  # [B] int32: objects of a crowded clip left out (over max_instances)
+    semantic: np.ndarray | None = None  # [B, T, H, W] int32 when every clip has it
+    panoptic: np.ndarray | None = None  # [B, T, H, W] int32 when every clip has it
+    dropped: np.ndarray | None = None  # [B] int32: objects of a crowded clip left out (over max_instances)
     # [B, 2] int32: each clip's own (height, width) at the top left of the batch canvas, when some clip is
     # smaller than the canvas (shape buckets, `batch_canvas`); None: every clip fills it
-    content_hw: Optional[np.ndarray] = None
+    content_hw: np.ndarray | None = None
 
     @property
     def pixel_values(self) -> np.ndarray:  # [B, T, H, W, 3] float32, normalised (host)
@@ -140,7 +140,10 @@ def batch_canvas(sizes: Sequence[tuple[int, int]], bucket: int | None, cap: tupl
     elif cap is not None:
         height, width = cap
     if cap is not None:
-        height, width = max(min(height, cap[0]), *(s[0] for s in sizes)), max(min(width, cap[1]), *(s[1] for s in sizes))
+        height, width = (
+            max(min(height, cap[0]), *(s[0] for s in sizes)),
+            max(min(width, cap[1]), *(s[1] for s in sizes)),
+        )
     return height, width
 
 
@@ -209,17 +212,26 @@ def collate(
     panoptic = _stack_optional([c.panoptic for c in clips], (h, w), VOID_ID)
     filled = bool((content == (h, w)).all())
     return Batch(
-        frames, mask_bits, class_labels, valid, track_ids, pixel_table(proc), semantic, panoptic, dropped,
+        frames,
+        mask_bits,
+        class_labels,
+        valid,
+        track_ids,
+        pixel_table(proc),
+        semantic,
+        panoptic,
+        dropped,
         None if filled else content,
     )
 
 
-def _stack_optional(maps: list[Optional[np.ndarray]], canvas: tuple[int, int], fill: int) -> Optional[np.ndarray]:
+def _stack_optional(maps: list[np.ndarray | None], canvas: tuple[int, int], fill: int) -> np.ndarray | None:
     """[T, h, w] label maps -> [B, T, H, W] on the canvas (top left, `fill` elsewhere), or None if one is missing."""
-    if any(m is None for m in maps):
+    present = [m for m in maps if m is not None]
+    if len(present) < len(maps):
         return None
-    out = np.full((len(maps), maps[0].shape[0], *canvas), fill, np.int32)
-    for i, m in enumerate(maps):
+    out = np.full((len(present), present[0].shape[0], *canvas), fill, np.int32)
+    for i, m in enumerate(present):
         out[i, :, : m.shape[1], : m.shape[2]] = m
     return out
 

@@ -23,8 +23,8 @@ of its seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -34,6 +34,14 @@ from videomt_jax.ops.labels import IGNORE_INDEX, VOID_ID
 
 Fill = tuple[float, float, float]
 SIZE_DIVISIBILITY = 32  # the authors' SIZE_DIVISIBILITY: each clip is padded to a multiple of this
+
+
+def as_fill(values: Iterable[float]) -> Fill:
+    """The padding colour as three floats (one per RGB channel, e.g. a processor's pixel mean)."""
+    fill = tuple(float(v) for v in values)
+    if len(fill) != 3:
+        raise ValueError(f"a fill colour needs 3 values (R, G, B), got {len(fill)}: {fill}")
+    return fill[0], fill[1], fill[2]
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,18 @@ class ClipAugment:
 
     def __post_init__(self) -> None:
         if not self.min_sizes or min(self.min_sizes) < 1 or self.max_size < 1:
-            raise ValueError(f"ClipAugment needs positive min_sizes and max_size, got {self.min_sizes}, {self.max_size}")
-        if len(self.canvas) != 2 or min(self.canvas) < 1 or self.divisor < 1 or any(c % self.divisor for c in self.canvas):
-            raise ValueError(f"ClipAugment.canvas must be (height, width) > 0, multiples of {self.divisor}, got {self.canvas}")
+            raise ValueError(
+                f"ClipAugment needs positive min_sizes and max_size, got {self.min_sizes}, {self.max_size}"
+            )
+        if (
+            len(self.canvas) != 2
+            or min(self.canvas) < 1
+            or self.divisor < 1
+            or any(c % self.divisor for c in self.canvas)
+        ):
+            raise ValueError(
+                f"ClipAugment.canvas must be (height, width) > 0, multiples of {self.divisor}, got {self.canvas}"
+            )
         if not (0 <= self.flip_prob <= 1 and 0 <= self.crop_prob <= 1):
             raise ValueError(f"flip_prob and crop_prob must lie in [0, 1], got {self.flip_prob}, {self.crop_prob}")
         if not 0 < self.crop_range[0] <= self.crop_range[1]:
@@ -74,7 +91,7 @@ def _resize_frames(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:  # [T
     if frames.shape[1:3] == hw:
         return frames
     size = (hw[1], hw[0])
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames])
 
 
 def _resize_labels(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -84,8 +101,12 @@ def _resize_labels(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     flat = maps.reshape(-1, *maps.shape[-2:])
     src = flat.view(np.uint8) if flat.dtype == bool else flat.astype(np.int32)  # Pillow modes "L" / "I"
     size = (hw[1], hw[0])
-    out = [np.asarray(Image.fromarray(m).resize(size, Image.NEAREST)) for m in src]
-    return np.stack(out).astype(maps.dtype).reshape(*maps.shape[:-2], *hw) if out else np.zeros((*maps.shape[:-2], *hw), maps.dtype)
+    out = [np.asarray(Image.fromarray(m).resize(size, Image.Resampling.NEAREST)) for m in src]
+    return (
+        np.stack(out).astype(maps.dtype).reshape(*maps.shape[:-2], *hw)
+        if out
+        else np.zeros((*maps.shape[:-2], *hw), maps.dtype)
+    )
 
 
 def _geometry(clip: Clip, fn) -> Clip:
@@ -140,7 +161,7 @@ def fit_canvas(
     masks = np.zeros((t, m, ch, cw), bool)
     masks[:, :, :h, :w] = clip.masks
 
-    def pad_map(label_map: Optional[np.ndarray], value: int) -> Optional[np.ndarray]:
+    def pad_map(label_map: np.ndarray | None, value: int) -> np.ndarray | None:
         if label_map is None:
             return None
         out = np.full((t, ch, cw), value, np.int32)
@@ -148,7 +169,10 @@ def fit_canvas(
         return out
 
     return clip._replace(
-        frames=frames, masks=masks, semantic=pad_map(clip.semantic, IGNORE_INDEX), panoptic=pad_map(clip.panoptic, VOID_ID)
+        frames=frames,
+        masks=masks,
+        semantic=pad_map(clip.semantic, IGNORE_INDEX),
+        panoptic=pad_map(clip.panoptic, VOID_ID),
     )
 
 
@@ -161,8 +185,8 @@ def augment_video_clip(clip: Clip, cfg: ClipAugment, rng: np.random.Generator, f
 class GeometryDraw:
     """One clip's draw of steps 1-3: what `augment_geometry` does to it, decided from its size alone."""
 
-    crop_resize: Optional[tuple[int, int]]  # step 1: resized (h, w) before the crop, or None (no crop branch)
-    crop_box: Optional[tuple[int, int, int, int]]  # step 1: (top, left, height, width)
+    crop_resize: tuple[int, int] | None  # step 1: resized (h, w) before the crop, or None (no crop branch)
+    crop_box: tuple[int, int, int, int] | None  # step 1: (top, left, height, width)
     size: tuple[int, int]  # step 2: the resized (h, w)
     flip: bool  # step 3
 
@@ -194,7 +218,9 @@ def augment_geometry(clip: Clip, cfg: ClipAugment, rng: np.random.Generator) -> 
     return _flip(clip) if draw.flip else clip
 
 
-def eval_input_size(hw: tuple[int, int], min_size: int, max_size: int, divisor: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def eval_input_size(
+    hw: tuple[int, int], min_size: int, max_size: int, divisor: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Evaluation input: (resized (h, w), padded (h, w) up to a multiple of `divisor`)."""
     h, w = shortest_edge_size(hw, min_size, max_size)
     return (h, w), (-(-h // divisor) * divisor, -(-w // divisor) * divisor)

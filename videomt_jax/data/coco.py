@@ -48,7 +48,7 @@ from PIL import Image, ImageOps
 
 from videomt_jax.data.batching import Clip
 from videomt_jax.data.categories import COCO_MAPS, COCO_NAMES
-from videomt_jax.data.clip_transforms import ClipAugment, Fill, augment_geometry, fit_canvas
+from videomt_jax.data.clip_transforms import ClipAugment, Fill, as_fill, augment_geometry, fit_canvas
 from videomt_jax.data.ytvis import decode_segmentation
 
 # The authors' layout under $DETECTRON2_DATASETS (their builtin.py): coco/annotations/*.json, coco/train2017/
@@ -138,7 +138,7 @@ class CocoInstances:
         wrong = {i: names[i] for i in labels if i in names and names[i] != COCO_NAMES.get(i, names[i])}
         if wrong:
             raise ValueError(
-                f"{where}: categories {wrong} are not COCO's (expected {({i: COCO_NAMES[i] for i in wrong})}); "
+                f"{where}: categories {wrong} are not COCO's (expected { ({i: COCO_NAMES[i] for i in wrong}) }); "
                 "the category maps need COCO's ids"
             )
         images: dict[int, tuple[str, int, int]] = {}
@@ -219,8 +219,13 @@ def _rotation(angle: float, center: tuple[float, float]) -> tuple[float, ...]:
 def rotate_frame(frame: np.ndarray, angle: float, center: tuple[float, float]) -> np.ndarray:  # [H, W, 3]
     """Bilinear rotation of a uint8 image, black where no source pixel is."""
     h, w = frame.shape[:2]
-    image = Image.fromarray(frame).transform((w, h), Image.Transform.AFFINE, _rotation(angle, center),
-                                             resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    image = Image.fromarray(frame).transform(
+        (w, h),
+        Image.Transform.AFFINE,
+        _rotation(angle, center),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=(0, 0, 0),
+    )
     return np.asarray(image)
 
 
@@ -276,7 +281,7 @@ class CocoClips:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         self._args = (annotation_file, image_root, dict(labels))
         self.num_frames, self.augment, self.motion, self.seed = num_frames, augment, motion, seed
-        self.fill = tuple(float(v) for v in fill)
+        self.fill = as_fill(fill)
         self._reader: CocoInstances | None = None
         self._epoch: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))  # (epoch, its order), cached
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class GrainBatches:
         steps: int,
         process_index: int = 0,
         process_count: int = 1,
-        workers: Optional[int] = None,
+        workers: int | None = None,
         prefetch: int = PREFETCH_BATCHES,
     ):
         numbering = ClipNumbering(batch_size, process_index, process_count)

@@ -39,7 +39,7 @@ class MixedClips:
         return {"sources": self.sources, "weights": self.weights, "seed": self.seed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["sources"], state["weights"], state["seed"])
+        MixedClips.__init__(self, state["sources"], state["weights"], state["seed"])
 
     def _block(self, block: int) -> np.ndarray:  # [K] source of each clip of the block
         p = np.asarray(self.weights) / sum(self.weights)

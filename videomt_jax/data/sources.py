@@ -17,8 +17,9 @@ from __future__ import annotations
 import abc
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from videomt_jax.data.categories import (
     YTVIS_2021_CLASSES,
     things_first,
 )
-from videomt_jax.data.clip_transforms import SIZE_DIVISIBILITY, ClipAugment, Fill, augment_video_clip
+from videomt_jax.data.clip_transforms import SIZE_DIVISIBILITY, ClipAugment, Fill, as_fill, augment_video_clip
 from videomt_jax.data.coco import (
     COCO_FOLDER,
     COCO_RATIO,
@@ -72,10 +73,12 @@ VIPSEG_FOLDER, VIPSEG_RELEASE = "VIPSeg", "VIPSeg_720P"
 VSPW_FOLDER = "VSPW_480p"
 
 
-def resolve_root(root: Optional[str], folder: str, what: str) -> str:
+def resolve_root(root: str | None, folder: str, what: str) -> str:
     """`root/folder` when that is a directory, else `root` itself (which must exist)."""
     if root is None:
-        raise ValueError(f"{what} needs a dataset root: pass --data-root DIR (the folder holding {folder}/, or {folder}/ itself)")
+        raise ValueError(
+            f"{what} needs a dataset root: pass --data-root DIR (the folder holding {folder}/, or {folder}/ itself)"
+        )
     candidate = os.path.join(root, folder)
     if os.path.isdir(candidate):
         return candidate
@@ -89,9 +92,9 @@ class VideoDataConfig(abc.ABC):
     """Fields shared by the real-dataset kinds (defaults: the authors' YouTube-VIS values)."""
 
     dataset: str = "ytvis_2019"
-    root: Optional[str] = None  # set from --data-root
+    root: str | None = None  # set from --data-root
     train_split: str = "train"
-    eval_dataset: Optional[str] = None  # dataset evaluated by default (None: `dataset`)
+    eval_dataset: str | None = None  # dataset evaluated by default (None: `dataset`)
     eval_split: str = "valid"
     num_frames: int = 5  # SAMPLING_FRAME_NUM
     frame_range: int = 2  # SAMPLING_FRAME_RANGE
@@ -102,7 +105,7 @@ class VideoDataConfig(abc.ABC):
     canvas: tuple[int, int] = (768, 768)  # the largest training frame (see data/clip_transforms.py)
     # a batch's frames: the largest clip's size rounded up to a multiple of this, at most `canvas`
     # (a bounded set of shapes for the jitted step; `data.batching.batch_canvas`); None: always `canvas`
-    bucket: Optional[int] = 128
+    bucket: int | None = 128
     min_size_test: int = 448
     max_size_test: int = 1333
     size_divisibility: int = SIZE_DIVISIBILITY
@@ -114,15 +117,23 @@ class VideoDataConfig(abc.ABC):
         if self.num_frames < 1 or self.frame_range < 0:
             raise ValueError(f"need num_frames >= 1 and frame_range >= 0, got {self.num_frames}, {self.frame_range}")
         if min(self.canvas) < 1 or any(c % self.size_divisibility for c in self.canvas):
-            raise ValueError(f"canvas {self.canvas} must be positive multiples of size_divisibility {self.size_divisibility}")
+            raise ValueError(
+                f"canvas {self.canvas} must be positive multiples of size_divisibility {self.size_divisibility}"
+            )
         if self.bucket is not None and (self.bucket < 1 or self.bucket % self.size_divisibility):
-            raise ValueError(f"bucket must be None or a positive multiple of {self.size_divisibility}, got {self.bucket}")
+            raise ValueError(
+                f"bucket must be None or a positive multiple of {self.size_divisibility}, got {self.bucket}"
+            )
         _ = self.augment  # validates the sizes
 
     @property
     def augment(self) -> ClipAugment:
         return ClipAugment(
-            tuple(self.min_size_train), self.max_size_train, tuple(self.canvas), self.flip_prob, self.crop_prob,
+            tuple(self.min_size_train),
+            self.max_size_train,
+            self.canvas,
+            self.flip_prob,
+            self.crop_prob,
             divisor=self.size_divisibility,
         )
 
@@ -147,10 +158,10 @@ class VideoDataConfig(abc.ABC):
     def stuff_ids(self) -> tuple[int, ...]:
         return ()
 
-    def with_root(self, root: Optional[str]) -> "VideoDataConfig":
+    def with_root(self, root: str | None) -> VideoDataConfig:
         return replace(self, root=None if root is None else str(root))
 
-    def open(self, split: Optional[str] = None, dataset: Optional[str] = None) -> Any:
+    def open(self, split: str | None = None, dataset: str | None = None) -> Any:
         """The dataset reader of `split` (default the train split); its classes must be the config's."""
         reader = self._open(split or self.train_split, dataset or self.dataset)
         names = {int(k): str(v) for k, v in reader.id2label.items()}
@@ -171,7 +182,8 @@ class VideoDataConfig(abc.ABC):
         """Indices of the videos training samples from (all of them by default)."""
         return list(range(len(reader)))
 
-    def train_clips(self, fill: Fill) -> "TrainClips":
+    def train_clips(self, fill: Fill) -> Callable[[int], Clip]:
+        """`clips(g) -> Clip`: training clip number g (module docstring), picklable."""
         return TrainClips(self, fill)
 
 
@@ -202,8 +214,13 @@ class YTVISDataConfig(VideoDataConfig):
         base = resolve_root(self.coco_root, COCO_FOLDER, "COCO pseudo-videos")
         labels = coco_labels(self.dataset, self.id2label)
         return CocoClips(
-            os.path.join(base, self.coco_annotations), os.path.join(base, self.coco_images), labels,
-            num_frames=self.num_frames, augment=self.augment, fill=fill, seed=self.seed,
+            os.path.join(base, self.coco_annotations),
+            os.path.join(base, self.coco_images),
+            labels,
+            num_frames=self.num_frames,
+            augment=self.augment,
+            fill=fill,
+            seed=self.seed,
         )
 
     def train_clips(self, fill: Fill) -> TrainClips | MixedClips:
@@ -266,11 +283,16 @@ class VSPWDataConfig(VideoDataConfig):
 DATA_KINDS: dict[str, type[VideoDataConfig]] = {c.kind: c for c in (YTVISDataConfig, VIPSegDataConfig, VSPWDataConfig)}
 
 
+@functools.lru_cache(maxsize=2)
+def _video_order(seed: int, epoch: int, num_videos: int) -> np.ndarray:  # [N] the videos of `epoch` in training order
+    return np.random.default_rng([seed, epoch, 23]).permutation(num_videos)
+
+
 class TrainClips:
     """`clips(g) -> Clip`: training clip number g (module docstring); picklable, opens lazily."""
 
     def __init__(self, config: VideoDataConfig, fill: Fill):
-        self.config, self.fill = config, tuple(float(v) for v in fill)
+        self.config, self.fill = config, as_fill(fill)
         self._reader: Any = None
         self._videos: list[int] = []
 
@@ -278,7 +300,7 @@ class TrainClips:
         return {"config": self.config, "fill": self.fill}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["config"], state["fill"])
+        TrainClips.__init__(self, state["config"], state["fill"])
 
     def _open(self) -> tuple[Any, list[int]]:
         if self._reader is None:
@@ -290,14 +312,10 @@ class TrainClips:
             self._reader, self._videos = reader, videos
         return self._reader, self._videos
 
-    @functools.lru_cache(maxsize=2)
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.config.seed, epoch, 23]).permutation(len(self._videos))
-
     def __call__(self, index: int) -> Clip:
         reader, videos = self._open()
         epoch, position = divmod(int(index), len(videos))
-        video = videos[int(self._order(epoch)[position])]
+        video = videos[int(_video_order(self.config.seed, epoch, len(videos))[position])]
         rng = np.random.default_rng([self.config.seed, int(index), 29])
         cfg = self.config
         frames = sample_frame_indices(reader.video_length(video), rng, cfg.num_frames, cfg.frame_range)

@@ -16,8 +16,8 @@ Class ids are contiguous: things first (`thing_ids`), then stuff (`stuff_ids`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -100,7 +100,9 @@ class SyntheticConfig:
         if not 0 <= self.min_objects <= self.max_objects:
             raise ValueError(f"need 0 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
         if not 1 <= self.min_stuff_regions <= len(self.stuff_classes):
-            raise ValueError(f"min_stuff_regions must be in [1, {len(self.stuff_classes)}], got {self.min_stuff_regions}")
+            raise ValueError(
+                f"min_stuff_regions must be in [1, {len(self.stuff_classes)}], got {self.min_stuff_regions}"
+            )
         if self.num_frames < 1 or min(self.image_hw) < 8:
             raise ValueError(f"need num_frames >= 1 and images of at least 8x8, got {self.num_frames}, {self.image_hw}")
 
@@ -254,9 +256,9 @@ def iterate_batches(
     batch_size: int,
     *,
     start: int = 0,
-    num_batches: Optional[int] = None,
-    max_instances: Optional[int] = None,
-    augment: Optional[AugmentConfig] = None,
+    num_batches: int | None = None,
+    max_instances: int | None = None,
+    augment: AugmentConfig | None = None,
 ) -> Iterator[Batch]:
     """Batches of clips start, start+1, ... of `split` (forever when num_batches is None).
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -51,7 +52,9 @@ def read_rgb(path: str, where: str) -> np.ndarray:  # [H, W, 3] uint8
 class VIPSegDataset:
     """Random access to the videos of one VIPSeg split (`root` holds images/, panomasksRGB/, the JSON)."""
 
-    def __init__(self, annotation_file: str | os.PathLike, image_root: str | os.PathLike, panoptic_root: str | os.PathLike):
+    def __init__(
+        self, annotation_file: str | os.PathLike, image_root: str | os.PathLike, panoptic_root: str | os.PathLike
+    ):
         self.annotation_file = str(annotation_file)
         self.image_root, self.panoptic_root = str(image_root), str(panoptic_root)
         src = self.annotation_file
@@ -62,9 +65,9 @@ class VIPSegDataset:
             raise FileNotFoundError(f"VIPSeg annotation file {src} not found") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{src} is not valid JSON: {e}") from None
-        for key in ("categories", "videos", "annotations"):
-            if key not in data:
-                raise ValueError(f"{src} lacks the key {key!r}")
+        for section in ("categories", "videos", "annotations"):
+            if section not in data:
+                raise ValueError(f"{src} lacks the key {section!r}")
         cats = sorted(data["categories"], key=lambda c: c["id"])
         things = [c for c in cats if c.get("isthing")]
         stuff = [c for c in cats if not c.get("isthing")]
@@ -72,7 +75,7 @@ class VIPSegDataset:
         self.category_to_label = {cid: i for i, cid in enumerate(self.category_ids)}
         self.id2label = {i: str(c["name"]) for i, c in enumerate(things + stuff)}
         self.num_things = len(things)
-        images = {}
+        images: dict[tuple[Any, Any], dict[str, Any]] = {}  # (video id, image id) -> image record
         for v in data["videos"]:
             for im in v.get("images", []):
                 images[(v["video_id"], im["id"])] = im
@@ -89,9 +92,10 @@ class VIPSegDataset:
                     raise ValueError(f"{src}: video {vid!r} frame {frame.get('image_id')!r} is not listed under videos")
                 for seg in frame.get("segments_info", []):
                     if seg.get("category_id") not in self.category_to_label:
+                        known = f"{min(self.category_ids)}..{max(self.category_ids)}"
                         raise ValueError(
                             f"{src}: video {vid!r} frame {frame['file_name']!r} segment {seg.get('id')} has unknown "
-                            f"category id {seg.get('category_id')} (known: {min(self.category_ids)}..{max(self.category_ids)})"
+                            f"category id {seg.get('category_id')} (known: {known})"
                         )
                 stem = os.path.splitext(images[key]["file_name"])[0]
                 entries.append(
@@ -102,7 +106,9 @@ class VIPSegDataset:
                     }
                 )
             first = images[(vid, frames[0]["image_id"])]
-            self.videos.append({"video_id": vid, "frames": entries, "height": int(first["height"]), "width": int(first["width"])})
+            self.videos.append(
+                {"video_id": vid, "frames": entries, "height": int(first["height"]), "width": int(first["width"])}
+            )
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -122,12 +128,14 @@ class VIPSegDataset:
     def video_length(self, index: int) -> int:
         return len(self.videos[index]["frames"])
 
-    def load_frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:  # [T, H, W, 3] uint8
+    def load_frames(self, index: int, frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:  # [T, H, W, 3] uint8
         video = self.videos[index]
         where = f"{self.annotation_file}: video {video['video_id']!r}"
         return np.stack([read_rgb(video["frames"][i]["image"], where) for i in frame_indices])
 
-    def load_clip(self, index: int, frame_indices: Optional[Sequence[int]] = None, with_targets: bool = True) -> Clip:
+    def load_clip(
+        self, index: int, frame_indices: Sequence[int] | np.ndarray | None = None, with_targets: bool = True
+    ) -> Clip:
         """Frames `frame_indices` (default: all) of video `index` with its segments as targets."""
         if not 0 <= index < len(self):
             raise IndexError(f"video index {index} out of range for {len(self)} videos")
@@ -145,7 +153,9 @@ class VIPSegDataset:
             entry = video["frames"][i]
             png = read_rgb(entry["panoptic"], where)
             if png.shape[:2] != (h, w):
-                raise ValueError(f"{where}: {entry['panoptic']} is {png.shape[:2]}, its frame {entry['image']} {(h, w)}")
+                raise ValueError(
+                    f"{where}: {entry['panoptic']} is {png.shape[:2]}, its frame {entry['image']} {(h, w)}"
+                )
             ids[k] = rgb_to_id(png)
             for seg in entry["segments"]:
                 if not seg.get("iscrowd", 0):
@@ -157,7 +167,7 @@ class VIPSegDataset:
         semantic = np.full((t, h, w), IGNORE_INDEX, np.int32)
         panoptic = np.full((t, h, w), VOID_ID, np.int32)
         instance_no: dict[int, int] = {}
-        for m, (s, c) in enumerate(zip(seg_ids, classes.tolist())):
+        for m, c in enumerate(classes.tolist()):
             inst = 0 if c >= self.num_things else instance_no.setdefault(c, 0) + 1
             if c < self.num_things:
                 instance_no[c] = inst

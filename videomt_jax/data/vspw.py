@@ -14,15 +14,15 @@ targets are one mask per class present in it (track id = label), `Clip.semantic`
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from videomt_jax.data.batching import Clip
-from videomt_jax.ops.labels import IGNORE_INDEX
 from videomt_jax.data.categories import VSPW_CLASSES, VSPW_THING_IDS, things_first
 from videomt_jax.data.vipseg import read_rgb
+from videomt_jax.ops.labels import IGNORE_INDEX
 
 FRAMES_DIR, MASKS_DIR = "origin", "mask"
 RAW_UNLABELED = (0, 255)  # raw PNG values without a label
@@ -100,7 +100,9 @@ class VSPWDataset:
             raise ValueError(f"{where}: label map {path} holds unknown category values {bad} (expected 0..124 or 255)")
         return labels
 
-    def load_clip(self, index: int, frame_indices: Optional[Sequence[int]] = None, with_targets: bool = True) -> Clip:
+    def load_clip(
+        self, index: int, frame_indices: Sequence[int] | np.ndarray | None = None, with_targets: bool = True
+    ) -> Clip:
         """Frames `frame_indices` (default: all) of video `index`, one target per class present."""
         if not 0 <= index < len(self):
             raise IndexError(f"video index {index} out of range for {len(self)} videos")

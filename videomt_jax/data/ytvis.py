@@ -17,7 +17,8 @@ import json
 import os
 import warnings
 from collections import defaultdict
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -42,7 +43,9 @@ def sample_frame_indices(
     its neighbours at most `frame_range` away.
     """
     if length < 1 or num_frames < 1 or frame_range < 0:
-        raise ValueError(f"need length >= 1, num_frames >= 1, frame_range >= 0; got {length}, {num_frames}, {frame_range}")
+        raise ValueError(
+            f"need length >= 1, num_frames >= 1, frame_range >= 0; got {length}, {num_frames}, {frame_range}"
+        )
     if num_frames == 2 * frame_range + 1:
         if num_frames > length:
             extra = rng.choice(length, num_frames - length)
@@ -55,7 +58,7 @@ def sample_frame_indices(
     return np.sort(np.append(others, ref)).astype(np.int32)
 
 
-def decode_segmentation(segm: Any, height: int, width: int, where: str = "segmentation") -> Optional[np.ndarray]:
+def decode_segmentation(segm: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray | None:
     """One frame's segmentation (RLE, uncompressed RLE, polygons or null) -> [H, W] bool or None."""
     if segm is None or (isinstance(segm, list) and not segm):
         return None
@@ -111,11 +114,15 @@ class YTVISDataset:
             if not v["file_names"]:
                 raise ValueError(f"{annotation_file}: video {v['id']} has no frames (empty file_names)")
             if len(v["file_names"]) != v.get("length", len(v["file_names"])):
-                raise ValueError(f"{annotation_file}: video {v['id']} lists {len(v['file_names'])} files but length {v['length']}")
+                raise ValueError(
+                    f"{annotation_file}: video {v['id']} lists {len(v['file_names'])} files but length {v['length']}"
+                )
         known = {v["id"] for v in self.videos}
         self._annotations: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for a in data.get("annotations", []):
-            _require(a, ("id", "video_id", "category_id", "segmentations"), f"{annotation_file}: annotation {a.get('id')}")
+            _require(
+                a, ("id", "video_id", "category_id", "segmentations"), f"{annotation_file}: annotation {a.get('id')}"
+            )
             if a["video_id"] not in known:
                 raise ValueError(f"{annotation_file}: annotation {a['id']} refers to unknown video {a['video_id']}")
             if a["category_id"] not in self.category_to_label:
@@ -137,7 +144,7 @@ class YTVISDataset:
     def video_length(self, index: int) -> int:
         return len(self.videos[index]["file_names"])
 
-    def load_frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:  # [T, H, W, 3] uint8
+    def load_frames(self, index: int, frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:  # [T, H, W, 3] uint8
         video = self.videos[index]
         where = f"{self.annotation_file}: video {video['id']}"
         frames = []
@@ -151,24 +158,26 @@ class YTVISDataset:
             except OSError as e:
                 raise ValueError(f"{where}: cannot read frame {i} file {path}: {e}") from None
             if frame.shape[:2] != (video["height"], video["width"]):
-                raise ValueError(f"{where}: {path} is {frame.shape[:2]}, the annotation says {(video['height'], video['width'])}")
+                raise ValueError(
+                    f"{where}: {path} is {frame.shape[:2]}, the annotation says {(video['height'], video['width'])}"
+                )
             frames.append(frame)
         return np.stack(frames)
 
-    def load_clip(self, index: int, frame_indices: Optional[Sequence[int]] = None) -> Clip:
+    def load_clip(self, index: int, frame_indices: Sequence[int] | np.ndarray | None = None) -> Clip:
         """Frames `frame_indices` (default: all) of video `index` with every instance's masks."""
-        masks, classes, track_ids, frame_indices = self.load_targets(index, frame_indices)
+        masks, classes, track_ids, idx = self.load_targets(index, frame_indices)
         return Clip(
-            frames=self.load_frames(index, frame_indices),
+            frames=self.load_frames(index, idx),
             masks=masks,
             classes=classes,
             track_ids=track_ids,
-            frame_indices=frame_indices,
+            frame_indices=idx,
             video_id=int(self.videos[index]["id"]),
         )
 
     def load_targets(
-        self, index: int, frame_indices: Optional[Sequence[int]] = None
+        self, index: int, frame_indices: Sequence[int] | np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The ground truth of `load_clip` without the frames: masks [T, M, H, W] bool, classes [M],
         track ids [M] and the frame indices [T] (int32)."""
@@ -176,17 +185,21 @@ class YTVISDataset:
             raise IndexError(f"video index {index} out of range for {len(self)} videos")
         video = self.videos[index]
         length, h, w = self.video_length(index), int(video["height"]), int(video["width"])
-        frame_indices = np.arange(length) if frame_indices is None else np.asarray(frame_indices)
-        if frame_indices.size and (frame_indices.min() < 0 or frame_indices.max() >= length):
-            raise IndexError(f"frame indices {frame_indices.tolist()} out of range for video {video['id']} of {length} frames")
+        idx = np.arange(length) if frame_indices is None else np.asarray(frame_indices)  # [T]
+        if idx.size and (idx.min() < 0 or idx.max() >= length):
+            raise IndexError(f"frame indices {idx.tolist()} out of range for video {video['id']} of {length} frames")
         annotations = self._annotations.get(video["id"], [])
-        masks = np.zeros((len(frame_indices), len(annotations), h, w), bool)  # [T, M, H, W]
+        masks = np.zeros((len(idx), len(annotations), h, w), bool)  # [T, M, H, W]
         for m, a in enumerate(annotations):
             where = f"{self.annotation_file}: video {video['id']} annotation {a['id']}"
             if not isinstance(a["segmentations"], list) or len(a["segmentations"]) != length:
-                got = len(a["segmentations"]) if isinstance(a["segmentations"], list) else type(a["segmentations"]).__name__
+                got = (
+                    len(a["segmentations"])
+                    if isinstance(a["segmentations"], list)
+                    else type(a["segmentations"]).__name__
+                )
                 raise ValueError(f"{where} has {got} segmentations for {length} frames")
-            for t, i in enumerate(frame_indices):
+            for t, i in enumerate(idx):
                 try:
                     mask = decode_segmentation(a["segmentations"][i], h, w, where=f"{where} frame {i}")
                 except (TypeError, KeyError, IndexError) as e:  # malformed RLE / polygon values
@@ -195,7 +208,7 @@ class YTVISDataset:
                     masks[t, m] = mask
         classes = np.array([self.category_to_label[a["category_id"]] for a in annotations], np.int32)
         track_ids = np.array([a["id"] for a in annotations], np.int32)
-        return masks, classes, track_ids, frame_indices.astype(np.int32)
+        return masks, classes, track_ids, idx.astype(np.int32)
 
     def sample_clip(
         self,

@@ -28,16 +28,16 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import jax
 import numpy as np
 from PIL import Image
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 from videomt_jax.data.clip_transforms import eval_input_size
 from videomt_jax.data.sources import VideoDataConfig, VIPSegDataConfig, VSPWDataConfig, YTVISDataConfig
 from videomt_jax.metrics.consistency import evaluate_video_consistency
@@ -47,6 +47,7 @@ from videomt_jax.metrics.vis import SubsetVideoInstanceAccumulator, VideoInstanc
 from videomt_jax.metrics.vpq import evaluate_vpq
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 from videomt_jax.postprocess.video import video_instance, video_panoptic, video_semantic
 from videomt_jax.processing import VideoProcessor, default_processor
 from videomt_jax.streaming import VideoStreamer, pad_frames
@@ -71,8 +72,13 @@ class EvalProtocol:
 PROTOCOLS: dict[str, EvalProtocol] = {
     "ytvis19": EvalProtocol(YTVISDataConfig("ytvis_2019", min_size_test=448), "valid", "vis", 10),
     "ytvis21": EvalProtocol(YTVISDataConfig("ytvis_2021", min_size_test=448), "valid", "vis", 10),
-    "ytvis22": EvalProtocol(YTVISDataConfig("ytvis_2022", min_size_test=448), "valid", "vis", 10,
-                            subsets=(("short", "valid_short"), ("long", "valid_long"))),
+    "ytvis22": EvalProtocol(
+        YTVISDataConfig("ytvis_2022", min_size_test=448),
+        "valid",
+        "vis",
+        10,
+        subsets=(("short", "valid_short"), ("long", "valid_long")),
+    ),
     "ovis": EvalProtocol(YTVISDataConfig("ovis", min_size_test=544), "valid", "vis", 20),
     "vipseg": EvalProtocol(VIPSegDataConfig("vipseg", canvas=(800, 1344), min_size_test=720), "val", "vps"),
     "vspw": EvalProtocol(VSPWDataConfig("vspw", canvas=(800, 1344), min_size_test=720), "val", "vss"),
@@ -129,8 +135,11 @@ class _VIS:
     def update(self, index: int, out: VideomtOutput, valid: tuple[int, int], clip: Any) -> None:
         h, w = clip.image_hw
         pairs = out.class_logits.shape[2] * (out.class_logits.shape[3] - 1)
-        res = jax.device_get(video_instance(out, (h, w), min(self.protocol.top_k, pairs), valid_size=valid,
-                                            mask_stride=_mask_stride(self.config)))
+        res = jax.device_get(
+            video_instance(
+                out, (h, w), min(self.protocol.top_k, pairs), valid_size=valid, mask_stride=_mask_stride(self.config)
+            )
+        )
         masks = np.asarray(res.masks[0]).transpose(1, 0, 2, 3)  # [T, N, H, W]
         scores, labels = np.asarray(res.score[0]), np.asarray(res.label_id[0])
         self.records += self.reader.results_json(index, scores, labels, masks)
@@ -149,7 +158,7 @@ class _VIS:
                     )
                 self.subset_acc.update(name, {"masks": gt_masks, "classes": gt_classes}, pred)
 
-    def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
+    def finish(self, out_dir: Path | None) -> dict[str, Any]:
         result: dict[str, Any] = {"num_predictions": len(self.records)}
         pooled = {k: v for k, v in self.acc.compute().items() if k != "per_class_ap"} if self.has_gt else {}
         if self.subset_acc is not None and not self.missing:  # subsets scored: AP is their mean
@@ -178,15 +187,18 @@ class _VPS:
         self.videos: list[tuple[np.ndarray, np.ndarray]] = []
 
     def update(self, index: int, out: VideomtOutput, valid: tuple[int, int], clip: Any) -> None:
-        res = jax.device_get(video_panoptic(out, clip.image_hw, stuff_label_ids=self.stuff, valid_size=valid,
-                                            mask_stride=_mask_stride(self.config)))
+        res = jax.device_get(
+            video_panoptic(
+                out, clip.image_hw, stuff_label_ids=self.stuff, valid_size=valid, mask_stride=_mask_stride(self.config)
+            )
+        )
         seg = np.asarray(res.segmentation[0])  # [T, H, W] segment slot, -1 void
         label, thing = np.asarray(res.label_id[0]), np.asarray(res.isthing[0])
         slot = np.maximum(seg, 0)
         pan = label[slot] * LABEL_DIVISOR + np.where(thing[slot], slot + 1, 0)
         self.videos.append((np.where(seg >= 0, pan, VOID_ID).astype(np.int32), clip.panoptic))
 
-    def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
+    def finish(self, out_dir: Path | None) -> dict[str, Any]:
         vpq = evaluate_vpq(self.videos, self.things, self.stuff)
         stq = evaluate_stq(self.videos, self.things, self.stuff)
         return {"vpq": vpq["vpq"], "stq": stq["stq"], "aq": stq["aq"], "iou": stq["iou"], "vpq_detail": vpq}
@@ -205,7 +217,7 @@ class _VSS:
         self.acc.update(clip.semantic, sem)
         self.videos.append((sem.astype(np.int32), clip.semantic))
 
-    def finish(self, out_dir: Optional[Path]) -> dict[str, Any]:
+    def finish(self, out_dir: Path | None) -> dict[str, Any]:
         conf = self.acc.compute()["confusion"].astype(np.float64)
         present = conf.sum(1) > 0  # the authors' `isval`: classes with ground-truth pixels
         tp = np.diag(conf)
@@ -225,12 +237,12 @@ def evaluate_dataset(
     dataset: str,
     data_root: str,
     *,
-    split: Optional[str] = None,
-    processor: Optional[VideoProcessor] = None,
+    split: str | None = None,
+    processor: VideoProcessor | None = None,
     window: int = WINDOW,
-    max_videos: Optional[int] = None,
-    min_size_test: Optional[int] = None,
-    out_dir: Optional[str | Path] = None,
+    max_videos: int | None = None,
+    min_size_test: int | None = None,
+    out_dir: str | Path | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Run the paper's protocol for `dataset` (a `PROTOCOLS` name) on `data_root` (module docstring).
@@ -258,8 +270,12 @@ def evaluate_dataset(
     start = time.perf_counter()
     for index in range(count):
         clip = reader.load_clip(index)
-        pixels, valid = prepare_video(clip.frames, data.min_size_test, data.max_size_test, data.size_divisibility, processor)
+        pixels, valid = prepare_video(
+            clip.frames, data.min_size_test, data.max_size_test, data.size_divisibility, processor
+        )
         task.update(index, run_windows(streamer, pixels, window), valid, clip)
-        log(f"{dataset} {split}: video {index + 1}/{count} ({clip.num_frames} frames, input {pixels.shape[1]}x{pixels.shape[2]})")
+        log(
+            f"{dataset} {split}: video {index + 1}/{count} ({clip.num_frames} frames, input {pixels.shape[1]}x{pixels.shape[2]})"
+        )
     results = task.finish(None if out_dir is None else Path(out_dir))
     return {"dataset": dataset, "split": split, "num_videos": count, **results, "seconds": time.perf_counter() - start}

@@ -195,7 +195,9 @@ def evaluate_model(
     return {**results, "seconds": time.perf_counter() - start}
 
 
-def _check_eval_args(config: VideomtConfig, data_cfg: SyntheticConfig, split: str, num_clips: int, batch_size: int) -> None:
+def _check_eval_args(
+    config: VideomtConfig, data_cfg: SyntheticConfig, split: str, num_clips: int, batch_size: int
+) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
     if num_clips < 1 or batch_size < 1:
@@ -282,8 +284,16 @@ def video_metrics(out: VideomtOutput, clips: list[Clip], data_cfg: SyntheticConf
     vpq = evaluate_vpq(pan_videos, data_cfg.thing_ids, stuff)
     stq = evaluate_stq(pan_videos, data_cfg.thing_ids, stuff)
     vc = evaluate_video_consistency([(sem[b], clip.semantic) for b, clip in enumerate(clips)])
-    return {"vpq": vpq["vpq"], "stq": stq["stq"], "aq": stq["aq"], "mvc_8": vc["mvc_8"], "mvc_16": vc["mvc_16"],
-            "vpq_detail": vpq, "stq_detail": stq, "mvc_detail": vc}
+    return {
+        "vpq": vpq["vpq"],
+        "stq": stq["stq"],
+        "aq": stq["aq"],
+        "mvc_8": vc["mvc_8"],
+        "mvc_16": vc["mvc_16"],
+        "vpq_detail": vpq,
+        "stq_detail": stq,
+        "mvc_detail": vc,
+    }
 
 
 def _logits(out: VideomtOutput) -> VideomtOutput:
@@ -301,8 +311,7 @@ def format_results(results: dict[str, Any]) -> str:
     lines = [
         f"{results['split']}: {results['num_clips']} clips, {results['seconds']:.1f} s",
         f"  semantic   mIoU {pct(sem['miou'])}  pixel acc {pct(sem['pixel_accuracy'])}",
-        f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  "
-        f"AR10 {pct(vis['AR10'])}",
+        f"  video inst AP {pct(vis['AP'])}  AP50 {pct(vis['AP50'])}  AP75 {pct(vis['AP75'])}  AR10 {pct(vis['AR10'])}",
         f"  panoptic   PQ {pct(pan['pq'])}  SQ {pct(pan['sq'])}  RQ {pct(pan['rq'])}  "
         f"PQ things {pct(pan['things']['pq'])}  PQ stuff {pct(pan['stuff']['pq'])}",
     ]

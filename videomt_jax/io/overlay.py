@@ -15,7 +15,7 @@ Letters: T frames, H/W height/width, P legend panel width, S segments, N ids.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -73,12 +73,14 @@ def _label_of(segment_labels: Mapping[int, int] | Sequence[int] | np.ndarray | N
         return None if label is None else int(label)
     labels = np.asarray(segment_labels)
     if labels.ndim != 1:
-        raise ValueError(f"segment_labels must be a mapping or a 1-D array indexed by segment id, got shape {labels.shape}")
+        raise ValueError(
+            f"segment_labels must be a mapping or a 1-D array indexed by segment id, got shape {labels.shape}"
+        )
     return int(labels[segment_id]) if segment_id < len(labels) and labels[segment_id] >= 0 else None
 
 
 def legend_entries(
-    ids: Sequence[int],
+    ids: Sequence[int] | np.ndarray,
     segment_labels: Mapping[int, int] | Sequence[int] | np.ndarray | None,
     id2label: Mapping[int, str] | None,
 ) -> list[tuple[int, str]]:
@@ -109,7 +111,7 @@ def _line_metrics(font) -> tuple[int, int]:
     from PIL import Image, ImageDraw
 
     box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag#0", font=font)
-    line_h = max(box[3], 8) + 2
+    line_h = max(int(box[3]), 8) + 2  # Pillow types boxes as float; at an integer origin they are whole pixels
     return line_h, line_h - 2
 
 
@@ -120,7 +122,7 @@ def legend_panel_width(texts: Sequence[str], height: int) -> int:
     font = _font(legend_font_size(height))
     _, swatch = _line_metrics(font)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max((probe.textbbox((0, 0), t or " ", font=font)[2] for t in [*texts, "+99 more"]), default=0)
+    text_w = max((int(probe.textbbox((0, 0), t or " ", font=font)[2]) for t in [*texts, "+99 more"]), default=0)
     width = LEGEND_MARGIN * 3 + swatch + text_w
     return width + width % 2
 
@@ -142,7 +144,9 @@ def render_legend(entries: Sequence[tuple[int, str]], height: int, width: int) -
     for row, text in enumerate(texts):
         top = LEGEND_MARGIN + row * line_h
         if row < len(lines):
-            draw.rectangle([LEGEND_MARGIN, top + 1, LEGEND_MARGIN + swatch - 1, top + swatch], fill=tuple(map(int, colors[row])))
+            draw.rectangle(
+                [LEGEND_MARGIN, top + 1, LEGEND_MARGIN + swatch - 1, top + swatch], fill=tuple(map(int, colors[row]))
+            )
         draw.text((LEGEND_MARGIN * 2 + swatch, top), text, fill=LEGEND_TEXT, font=font)
     return np.asarray(image)
 
@@ -175,7 +179,9 @@ class OverlayPainter:
     them); None or empty: no legend, frames keep their size.
     """
 
-    def __init__(self, height: int, legend_texts: Sequence[str] | None = None, alpha: float = 0.5, contours: bool = True):
+    def __init__(
+        self, height: int, legend_texts: Sequence[str] | None = None, alpha: float = 0.5, contours: bool = True
+    ):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         self.height, self.alpha, self.contours = int(height), float(alpha), contours

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -104,8 +105,11 @@ def _iter_tracks(tracks: Any) -> Iterable[tuple[Mapping[str, Any], np.ndarray]]:
 
 
 def track_record(
-    info: Mapping[str, Any], rles: Sequence[Mapping[str, Any]], video_id: Any = None,
-    id2label: Mapping[int, str] | None = None, category_offset: int = 0,
+    info: Mapping[str, Any],
+    rles: Sequence[Mapping[str, Any]],
+    video_id: Any = None,
+    id2label: Mapping[int, str] | None = None,
+    category_offset: int = 0,
 ) -> dict[str, Any]:
     """One track from its info {"id", "label_id", "score", ...} and one compressed RLE per frame."""
     record = {key: _plain(value) for key, value in info.items()}
@@ -115,7 +119,9 @@ def track_record(
         if id2label is not None:
             record["label"] = id2label.get(int(info["label_id"]))
     coco = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
-    record["areas"] = [int(mask_utils.area(c)) for c in coco]  # one at a time: pycocotools' list form overflows past 255
+    record["areas"] = [
+        int(mask_utils.area(c)) for c in coco
+    ]  # one at a time: pycocotools' list form overflows past 255
     record["segmentations"] = [{"size": r["size"], "counts": r["counts"]} for r in rles]
     return record
 
@@ -133,8 +139,13 @@ class ResultsWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, video_id: Any = None, id2label: Mapping[int, str] | None = None,
-        fps: float | None = None, category_offset: int = 0,
+        self,
+        path: str | os.PathLike,
+        *,
+        video_id: Any = None,
+        id2label: Mapping[int, str] | None = None,
+        fps: float | None = None,
+        category_offset: int = 0,
     ):
         self.path, self.video_id, self.id2label = path, video_id, id2label
         self.fps, self.category_offset = fps, category_offset
@@ -142,9 +153,9 @@ class ResultsWriter:
         self._frames_open = False
         self._tracks: list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = []  # (info, RLEs)
         self._tracks_open = False  # write a "tracks" list (tracks were added or announced)
-        self._sizes: set[tuple[int, int]] = set()
+        self._sizes: set[tuple[int, ...]] = set()  # one (H, W) once all is well
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         self._atomic = atomic_path(self.path)
         self._file = open(self._atomic.__enter__(), "w", encoding="utf-8")
         head: dict[str, Any] = {"format": FORMAT, "video_id": _plain(self.video_id)}
@@ -199,7 +210,7 @@ class ResultsWriter:
             tail["height"], tail["width"] = next(iter(self._sizes))
         self._file.write(", " + json.dumps(tail)[1:])
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
                 self._file.write("]" if self._frames_open else "")
@@ -210,7 +221,6 @@ class ResultsWriter:
             raise
         self._file.close()
         self._atomic.__exit__(exc_type, exc, tb)
-        return False
 
     def expect_tracks(self) -> None:
         """Write a "tracks" list even when no track is added (a video-level run that found none)."""

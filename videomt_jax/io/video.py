@@ -11,7 +11,8 @@ sizes round-trip without padding).
 
 GIF timing: Pillow's own writer merges identical consecutive frames into one longer frame (ours
 writes every frame). Our GIFs carry a comment "videomt-jax frame_ms=N"; when reading such a file,
-frames are repeated by duration / N so the frame count round-trips. Other GIFs are read frame by frame, fps from the first frame's duration.
+frames are repeated by duration / N so the frame count round-trips. Other GIFs are read frame by
+frame, fps from the first frame's duration.
 
 Letters: T frames, H/W height/width.
 """
@@ -22,9 +23,10 @@ import contextlib
 import itertools
 import os
 import re
+from collections.abc import Callable, Generator, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,7 +53,7 @@ class VideoClip(NamedTuple):
 
 class _Source(NamedTuple):
     fps: float
-    frames: Iterator[np.ndarray]  # each [H, W, 3] uint8
+    frames: Generator[np.ndarray, None, None]  # each [H, W, 3] uint8
     close: Callable[[], None]  # frees the file even when `frames` was never started
 
 
@@ -60,12 +62,14 @@ def _natural_key(name: str) -> list:
 
 
 def _open_folder(path: Path) -> _Source:
-    files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
+    files = sorted(
+        (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name)
+    )
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
     from PIL import Image, UnidentifiedImageError
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Generator[np.ndarray, None, None]:
         for file in files:
             try:
                 with Image.open(file) as im:
@@ -93,7 +97,7 @@ def _open_gif(path: Path) -> _Source:
     first_ms = im.info.get("duration") or 0
     fps = 1000.0 / (base_ms or first_ms) if (base_ms or first_ms) else DEFAULT_FPS
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Generator[np.ndarray, None, None]:
         try:
             for frame in ImageSequence.Iterator(im):
                 rgb = np.asarray(frame.convert("RGB"))
@@ -123,7 +127,7 @@ def _open_av(path: Path) -> _Source:
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else DEFAULT_FPS
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Generator[np.ndarray, None, None]:
         try:
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")
@@ -200,6 +204,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """fps and frame count (folders: image count; GIF: expanded count; others: container header)."""
     path = Path(path)
     source = _open(path)
+    count: int | None
     try:
         if path.is_dir():
             count = sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -252,7 +257,10 @@ class _AVEncoder:
         if not even and codec not in FULL_CHROMA_CODECS:
             raise ValueError(f"encoder {codec} needs even frame sizes, got {height}x{width}")
         self.container = av.open(str(tmp), mode="w", format=container_format)
-        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        if not isinstance(stream, av.VideoStream):
+            raise RuntimeError(f"FFmpeg made a {type(stream).__name__} for encoder {codec}, not a video stream")
+        self.stream = stream
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p" if even else "yuv444p"
         if codec in FULL_CHROMA_CODECS:
@@ -280,12 +288,14 @@ class _GifEncoder:
 
     def __init__(self, tmp: Path, suffix: str, fps: float, crf: int, height: int, width: int):
         self.frame_ms = max(1, round(100.0 / fps)) * 10  # GIF stores centiseconds
-        self.file = open(tmp, "wb")
+        self.file = open(tmp, "wb")  # noqa: SIM115 - open across add() calls, closed by close()
         self.pending: tuple[np.ndarray, int] | None = None  # (frame, repeats) not written yet
 
     def _flush(self) -> None:
         from PIL import GifImagePlugin, Image
 
+        if self.pending is None:
+            raise RuntimeError("_GifEncoder._flush called with no frame pending")
         frame, repeats = self.pending
         image = Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE)
         if self.file.tell() == 0:
@@ -311,7 +321,7 @@ class _GifEncoder:
             self.file.close()
 
 
-ENCODERS: dict[str, Callable[..., "_AVEncoder | _GifEncoder"]] = {
+ENCODERS: dict[str, Callable[..., _AVEncoder | _GifEncoder]] = {
     **{suffix: _AVEncoder for suffix in AV_FORMATS},
     ".gif": _GifEncoder,
 }
@@ -337,11 +347,11 @@ class VideoWriter:
             raise ValueError(f"fps must be positive, got {fps!r}")
         self.fps, self.crf = float(fps), crf
         self.num_frames = 0
-        self._atomic: contextlib.AbstractContextManager | None = None
-        self._encoder = None
+        self._atomic: contextlib.AbstractContextManager[Path] | None = None
+        self._encoder: _AVEncoder | _GifEncoder | None = None
         self._size: tuple[int, int] | None = None
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         return self
@@ -361,7 +371,9 @@ class VideoWriter:
             self._encoder.add(frame)
         self.num_frames += len(frames)
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._atomic is None:
+            raise RuntimeError("VideoWriter.__exit__ without __enter__")
         ok = exc_type is None
         try:
             if self._encoder is not None:
@@ -372,10 +384,11 @@ class VideoWriter:
             self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
         self._atomic.__exit__(exc_type, exc, tb)
-        return False
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF) -> Path:
+def write_video(
+    path: str | os.PathLike, frames: np.ndarray, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF
+) -> Path:
     """Write uint8 [T, H, W, 3] frames to `path` (.mp4/.mkv/.mov/.webm/.gif), atomically."""
     frames = _check_frames(frames, fps)
     with VideoWriter(path, fps, crf=crf) as writer:

@@ -29,12 +29,13 @@ Letters: T frames, H/W size, S window starts of one video.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from videomt_jax.ops.labels import IGNORE_INDEX
 from videomt_jax.metrics.video_inputs import check_videos
+from videomt_jax.ops.labels import IGNORE_INDEX
 
 VC_WINDOWS = (8, 16)  # eval_vc_vspw.py line 41
 

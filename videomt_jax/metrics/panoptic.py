@@ -14,12 +14,13 @@ TP + FP + FN > 0 (all, things, stuff). Crowd regions are not modelled.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.pairs import feed_pairs
+from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 
 
 def pq_from_counts(
@@ -33,7 +34,12 @@ def pq_from_counts(
     tp, fp, fn, iou = tp[cls], fp[cls], fn[cls], iou[cls]
     denom = tp + 0.5 * fp + 0.5 * fn
     sq = np.divide(iou, tp, out=np.zeros(len(cls)), where=tp > 0)
-    return {"pq": float(np.mean(iou / denom)), "sq": float(np.mean(sq)), "rq": float(np.mean(tp / denom)), "n": int(cls.size)}
+    return {
+        "pq": float(np.mean(iou / denom)),
+        "sq": float(np.mean(sq)),
+        "rq": float(np.mean(tp / denom)),
+        "n": int(cls.size),
+    }
 
 
 class PanopticAccumulator:
@@ -71,7 +77,8 @@ class PanopticAccumulator:
         if bad.any():
             raise ValueError(
                 f"{name} segment ids {ids[bad].tolist()} map to classes {cls[bad].tolist()}, "
-                f"which are neither thing nor stuff classes (label_divisor={self.label_divisor}, void_id={self.void_id})"
+                f"which are neither thing nor stuff classes "
+                f"(label_divisor={self.label_divisor}, void_id={self.void_id})"
             )
         return ids, inverse.reshape(panoptic.shape), areas
 

@@ -8,12 +8,13 @@ A class absent from both ground truth and prediction has no IoU (NaN) and is lef
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from videomt_jax.ops.labels import IGNORE_INDEX
 from videomt_jax.metrics.pairs import feed_pairs
+from videomt_jax.ops.labels import IGNORE_INDEX
 
 
 class SemanticAccumulator:
@@ -38,7 +39,9 @@ class SemanticAccumulator:
         g, p = gt[labeled].astype(np.int64), pred[labeled].astype(np.int64)
         if g.size and (g.min() < 0 or g.max() >= k):
             bad = np.unique(g[(g < 0) | (g >= k)])
-            raise ValueError(f"ground truth labels {bad.tolist()} are outside [0, {k}) and not ignore_index={self.ignore_index}")
+            raise ValueError(
+                f"ground truth labels {bad.tolist()} are outside [0, {k}) and not ignore_index={self.ignore_index}"
+            )
         if p.size and (p.min() < 0 or p.max() >= k):
             bad = np.unique(p[(p < 0) | (p >= k)])
             raise ValueError(f"predicted labels {bad.tolist()} at labeled pixels are outside [0, {k})")

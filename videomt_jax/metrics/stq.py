@@ -44,15 +44,16 @@ Letters: T frames, H/W size, C classes, G/P ground-truth/predicted thing tubes o
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.video_inputs import ClassTable, check_videos
+from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 
 
-def _script_crowd_id(gt: np.ndarray, labelled: np.ndarray, table: ClassTable) -> Optional[int]:
+def _script_crowd_id(gt: np.ndarray, labelled: np.ndarray, table: ClassTable) -> int | None:
     """The ground-truth id the authors' driver numbers 0 in this video, when it is a thing."""
     frames = np.flatnonzero(labelled.reshape(gt.shape[0], -1).any(axis=1))
     if frames.size == 0:

@@ -5,7 +5,8 @@ Letters: T frames, H/W size, C classes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

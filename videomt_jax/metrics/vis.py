@@ -22,7 +22,8 @@ Inputs, one entry per video (numpy):
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,9 @@ def _check(entry: Mapping[str, Any], keys: Sequence[str], where: str) -> dict[st
         raise ValueError(f"{where} lacks the keys {missing} (has {sorted(entry)})")
     out = {k: np.asarray(entry[k]) for k in keys}
     if out["masks"].dtype != bool or out["masks"].ndim != 4:
-        raise ValueError(f"{where}: masks must be a bool [T, n, H, W] array, got {out['masks'].dtype} {out['masks'].shape}")
+        raise ValueError(
+            f"{where}: masks must be a bool [T, n, H, W] array, got {out['masks'].dtype} {out['masks'].shape}"
+        )
     n = out["masks"].shape[1]
     for k in keys[1:]:
         if out[k].shape != (n,):
@@ -117,8 +120,8 @@ class VideoInstanceAccumulator:
 
     def compute(self) -> dict[str, Any]:
         """{"AP", "AP50", "AP75", "AR1", "AR10", "AR100", "per_class_ap" {class: AP}}; NaN without GT."""
-        precision = {}  # class -> [I, R]
-        recall = {k: {} for k in AR_DETS}  # maxdets -> class -> [I]
+        precision: dict[int, np.ndarray] = {}  # class -> [I, R]
+        recall: dict[int, dict[int, np.ndarray]] = {k: {} for k in AR_DETS}  # maxdets -> class -> [I]
         for c, num_gt in self._num_gt.items():
             if num_gt == 0:
                 continue

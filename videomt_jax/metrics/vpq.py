@@ -36,13 +36,14 @@ video (void included), U distinct (gt, pred) id pairs that overlap somewhere in 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 from videomt_jax.metrics.panoptic import pq_from_counts
 from videomt_jax.metrics.video_inputs import ClassTable, check_videos
+from videomt_jax.ops.labels import LABEL_DIVISOR, VOID_ID
 
 VPQ_TUBE_LENGTHS = (1, 2, 4, 6, 8)  # eval_vpq_vspw.py line 449
 
@@ -88,13 +89,15 @@ class _Stats:
         if w <= 0:
             return
         self.windows += w
+        # Scatter-adds go through the transposed views ([G, W] etc.): one index array on the first
+        # axis, the same sums as indexing [:, pairs] (numpy's stubs type `ufunc.at` indices that way).
         area_g = np.zeros((w, len(ov.g_ids)), np.int64)  # [W, G]
-        np.add.at(area_g, (slice(None), ov.pair_g), inter)
+        np.add.at(area_g.T, ov.pair_g, inter.T)
         area_p = np.zeros((w, len(ov.p_ids)), np.int64)  # [W, P]
-        np.add.at(area_p, (slice(None), ov.pair_p), inter)
+        np.add.at(area_p.T, ov.pair_p, inter.T)
         on_void = np.zeros((w, len(ov.p_ids)), np.int64)  # [W, P] predicted pixels on ground-truth void
         void_pairs = ov.g_void[ov.pair_g]
-        np.add.at(on_void, (slice(None), ov.pair_p[void_pairs]), inter[:, void_pairs])
+        np.add.at(on_void.T, ov.pair_p[void_pairs], inter[:, void_pairs].T)
 
         same = ~ov.g_void[ov.pair_g] & ~ov.p_void[ov.pair_p] & (ov.g_cls[ov.pair_g] == ov.p_cls[ov.pair_p])  # [U]
         union = area_g[:, ov.pair_g] + area_p[:, ov.pair_p] - inter - on_void[:, ov.pair_p]  # [W, U]
@@ -161,7 +164,7 @@ def evaluate_vpq(
         overlaps = _Overlaps(pred, gt, table)
         for n in lengths:
             stats[n].add_windows(overlaps, n)
-    by_tube = {
+    by_tube: dict[int, dict[str, Any]] = {
         n: {
             "all": s.average(table.classes),
             "things": s.average(table.thing_ids),
@@ -171,7 +174,7 @@ def evaluate_vpq(
         }
         for n, s in stats.items()
     }
-    mean = lambda group: float(np.mean([by_tube[n][group]["pq"] for n in lengths]))  # noqa: E731
+    mean = lambda group: float(np.mean([by_tube[n][group]["pq"] for n in lengths]))
     return {
         "vpq": mean("all"),
         "vpq_things": mean("things"),

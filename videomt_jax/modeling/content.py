@@ -62,7 +62,9 @@ def resample_pos_embed_traced(
     return jax.vmap(one)(grid)
 
 
-def rope_tables_traced(config: VideomtConfig, grid: jax.Array, canvas_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+def rope_tables_traced(
+    config: VideomtConfig, grid: jax.Array, canvas_hw: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
     """DINOv3 rotary tables of each clip's own grid on the canvas: (cos, sin) [B, g_h*g_w, E] float32.
 
     Patch centres are normalised over the clip's own grid (as `dinov3.rope_tables` over the input's);

@@ -41,7 +41,9 @@ def check_videos(config: VideomtConfig, videos: Any, interpolate_pos_encoding: b
             f"videos must be floating point (normalized pixels), got {videos.dtype}; run vm.VideoProcessor first"
         )
     if c != config.num_channels:
-        raise ValueError(f"videos have {c} channels in the last axis; the config expects {config.num_channels} (B, T, H, W, C)")
+        raise ValueError(
+            f"videos have {c} channels in the last axis; the config expects {config.num_channels} (B, T, H, W, C)"
+        )
     if b == 0 or t == 0:
         raise ValueError(f"videos must hold at least one video and one frame, got B={b}, T={t}")
     ph, pw = config.patch_hw

@@ -35,7 +35,9 @@ def query_patch_mask(
     allowed = jnp.moveaxis(small, (0, 1), (2, 3)).reshape(b, q, -1) > 0  # [B, Q, G]
     if prob < 1.0:
         if key is None:
-            raise ValueError(f"attn_mask_probs {prob} is in (0, 1): masking is random; pass rngs={{'{ATTN_MASK_RNG}': key}}")
+            raise ValueError(
+                f"attn_mask_probs {prob} is in (0, 1): masking is random; pass rngs={{'{ATTN_MASK_RNG}': key}}"
+            )
         dropped = jax.random.uniform(key, (b, q)) > prob  # [B, Q]: these queries see every patch
         allowed = allowed | dropped[:, :, None]
     n = q + num_prefix + allowed.shape[-1]

@@ -6,7 +6,7 @@ N tokens per frame (queries + prefix + patches), D hidden, A auxiliary predictio
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,21 +29,21 @@ class StreamState:
 class VideomtOutput:
     class_logits: jax.Array  # [B, T, Q, K+1]
     mask_logits: jax.Array  # [B, T, Q, h, w]
-    last_hidden_state: Optional[jax.Array] = None  # [B, T, N, D] after the final LayerNorm
+    last_hidden_state: jax.Array | None = None  # [B, T, N, D] after the final LayerNorm
     # Deep supervision (training): predictions made from the tokens entering each query block,
     # query block 0 first; present only when asked for.
-    aux_class_logits: Optional[jax.Array] = None  # [A, B, T, Q, K+1]
-    aux_mask_logits: Optional[jax.Array] = None  # [A, B, T, Q, h, w]
+    aux_class_logits: jax.Array | None = None  # [A, B, T, Q, K+1]
+    aux_mask_logits: jax.Array | None = None  # [A, B, T, Q, h, w]
     # Hidden states after the embeddings and after every encoder layer (layer-by-layer checks).
-    hidden_states: Optional[tuple] = None  # L+1 entries; [B*T, N_l, D] (frames batch-major)
-    state: Optional[StreamState] = None  # streaming state after the last frame
+    hidden_states: tuple | None = None  # L+1 entries; [B*T, N_l, D] (frames batch-major)
+    state: StreamState | None = None  # streaming state after the last frame
     # Input pixels per mask-logit pixel, set by the model (static: part of the tree structure, not a
     # leaf). Post-processing reads it, so mask geometry follows the model that made the logits;
     # None for an output built by hand (post-processing then assumes the default model's stride).
-    mask_stride: Optional[int] = struct.field(pytree_node=False, default=None)
+    mask_stride: int | None = struct.field(pytree_node=False, default=None)
 
 
-def check_logits(class_logits: Any, mask_logits: Any, num_labels: Optional[int] = None) -> None:
+def check_logits(class_logits: Any, mask_logits: Any, num_labels: int | None = None) -> None:
     """Shape and dtype checks shared by post-processing and the loss (they run on shapes only).
 
     class_logits [B, T, Q, K+1] and mask_logits [B, T, Q, h, w], floating point, agreeing on

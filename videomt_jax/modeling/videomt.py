@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.dinov3 import Rope, rope_tables
 from videomt_jax.modeling.content import content_grid, key_mask, rope_tables_traced
+from videomt_jax.modeling.dinov3 import Rope, rope_tables
 from videomt_jax.modeling.eomt import EomtModel, check_videos
 from videomt_jax.modeling.layers import REMAT_POLICIES, dense
 from videomt_jax.modeling.outputs import StreamState, VideomtOutput
@@ -52,7 +52,12 @@ class VideomtModel(EomtModel):
 
     # ------------------------------------------------------------------ one frame
     def _frame(
-        self, state: StreamState, tokens: jax.Array, rope: Rope | None, mask: jax.Array | None, return_aux: bool,
+        self,
+        state: StreamState,
+        tokens: jax.Array,
+        rope: Rope | None,
+        mask: jax.Array | None,
+        return_aux: bool,
         return_blocks: bool,
     ) -> tuple[StreamState, dict[str, jax.Array]]:
         """tokens [B, P+g*g, D] of one frame -> new state and this frame's normed tokens.
@@ -153,7 +158,9 @@ class VideomtModel(EomtModel):
         content, frame_content = None, None
         if content_hw is not None:
             if tuple(content_hw.shape) != (b, 2):
-                raise ValueError(f"content_hw must be [B, 2] = [{b}, 2] (height, width per clip), got {content_hw.shape}")
+                raise ValueError(
+                    f"content_hw must be [B, 2] = [{b}, 2] (height, width per clip), got {content_hw.shape}"
+                )
             content = content_grid(content_hw, cfg.patch_hw)  # [B, 2] patches
             frame_content = jnp.repeat(content, t, axis=0)  # [B*T, 2]
         tokens = self.embeddings(videos.reshape(b * t, h, w, c), frame_content)  # [B*T, P+g*g, D]
@@ -174,7 +181,10 @@ class VideomtModel(EomtModel):
         normed = jnp.swapaxes(per_frame["last_hidden_state"], 0, 1)  # [B, T, N, D]
         class_logits, mask_logits = (y[0] for y in self._heads(normed[None], grid_hw, content))  # [B, T, Q, ...]
         out = VideomtOutput(
-            class_logits=class_logits, mask_logits=mask_logits, last_hidden_state=normed, state=state,
+            class_logits=class_logits,
+            mask_logits=mask_logits,
+            last_hidden_state=normed,
+            state=state,
             mask_stride=h // mask_logits.shape[-2],  # input pixels per mask pixel (patch / 2^upscale blocks)
         )
         if return_aux:  # [T, A, B, N, D] -> [A, B, T, N, D] -> heads

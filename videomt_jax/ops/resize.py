@@ -214,7 +214,10 @@ def _keys_cubic_traced(x: jax.Array) -> jax.Array:
     return jnp.where(x < 1, near, jnp.where(x < 2, far, 0.0))
 
 
-TRACED_FILTERS: dict[Filter, Callable[[jax.Array], jax.Array]] = {triangle: _triangle_traced, keys_cubic: _keys_cubic_traced}
+TRACED_FILTERS: dict[Filter, Callable[[jax.Array], jax.Array]] = {
+    triangle: _triangle_traced,
+    keys_cubic: _keys_cubic_traced,
+}
 
 
 def taps_matrix(taps: Taps, n_in: int) -> np.ndarray:
@@ -343,8 +346,10 @@ def resample_patch_kernel(kernel: np.ndarray, new_size: Size, method: str = PI_R
     """
     axis_matrix, kernel = _axis_matrix(method), np.asarray(kernel)
     if kernel.ndim != 4 or not np.issubdtype(kernel.dtype, np.floating):
-        raise ValueError(f"patch-embedding kernel must be a float [p_h, p_w, C, D] array, got shape "
-                         f"{kernel.shape} dtype {kernel.dtype}")
+        raise ValueError(
+            f"patch-embedding kernel must be a float [p_h, p_w, C, D] array, got shape "
+            f"{kernel.shape} dtype {kernel.dtype}"
+        )
     old, new = (kernel.shape[0], kernel.shape[1]), as_size(new_size, "new patch size")
     if old == new:
         return kernel.astype(np.float32)

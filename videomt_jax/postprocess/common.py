@@ -6,7 +6,8 @@ h/w mask grid, H/W target size.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ def check_logits(out: Any) -> tuple[jax.Array, jax.Array]:
     return class_logits.astype(jnp.float32), mask_logits.astype(jnp.float32)
 
 
-def resolve_stride(out: Any, mask_stride: Optional[int]) -> int:
+def resolve_stride(out: Any, mask_stride: int | None) -> int:
     """The mask stride of `out`: the one it carries (set by the model), else `mask_stride`, else the
     default model's. A `mask_stride` that contradicts the carried one is an error."""
     carried = getattr(out, "mask_stride", None)
@@ -62,8 +63,8 @@ class Inputs(NamedTuple):
 def prepare(
     out: Any,
     target_size: Sequence[int],
-    valid_size: Optional[Sequence[int]],
-    mask_stride: Optional[int],
+    valid_size: Sequence[int] | None,
+    mask_stride: int | None,
     frames_per_step: int,
 ) -> Inputs:
     """The input checks shared by the six public post-processing functions."""
@@ -83,7 +84,7 @@ def check_frames_per_step(frames_per_step: int) -> int:
     return int(frames_per_step)
 
 
-def static_labels(labels: Optional[Sequence[int]], name: str) -> tuple[int, ...]:
+def static_labels(labels: Sequence[int] | None, name: str) -> tuple[int, ...]:
     """A hashable, sorted tuple of label ids (static under jit); None or empty -> ()."""
     if labels is None:
         return ()
@@ -134,7 +135,7 @@ def frames_last(mask_logits: jax.Array) -> jax.Array:
     return flatten_frames(mask_logits).transpose(0, 2, 3, 1)
 
 
-def count_per_query(index: jax.Array, num_queries: int, weights: Optional[jax.Array] = None) -> jax.Array:
+def count_per_query(index: jax.Array, num_queries: int, weights: jax.Array | None = None) -> jax.Array:
     """Pixels per query id: index [...] int32 in [0, Q) -> [Q] int32 (optionally counting only `weights`)."""
     ones = jnp.ones(index.shape, jnp.int32) if weights is None else weights.astype(jnp.int32)
     return jax.ops.segment_sum(ones.reshape(-1), index.reshape(-1), num_segments=num_queries)
@@ -147,10 +148,7 @@ def first_in_group(valid: jax.Array, group: jax.Array, groupable: jax.Array) -> 
     q = valid.shape[0]
     order = jnp.arange(q)
     same = (
-        valid[None, :]
-        & groupable[None, :]
-        & (group[None, :] == group[:, None])
-        & (order[None, :] <= order[:, None])
+        valid[None, :] & groupable[None, :] & (group[None, :] == group[:, None]) & (order[None, :] <= order[:, None])
     )  # [Q, Q'] earlier members of q's group
     first = jnp.argmax(same, axis=1).astype(jnp.int32)
     return jnp.where(valid & groupable & same.any(axis=1), first, order.astype(jnp.int32))

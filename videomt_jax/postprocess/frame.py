@@ -32,8 +32,9 @@ Letters: B batch, T frames, F = B*T, Q queries, K classes (+1 no object), h/w ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,12 +65,14 @@ def _frames_shell(frame_fn, class_logits, mask_logits, dynamic, *, target, valid
 
 def _run(frame_fn: Any, x: common.Inputs, *dynamic: Any, **options: Any) -> Any:
     """The jitted per-frame shell on prepared inputs; `options` are static (hashable) extras."""
-    return _frames_shell(frame_fn, x.class_logits, x.mask_logits, dynamic, options=tuple(sorted(options.items())), **x.static)
+    return _frames_shell(
+        frame_fn, x.class_logits, x.mask_logits, dynamic, options=tuple(sorted(options.items())), **x.static
+    )
 
 
 # ------------------------------------------------------------------------------------------ semantic
 def _semantic_frame(
-    class_logits: jax.Array, mask_logits: jax.Array, *, target: Size, valid: Optional[Size], stride: int
+    class_logits: jax.Array, mask_logits: jax.Array, *, target: Size, valid: Size | None, stride: int
 ) -> jax.Array:
     """One frame: class_logits [Q, K+1], mask_logits [h, w, Q] -> class ids [H, W]."""
     probs = jax.nn.softmax(class_logits, axis=-1)[:, :-1]  # [Q, K]
@@ -83,8 +86,8 @@ def post_process_semantic(
     out: Any,
     target_size: Sequence[int],
     *,
-    valid_size: Optional[Sequence[int]] = None,
-    mask_stride: Optional[int] = None,
+    valid_size: Sequence[int] | None = None,
+    mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> jax.Array:
     """Class id per pixel and frame, [B, T, H, W] int32 (HF `post_process_semantic_segmentation`)."""
@@ -126,8 +129,8 @@ def post_process_instance(
     target_size: Sequence[int],
     threshold: float = INSTANCE_THRESHOLD,
     *,
-    valid_size: Optional[Sequence[int]] = None,
-    mask_stride: Optional[int] = None,
+    valid_size: Sequence[int] | None = None,
+    mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> SegmentResult:
     """Instance segmentation per frame (HF `post_process_instance_segmentation`)."""
@@ -178,10 +181,10 @@ def post_process_panoptic(
     threshold: float = PANOPTIC_THRESHOLD,
     mask_threshold: float = MASK_THRESHOLD,
     overlap_mask_area_threshold: float = OVERLAP_MASK_AREA_THRESHOLD,
-    label_ids_to_fuse: Optional[Sequence[int]] = None,
+    label_ids_to_fuse: Sequence[int] | None = None,
     *,
-    valid_size: Optional[Sequence[int]] = None,
-    mask_stride: Optional[int] = None,
+    valid_size: Sequence[int] | None = None,
+    mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> SegmentResult:
     """Panoptic segmentation per frame (HF `post_process_panoptic_segmentation`).
@@ -189,7 +192,8 @@ def post_process_panoptic(
     label_ids_to_fuse is static under jit (a new set compiles a new program)."""
     x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
     return _run(
-        _panoptic_frame, x,
+        _panoptic_frame,
+        x,
         common.f32(threshold),  # tensor > scalar: float32 in torch
         common.f32(mask_threshold),
         common.f32_floor(overlap_mask_area_threshold),  # HF: ratio.item() > threshold

@@ -10,7 +10,7 @@ frame-major, index t*B + b; for B = 1 the two orders agree).
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,7 +31,7 @@ def _segments_to_hf(result: SegmentResult) -> list[dict]:
     host = jax.device_get(result)
     seg = np.asarray(host.segmentation)
     b, t = seg.shape[:2]
-    flat = lambda x: np.asarray(x).reshape((b * t,) + np.shape(x)[2:])  # noqa: E731
+    flat = lambda x: np.asarray(x).reshape((b * t,) + np.shape(x)[2:])
     seg, labels, scores, valid = flat(host.segmentation), flat(host.label_id), flat(host.score), flat(host.valid)
     frames = []
     for f in range(b * t):
@@ -44,7 +44,7 @@ def _segments_to_hf(result: SegmentResult) -> list[dict]:
     return frames
 
 
-def to_hf(result: Union[SegmentResult, jax.Array, np.ndarray]) -> list:
+def to_hf(result: SegmentResult | jax.Array | np.ndarray) -> list:
     """Hugging Face's output format, one entry per frame (video 0's frames first)."""
     if isinstance(result, SegmentResult):
         return _segments_to_hf(result)

@@ -26,10 +26,11 @@ h/w mask grid, H/W target size.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,9 +78,16 @@ class VideoLevel:
     """
 
     def __init__(
-        self, task: str, target: tuple[int, int], *, valid: tuple[int, int] | None, stride: int,
-        spill_dir: str | Path | None = None, top_k: int = TOP_K,
-        threshold: float = OBJECT_MASK_THRESHOLD, overlap_threshold: float = OVERLAP_THRESHOLD,
+        self,
+        task: str,
+        target: tuple[int, int],
+        *,
+        valid: tuple[int, int] | None,
+        stride: int,
+        spill_dir: str | Path | None = None,
+        top_k: int = TOP_K,
+        threshold: float = OBJECT_MASK_THRESHOLD,
+        overlap_threshold: float = OVERLAP_THRESHOLD,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -92,7 +100,7 @@ class VideoLevel:
         self.tracks: list[dict[str, Any]] = []  # info per track, in id order (after `chunks`)
         self.labels: dict[int, int] | None = None  # track id -> class id (None: the map holds class ids)
 
-    def __enter__(self) -> "VideoLevel":
+    def __enter__(self) -> VideoLevel:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -191,7 +199,13 @@ class VideoLevel:
         order = np.arange(num_queries)
         segment = np.where(ok, np.cumsum(ok) - 1, -1).astype(np.int32)  # things only: one segment per query
         self.tracks = [
-            {"id": int(segment[q]), "label_id": int(labels[q]), "score": float(score[q]), "query": int(q), "isthing": True}
+            {
+                "id": int(segment[q]),
+                "label_id": int(labels[q]),
+                "score": float(score[q]),
+                "query": int(q),
+                "isthing": True,
+            }
             for q in order[ok]
         ]
         self.labels = {t["id"]: t["label_id"] for t in self.tracks}

@@ -34,8 +34,9 @@ h/w mask grid, H/W target size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -90,8 +91,8 @@ def video_instance(
     top_k: int = TOP_K,
     *,
     unique_queries: bool = False,
-    valid_size: Optional[Sequence[int]] = None,
-    mask_stride: Optional[int] = None,
+    valid_size: Sequence[int] | None = None,
+    mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> VideoInstanceResult:
     """Video instance segmentation: the top_k (query, class) pairs of each video with their masks.
@@ -120,7 +121,7 @@ def _video_panoptic(class_logits, mask_logits, threshold, overlap, *, target, va
 
     frames = (common.frames_last(mask_logits), _per_frame(score, t), _per_frame(keep, t))
     winner, own, won, original, final = common.map_frames(frame, frames, frames_per_step)
-    per_video = lambda x: x.reshape((b, t) + x.shape[1:])  # noqa: E731
+    per_video = lambda x: x.reshape((b, t) + x.shape[1:])
     won, original, final = (per_video(x).sum(axis=1) for x in (won, original, final))  # [B, Q]
     ratio = won.astype(jnp.float32) / jnp.maximum(original, 1).astype(jnp.float32)
     segment_ok = keep & (won > 0) & (original > 0) & (final > 0) & (ratio >= overlap)  # [B, Q]
@@ -147,10 +148,10 @@ def video_panoptic(
     target_size: Sequence[int],
     threshold: float = OBJECT_MASK_THRESHOLD,
     overlap_threshold: float = OVERLAP_THRESHOLD,
-    stuff_label_ids: Optional[Sequence[int]] = None,
+    stuff_label_ids: Sequence[int] | None = None,
     *,
-    valid_size: Optional[Sequence[int]] = None,
-    mask_stride: Optional[int] = None,
+    valid_size: Sequence[int] | None = None,
+    mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> VideoPanopticResult:
     """Video panoptic segmentation with segment ids stable over the frames of each video.
@@ -158,7 +159,8 @@ def video_panoptic(
     stuff_label_ids is static under jit (a new set compiles a new program)."""
     x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
     return _video_panoptic(
-        x.class_logits, x.mask_logits,
+        x.class_logits,
+        x.mask_logits,
         common.f32(threshold),  # tensor > scalar: float32
         common.f32_ceil(overlap_threshold),  # authors keep unless won / own < threshold
         stuff=common.static_labels(stuff_label_ids, "stuff_label_ids"),
@@ -186,8 +188,8 @@ def video_semantic(
     out: Any,
     target_size: Sequence[int],
     *,
-    valid_size: Optional[Sequence[int]] = None,
-    mask_stride: Optional[int] = None,
+    valid_size: Sequence[int] | None = None,
+    mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
 ) -> jax.Array:
     """Video semantic segmentation: class id per pixel and frame, [B, T, H, W] int32."""

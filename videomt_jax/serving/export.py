@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,9 @@ def check_options(
 ) -> ServingOptions:
     """Validate the export options against the config; raises ValueError naming the option."""
     if getattr(config, "model_type", "videomt") != "videomt":
-        raise ValueError(f"export_serving exports the VidEoMT streaming step; config.model_type is {config.model_type!r}")
+        raise ValueError(
+            f"export_serving exports the VidEoMT streaming step; config.model_type is {config.model_type!r}"
+        )
     platforms = tuple(platforms)
     unknown = [p for p in platforms if p not in PLATFORMS]
     if unknown or not platforms or len(set(platforms)) != len(platforms):
@@ -119,7 +122,9 @@ def check_options(
     accepted = () if task is None else tuple(inspect.signature(TASKS[task]).parameters)[2:]  # after (out, target_size)
     unknown_options = sorted(set(task_options or {}) - set(accepted))
     if unknown_options:
-        raise ValueError(f"task_options {unknown_options} are not options of {task} post-processing; it takes {accepted}")
+        raise ValueError(
+            f"task_options {unknown_options} are not options of {task} post-processing; it takes {accepted}"
+        )
     return ServingOptions(platforms, dtype, int(frames), size, batch, task, fsize, dict(task_options or {}))
 
 
@@ -253,7 +258,7 @@ def export_serving(
     """
     options = check_options(config, platforms, dtype, frames, input_size, batch, task, frame_size, task_options)
     weights = flatten_params(params)
-    artifacts: dict[str, bytes] = {}
+    artifacts: dict[str, bytearray] = {}
     meta: dict[str, Any] = {}
     for platform in options.platforms:
         cfg = config.replace(dtype=options.dtype, attention_impl=attention_for(config, platform, options))
@@ -266,17 +271,24 @@ def export_serving(
         outputs = jax.tree_util.tree_unflatten(exported.out_tree, exported.out_avals)
         meta = meta or describe(cfg.replace(attention_impl=config.attention_impl), options, args, outputs)
         meta.setdefault("artifacts", {})[platform] = {
-            "file": fmt.artifact_name(platform), "attention_impl": cfg.attention_impl, "bytes": len(artifacts[platform]),
+            "file": fmt.artifact_name(platform),
+            "attention_impl": cfg.attention_impl,
+            "bytes": len(artifacts[platform]),
             # what videomt-jax's own jit compiles with on this platform; the loader passes them on
             "compiler_options": XLA_OPTIONS.get(platform, {}),
         }
     meta["weights"] = {
-        "file": fmt.WEIGHTS_NAME, "mode": "argument", "dtype": "float32", "kernel_dtype": options.dtype, "keys": sorted(weights),
-        "num_params": int(sum(v.size for v in weights.values())), "reason": WEIGHTS_REASON,
+        "file": fmt.WEIGHTS_NAME,
+        "mode": "argument",
+        "dtype": "float32",
+        "kernel_dtype": options.dtype,
+        "keys": sorted(weights),
+        "num_params": int(sum(v.size for v in weights.values())),
+        "reason": WEIGHTS_REASON,
     }
     with atomic_directory(path, overwrite=overwrite) as tmp:
         for platform, data in artifacts.items():
             atomic_write_bytes(tmp / fmt.artifact_name(platform), data)
-        np.savez(tmp / fmt.WEIGHTS_NAME, **weights)
+        np.savez(tmp / fmt.WEIGHTS_NAME, allow_pickle=False, **weights)  # numeric arrays; read back without pickle
         atomic_write_text(tmp / fmt.META_NAME, json.dumps(meta, indent=2) + "\n")
     return Path(path)

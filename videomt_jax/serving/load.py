@@ -21,8 +21,9 @@ Q queries, D hidden, K+1 classes, h/w mask grid.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -84,7 +85,7 @@ def _shape_text(shape: list) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def check_inputs(specs: list[Mapping[str, Any]], values: list[Any]) -> int:
+def check_inputs(specs: Sequence[Mapping[str, Any]], values: Sequence[Any]) -> int:
     """Check arrays against the recorded input specs (shape with "B" free, exact dtype); returns B.
 
     The first input is the pixels (or uint8 frames) [B, T, H, W, C]; a wrong T gets its own message.
@@ -108,11 +109,14 @@ def check_inputs(specs: list[Mapping[str, Any]], values: list[Any]) -> int:
                 batch.setdefault(want, got)
                 if batch[want] != got or got < 1:
                     raise ValueError(
-                        f"{name} has {want}={got} but an earlier input has {want}={batch[want]}; inputs {', '.join(s['name'] for s in specs)} "
-                        "must agree on the batch size (and it must be >= 1)"
+                        f"{name} has {want}={got} but an earlier input has {want}={batch[want]}; "
+                        f"inputs {', '.join(s['name'] for s in specs)} must agree on the batch size "
+                        "(and it must be >= 1)"
                     )
             elif want != got:
-                raise ValueError(f"{name} has shape {got_shape}, expected {_shape_text(shape)} ({BATCH_DIM} = any batch size)")
+                raise ValueError(
+                    f"{name} has shape {got_shape}, expected {_shape_text(shape)} ({BATCH_DIM} = any batch size)"
+                )
         if got_dtype != dtype:
             raise TypeError(f"{name} must have dtype {dtype}, got {got_dtype}")
     fixed = [d for s in specs for d in s["shape"][:1] if isinstance(d, int)]
@@ -217,7 +221,10 @@ def load_serving(path: str | Path) -> ServingModel:
     expected = set(meta["weights"]["keys"])
     if set(weights) != expected:
         missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
-        raise ValueError(f"{directory / meta['weights']['file']} does not match the artifact: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise ValueError(
+            f"{directory / meta['weights']['file']} does not match the artifact: "
+            f"missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     kernel_dtype = meta["weights"].get("kernel_dtype", "float32")
     weights = {k: np.asarray(v).astype(weight_dtype(k, kernel_dtype)) for k, v in weights.items()}
     return ServingModel(meta, exported, weights, platform)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,9 @@ def require_exporter() -> Any:
     try:
         import jax2onnx
     except ImportError as e:
-        raise ImportError(f"ONNX export needs jax2onnx and onnxruntime: pip install 'videomt-jax[{EXTRA}]' ({e})") from e
+        raise ImportError(
+            f"ONNX export needs jax2onnx and onnxruntime: pip install 'videomt-jax[{EXTRA}]' ({e})"
+        ) from e
     return jax2onnx
 
 
@@ -59,7 +62,9 @@ def _quiet_serializer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def onnx_options(config: VideomtConfig, frames: int, input_size: int | Sequence[int] | None, batch: int | None) -> ServingOptions:
+def onnx_options(
+    config: VideomtConfig, frames: int, input_size: int | Sequence[int] | None, batch: int | None
+) -> ServingOptions:
     check_supported(config.replace(dtype="float32"))
     return check_options(config, ("cpu",), "float32", frames, input_size, batch, None, None, None)
 
@@ -70,7 +75,9 @@ def build_onnx(config: VideomtConfig, params: Any, options: ServingOptions, opse
     config = config.replace(dtype="float32")
     # float32 numpy weights (they become initializers), position embeddings at the input's grid
     weights = jax.tree_util.tree_map(np.asarray, unflatten_params(flatten_params(params)))
-    step = streaming_step(config, jax.tree_util.tree_map(np.asarray, params_at_size(config, weights, options.input_size)))
+    step = streaming_step(
+        config, jax.tree_util.tree_map(np.asarray, params_at_size(config, weights, options.input_size))
+    )
     b = fmt.BATCH_DIM if options.batch is None else options.batch
     h, w = options.input_size
     inputs = [
@@ -79,7 +86,14 @@ def build_onnx(config: VideomtConfig, params: Any, options: ServingOptions, opse
         jax.ShapeDtypeStruct((b,), jnp.bool_),
     ]
     with _quiet_serializer():
-        return to_onnx(step, inputs=inputs, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), model_name="videomt_streaming_step", opset=opset)
+        return to_onnx(
+            step,
+            inputs=inputs,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            model_name="videomt_streaming_step",
+            opset=opset,
+        )
 
 
 def _value_spec(value: Any, batch: int | None) -> dict[str, Any]:

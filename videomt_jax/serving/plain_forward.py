@@ -15,7 +15,8 @@ G upscaled grid (h/w mask grid), L layers.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,9 @@ def check_supported(config: VideomtConfig) -> None:
             "use export-serving (jax.export) for this model"
         )
     if getattr(config, "model_type", "videomt") != "videomt":
-        raise ValueError(f"the plain-JAX forward is the VidEoMT streaming step; config.model_type is {config.model_type!r}")
+        raise ValueError(
+            f"the plain-JAX forward is the VidEoMT streaming step; config.model_type is {config.model_type!r}"
+        )
     if config.dtype != "float32":
         raise ValueError(f"the plain-JAX forward computes in float32; config.dtype is {config.dtype!r}")
 
@@ -75,7 +78,11 @@ def mlp(x: jax.Array, p: Params, config: VideomtConfig) -> jax.Array:
 def block(x: jax.Array, p: Params, config: VideomtConfig) -> jax.Array:
     """Pre-norm ViT block with layer scale; x [B, N, D]."""
     eps = config.layer_norm_eps
-    x = x + attention(layer_norm(x, p["norm1"], eps), p["attention"], config.num_attention_heads) * p["layer_scale1"]["lambda1"]
+    x = (
+        x
+        + attention(layer_norm(x, p["norm1"], eps), p["attention"], config.num_attention_heads)
+        * p["layer_scale1"]["lambda1"]
+    )
     return x + mlp(layer_norm(x, p["norm2"], eps), p["mlp"], config) * p["layer_scale2"]["lambda1"]
 
 
@@ -161,7 +168,9 @@ def streaming_step(config: VideomtConfig, params: Params) -> Callable:
             normed.append(layer_norm(x, params["layernorm"], config.layer_norm_eps))
             queries = (normed[-1] if config.norm_queries else x)[:, : config.num_queries]
             started = jnp.ones_like(started)
-        class_logits, mask_logits = heads(jnp.stack(normed, axis=1).reshape(b * t, *normed[0].shape[1:]), params["heads"], config, grid)
+        class_logits, mask_logits = heads(
+            jnp.stack(normed, axis=1).reshape(b * t, *normed[0].shape[1:]), params["heads"], config, grid
+        )
         return (
             class_logits.reshape(b, t, *class_logits.shape[1:]),
             mask_logits.reshape(b, t, *mask_logits.shape[1:]),

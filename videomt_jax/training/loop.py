@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import jax
 import numpy as np
@@ -39,7 +40,6 @@ from videomt_jax.training.step import (
     shard_batch,
     train_processor,
 )
-
 
 # TrainConfig fields that never enter the compiled step (logging, checkpoint policy, the seed,
 # which lives in the state): runs that differ only there can share one `TrainProgram`.

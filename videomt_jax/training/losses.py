@@ -22,7 +22,7 @@ K+1 classes, h/w predicted mask grid, H/W target size, P points per mask, C cand
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

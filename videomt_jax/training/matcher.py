@@ -27,8 +27,9 @@ h/w predicted mask grid, H/W target mask size, P points.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,7 @@ class LossTargets:
         class_labels: Sequence[np.ndarray],
         frames: int,
         max_targets: int | None = None,
-    ) -> "LossTargets":
+    ) -> LossTargets:
         """Pads HF-style per-frame lists (frames of clip 0 first) into `LossTargets` (host side).
 
         Frame lists carry no tracks: slot m is the m-th target of each frame, not one object, so

@@ -54,8 +54,12 @@ def peak_bytes(stats: Any) -> int:
 
 
 def train_step_memory(
-    recipe: Any, remat: str = "none", clips: int | None = None, canvas: tuple[int, int] | None = None,
-    content: bool = False, **model_changes: Any,
+    recipe: Any,
+    remat: str = "none",
+    clips: int | None = None,
+    canvas: tuple[int, int] | None = None,
+    content: bool = False,
+    **model_changes: Any,
 ) -> dict[str, Any]:
     """Compile the recipe's train step (its frames, canvas, target slots; `clips` per step, default
     the recipe's batch) for abstract inputs.

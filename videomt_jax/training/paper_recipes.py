@@ -59,8 +59,17 @@ from videomt_jax.data.sources import (
 )
 from videomt_jax.training.config import FIRST_APPEARANCE, TrainConfig
 
-SOLVER = dict(batch_size=8, num_frames=5, learning_rate=1e-4, weight_decay=0.05, layer_decay=0.6,
-              warmup_head=500, warmup_encoder=1000, poly_power=0.9, matching=FIRST_APPEARANCE)
+SOLVER = dict(
+    batch_size=8,
+    num_frames=5,
+    learning_rate=1e-4,
+    weight_decay=0.05,
+    layer_decay=0.6,
+    warmup_head=500,
+    warmup_encoder=1000,
+    poly_power=0.9,
+    matching=FIRST_APPEARANCE,
+)
 # TrainConfig values that differ by backbone (the rest: SOLVER and TrainConfig's defaults).
 BACKBONE_TRAIN: dict[str, dict[str, Any]] = {"dinov2": {}, "dinov3": dict(final_norm_group="encoder_block0")}
 PRESET = {"vits": "small", "vitb": "base", "vitl": "large"}
@@ -69,8 +78,14 @@ PRESET_PREFIX = {"dinov2": "", "dinov3": "dinov3-"}  # VideomtConfig.PRESETS nam
 # by XLA's analysis ViT-B 84 GiB and ViT-L 197 GiB without remat; with dots_no_batch 10.0 and 21.8,
 # VIPSeg / VSPW's ViT-L 42.9). A training setting (TrainConfig.remat), never saved with the model.
 REMAT = {"vits": "none", "vitb": "dots_no_batch", "vitl": "dots_no_batch"}
-VIDEO_720P = dict(min_size_train=VIDEO_720P_MIN_SIZES, max_size_train=1333, crop_prob=0.0,
-                  canvas=(800, 1344), min_size_test=720, eval_split="val")
+VIDEO_720P = dict(
+    min_size_train=VIDEO_720P_MIN_SIZES,
+    max_size_train=1333,
+    crop_prob=0.0,
+    canvas=(800, 1344),
+    min_size_test=720,
+    eval_split="val",
+)
 YTVIS_DINOV3_TEST = 480  # MIN_SIZE_TEST of their YouTube-VIS Base_R50.yaml, kept by the DINOv3 configs
 # Target slots per clip: more than any training clip of the dataset is expected to hold. A crowded
 # clip with more keeps its largest objects; `fit` counts and reports the dropped ones.
@@ -116,19 +131,26 @@ SPECS: dict[str, Spec] = {
     "ytvis19-vitb": Spec("vitb", "dinov2", 40_000, _ytvis("ytvis_2019"), 640, _segmenter("yt_2019_base")),
     "ytvis19-vitl": Spec("vitl", "dinov2", 60_000, _ytvis("ytvis_2019"), 640, _segmenter("yt_2019_large")),
     "ytvis21-vitl": Spec("vitl", "dinov2", 160_000, _ytvis("ytvis_2021"), 640, _segmenter("yt_2021")),
-    "ytvis22-vitl": Spec("vitl", "dinov2", 160_000, _ytvis("ytvis_2021", eval_dataset="ytvis_2022"), 640,
-                         _segmenter("yt_2022")),
-    "ovis-vitl": Spec("vitl", "dinov2", 160_000, _ytvis("ovis", min_size_test=544), 640,
-                      _segmenter("ovis")),
+    "ytvis22-vitl": Spec(
+        "vitl", "dinov2", 160_000, _ytvis("ytvis_2021", eval_dataset="ytvis_2022"), 640, _segmenter("yt_2022")
+    ),
+    "ovis-vitl": Spec("vitl", "dinov2", 160_000, _ytvis("ovis", min_size_test=544), 640, _segmenter("ovis")),
     "vipseg-vitl": Spec("vitl", "dinov2", 40_000, VIPSEG, 1280, _segmenter("vipseg")),
     "vspw-vitl": Spec("vitl", "dinov2", 40_000, VSPW, 1280, _segmenter("vspw")),
-    "ytvis19-dinov3-vitl": Spec("vitl", "dinov3", 160_000, _ytvis("ytvis_2019", min_size_test=YTVIS_DINOV3_TEST),
-                                640, DINOV3_VITL),
-    "ytvis21-dinov3-vitl": Spec("vitl", "dinov3", 160_000, _ytvis("ytvis_2021", min_size_test=YTVIS_DINOV3_TEST),
-                                640, DINOV3_VITL),
-    "ytvis22-dinov3-vitl": Spec("vitl", "dinov3", 160_000,
-                                _ytvis("ytvis_2021", eval_dataset="ytvis_2022", min_size_test=YTVIS_DINOV3_TEST),
-                                640, DINOV3_VITL),
+    "ytvis19-dinov3-vitl": Spec(
+        "vitl", "dinov3", 160_000, _ytvis("ytvis_2019", min_size_test=YTVIS_DINOV3_TEST), 640, DINOV3_VITL
+    ),
+    "ytvis21-dinov3-vitl": Spec(
+        "vitl", "dinov3", 160_000, _ytvis("ytvis_2021", min_size_test=YTVIS_DINOV3_TEST), 640, DINOV3_VITL
+    ),
+    "ytvis22-dinov3-vitl": Spec(
+        "vitl",
+        "dinov3",
+        160_000,
+        _ytvis("ytvis_2021", eval_dataset="ytvis_2022", min_size_test=YTVIS_DINOV3_TEST),
+        640,
+        DINOV3_VITL,
+    ),
     "vipseg-dinov3-vitl": Spec("vitl", "dinov3", 40_000, VIPSEG, 1280, DINOV3_VITL, norm_queries=True),
     "vspw-dinov3-vitl": Spec("vitl", "dinov3", 40_000, VSPW, 1280, DINOV3_VITL, norm_queries=True),
 }
@@ -138,8 +160,12 @@ def paper_recipe(spec: Spec) -> PaperRecipe:
     """The parts of the recipe `spec` describes."""
     data = spec.data()
     model = VideomtConfig.preset(
-        PRESET_PREFIX[spec.backbone] + PRESET[spec.size], image_size=spec.pos_embed, num_queries=200,
-        id2label=data.id2label, dtype="bfloat16", norm_queries=spec.norm_queries,
+        PRESET_PREFIX[spec.backbone] + PRESET[spec.size],
+        image_size=spec.pos_embed,
+        num_queries=200,
+        id2label=data.id2label,
+        dtype="bfloat16",
+        norm_queries=spec.norm_queries,
     )
     train = TrainConfig(steps=spec.steps, remat=REMAT[spec.size], **SOLVER, **BACKBONE_TRAIN[spec.backbone])
     return PaperRecipe(model, train, data, MAX_INSTANCES[data.kind], panoptic_targets=False, init=spec.init)

@@ -59,9 +59,7 @@ def sample_points(features: jax.Array, coords: jax.Array) -> jax.Array:
     lead = features.shape[:-2]
     shared = coords.ndim == 2
     if not shared and coords.shape[:-2] != lead:
-        raise ValueError(
-            f"coords {coords.shape} must be [P, 2] or share the leading axes of features {features.shape}"
-        )
+        raise ValueError(f"coords {coords.shape} must be [P, 2] or share the leading axes of features {features.shape}")
     height, width = features.shape[-2:]
     num_points = coords.shape[-2]
     flat = features.reshape(*lead, height * width)  # [*lead, h*w]
@@ -129,8 +127,7 @@ def draw_points(
     offsets = np.cumsum([0] + sizes)
     parts = [(item, offsets[i], offsets[i + 1]) for i, item in enumerate(shapes.items())]
     return [
-        PointDraws(**{name: row[start:stop].reshape(shape) for (name, shape), start, stop in parts})
-        for row in flat
+        PointDraws(**{name: row[start:stop].reshape(shape) for (name, shape), start, stop in parts}) for row in flat
     ]
 
 

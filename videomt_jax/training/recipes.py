@@ -42,7 +42,16 @@ from videomt_jax.training.paper_recipes import PAPER_RECIPES
 from videomt_jax.utils.structs import dataclass_from_dict, json_tuples
 
 RECIPE_KEYS = (
-    "name", "base", "model", "train", "data", "augment", "processor", "max_instances", "panoptic_targets", "init",
+    "name",
+    "base",
+    "model",
+    "train",
+    "data",
+    "augment",
+    "processor",
+    "max_instances",
+    "panoptic_targets",
+    "init",
 )
 # recipe "data" kind -> its config class
 DATA_KINDS: dict[str, type] = {"synthetic": SyntheticConfig, **VIDEO_DATA_KINDS}
@@ -85,7 +94,7 @@ class Recipe:
         if isinstance(self.data, VideoDataConfig) and self.augment is not None:
             raise ValueError(
                 f"recipe {self.name!r}: {data_kind(self.data)} data is augmented by its data config "
-                "(the authors' mapper); set \"augment\": null"
+                '(the authors\' mapper); set "augment": null'
             )
 
     def clip_fn(self, split: str = "train") -> Callable[[int], Clip]:
@@ -93,7 +102,9 @@ class Recipe:
         data, aug = self.data, self.augment
         if isinstance(data, VideoDataConfig):
             if split != "train":
-                raise ValueError(f"recipe {self.name!r}: {data_kind(data)} data trains on its train split, not {split!r}")
+                raise ValueError(
+                    f"recipe {self.name!r}: {data_kind(data)} data trains on its train split, not {split!r}"
+                )
             return data.train_clips(self.processor.pixel_mean)
 
         def make(index: int) -> Clip:
@@ -112,8 +123,12 @@ class Recipe:
         the train step normalises them with `self.processor`, passed to `fit` / `make_program`)."""
         video = isinstance(self.data, VideoDataConfig)  # clips of their own sizes, on shape buckets
         return collate(
-            clips, num_labels=self.data.num_classes, max_instances=self.max_instances, processor=self.processor,
-            bucket=self.data.bucket if video else None, cap=self.data.image_hw if video else None,
+            clips,
+            num_labels=self.data.num_classes,
+            max_instances=self.max_instances,
+            processor=self.processor,
+            bucket=self.data.bucket if video else None,
+            cap=self.data.image_hw if video else None,
         )
 
     def batches(
@@ -133,7 +148,7 @@ class Recipe:
 
         return get
 
-    def with_train(self, **changes: Any) -> "Recipe":
+    def with_train(self, **changes: Any) -> Recipe:
         """A copy with TrainConfig fields changed (num_frames changes the data's too)."""
         data = replace(self.data, num_frames=changes["num_frames"]) if "num_frames" in changes else self.data
         return replace(self, train=replace(self.train, **changes), data=data)

@@ -13,7 +13,8 @@ Letters: B clips, T frames, H/W pixels, M target slots per frame, C channels.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -134,7 +135,9 @@ def check_batch(batch: dict[str, Any], config: VideomtConfig) -> None:
     if content is not None:
         content = np.asarray(content)
         if content.shape != (pixels.shape[0], 2) or not np.issubdtype(content.dtype, np.integer):
-            raise ValueError(f"content_hw must be [B, 2] = [{pixels.shape[0]}, 2] ints, got {content.dtype} {content.shape}")
+            raise ValueError(
+                f"content_hw must be [B, 2] = [{pixels.shape[0]}, 2] ints, got {content.dtype} {content.shape}"
+            )
         if (content < (ph, pw)).any() or (content > (h, w)).any() or (content % (ph, pw)).any():
             raise ValueError(
                 f"content_hw must be multiples of the patch size {ph}x{pw} within the {h}x{w} frames, got {content.tolist()}"

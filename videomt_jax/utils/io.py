@@ -6,8 +6,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 
 def _umask() -> int:
@@ -37,7 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -63,7 +63,10 @@ def _entries(path: Path) -> list[Path]:
 
 
 def check_replaceable(
-    path: str | os.PathLike, *, overwrite: bool, replaceable: Callable[[Path], bool] | None = None,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool,
+    replaceable: Callable[[Path], bool] | None = None,
     flag: str = "overwrite=True",
 ) -> None:
     """Refuse, before any work, to write the directory `path` over something it must not replace.
@@ -111,7 +114,9 @@ def atomic_directory(
         _normal_modes(tmp)
         names = {p.name for p in tmp.iterdir()}
         check_replaceable(
-            path, overwrite=overwrite, replaceable=lambda e: e.name in names or (replaceable is not None and replaceable(e))
+            path,
+            overwrite=overwrite,
+            replaceable=lambda e: e.name in names or (replaceable is not None and replaceable(e)),
         )
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -57,7 +57,12 @@ from videomt_jax.weights.tables import (
 DINOV3_FIXED = {"query_bias": True, "value_bias": True, "proj_bias": True, "mlp_bias": True}
 # Config keys both backbones state as our fields of the same name.
 STATED_FIELDS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_register_tokens", "layer_norm_eps",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "patch_size",
+    "num_register_tokens",
+    "layer_norm_eps",
     "hidden_act",
 )
 BACKBONE_PREFIXES = ("embeddings/", "encoder/", "query_encoder/", "layernorm/")  # what a backbone fills
@@ -101,8 +106,13 @@ def dinov3_config_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
 def _dinov2_config_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
     if not data.get("qkv_bias", True):
         raise ConversionError(f"{source}: qkv_bias=False is not supported")
-    return dict(backbone="dinov2", key_bias=True, mlp_ratio=data.get("mlp_ratio", 4),
-                use_swiglu_ffn=bool(data.get("use_swiglu_ffn", False)), intermediate_size=None)
+    return dict(
+        backbone="dinov2",
+        key_bias=True,
+        mlp_ratio=data.get("mlp_ratio", 4),
+        use_swiglu_ffn=bool(data.get("use_swiglu_ffn", False)),
+        intermediate_size=None,
+    )
 
 
 # ---------------------------------------------------------------- key rules

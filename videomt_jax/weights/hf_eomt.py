@@ -155,8 +155,12 @@ def eomt_state_dict_to_params(
     if config.model_type == "eomt" and ATTN_MASK_PROBS in state_dict and config.attn_mask_probs is None:
         config = config.replace(attn_mask_probs=_probs(state_dict, config.num_blocks, source))
     params, _ = source_to_params(
-        state_dict, hf_eomt_rules(config), expected_shapes(config), source=source,
-        buffers=buffer_shapes(config), defaults=DEFAULTS_BY_BACKBONE[config.backbone],
+        state_dict,
+        hf_eomt_rules(config),
+        expected_shapes(config),
+        source=source,
+        buffers=buffer_shapes(config),
+        defaults=DEFAULTS_BY_BACKBONE[config.backbone],
     )
     return config, params
 

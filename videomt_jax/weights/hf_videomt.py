@@ -91,7 +91,10 @@ def load(path: Path, overrides: Mapping[str, Any]) -> Loaded:
         raise ValueError(f"{config_file}: {e}") from e
     state_dict, files = read_hf_weights(path)
     params, buffers = source_to_params(
-        state_dict, hf_videomt_rules(config), expected_shapes(config), source=str(files[0]),
+        state_dict,
+        hf_videomt_rules(config),
+        expected_shapes(config),
+        source=str(files[0]),
         buffers=buffer_shapes(config),
     )
     return config, params, LoadReport(NAME, [str(config_file), *map(str, files)], len(state_dict), buffers)

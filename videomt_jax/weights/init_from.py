@@ -38,8 +38,18 @@ from videomt_jax.weights.tables import SEP, ConversionError, flatten
 
 # Fields that fix the backbone's computation; a source must agree with `config` on each.
 BACKBONE_FIELDS = (
-    "backbone", "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_register_tokens",
-    "layer_norm_eps", "use_swiglu_ffn", "mlp_hidden_size", "key_bias", "rope_theta", "hidden_act",
+    "backbone",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "patch_size",
+    "num_register_tokens",
+    "layer_norm_eps",
+    "use_swiglu_ffn",
+    "mlp_hidden_size",
+    "key_bias",
+    "rope_theta",
+    "hidden_act",
 )
 MODEL_FIELDS = BACKBONE_FIELDS + ("num_queries", "num_blocks", "num_upscale_blocks")
 
@@ -55,8 +65,11 @@ class InitReport:
 def _disagreements(config: VideomtConfig, found: VideomtConfig, fields: tuple[str, ...]) -> list[str]:
     rope = config.backbone == "dinov3"
     fields = tuple(f for f in fields if rope or f != "rope_theta")
-    return [f"{f}: checkpoint {getattr(found, f)!r}, config {getattr(config, f)!r}" for f in fields
-            if getattr(found, f) != getattr(config, f)]
+    return [
+        f"{f}: checkpoint {getattr(found, f)!r}, config {getattr(config, f)!r}"
+        for f in fields
+        if getattr(found, f) != getattr(config, f)
+    ]
 
 
 def _check_same(config: VideomtConfig, found: VideomtConfig, fields: tuple[str, ...], source: str) -> None:

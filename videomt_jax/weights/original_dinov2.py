@@ -83,7 +83,9 @@ TIMM_MLPS: dict[str | None, Table] = {
         *dense("mlp/down_proj", "mlp.fc2"),
     ),
     "split": (
-        *dense("mlp/gate_proj", "mlp.fc1_g"), *dense("mlp/up_proj", "mlp.fc1_x"), *dense("mlp/down_proj", "mlp.fc2")
+        *dense("mlp/gate_proj", "mlp.fc1_g"),
+        *dense("mlp/up_proj", "mlp.fc1_x"),
+        *dense("mlp/down_proj", "mlp.fc2"),
     ),
 }
 # timm ViT parts outside the blocks, under `{AUTHORS_VIT}` (ours under `embeddings/` but the final norm).
@@ -210,13 +212,15 @@ def infer_original_config(
     return VideomtConfig(**merged)
 
 
-def _to_params(
-    config: VideomtConfig, state_dict: Mapping[str, np.ndarray], source: str
-) -> tuple[dict, list[str]]:
+def _to_params(config: VideomtConfig, state_dict: Mapping[str, np.ndarray], source: str) -> tuple[dict, list[str]]:
     check_original_keys(state_dict, source)
     return source_to_params(
-        state_dict, original_dinov2_rules(config, _swiglu_kind(state_dict)), expected_shapes(config), source=source,
-        buffers=buffer_shapes(config, AUTHORS_ATTN_MASK_PROBS), defaults=DEFAULTS,
+        state_dict,
+        original_dinov2_rules(config, _swiglu_kind(state_dict)),
+        expected_shapes(config),
+        source=source,
+        buffers=buffer_shapes(config, AUTHORS_ATTN_MASK_PROBS),
+        defaults=DEFAULTS,
     )
 
 

@@ -165,7 +165,11 @@ def _to_params(config: VideomtConfig, state_dict: Mapping[str, np.ndarray], sour
         buffers[INV_FREQ] = (config.head_dim // ROPE_PARTS,)
     rules = original_dinov3_rules(config, _is_fused(state_dict))
     return source_to_params(
-        state_dict, rules, expected_shapes(config), source=source, buffers=buffers,
+        state_dict,
+        rules,
+        expected_shapes(config),
+        source=source,
+        buffers=buffers,
         defaults={f"{EMBEDDINGS}register_tokens": ZEROS},
     )
 

@@ -93,8 +93,12 @@ def dinov2_layer(config: VideomtConfig, out_proj: str = "attention.out_proj") ->
     `attention.o_proj`)."""
     mlp = SWIGLU if config.use_swiglu_ffn else DINOV2_MLP
     return (
-        *norm("norm1", "norm1"), *SEPARATE_QKV, *dense("attention/out_proj", out_proj), *norm("norm2", "norm2"),
-        *LAYER_SCALES, *mlp,
+        *norm("norm1", "norm1"),
+        *SEPARATE_QKV,
+        *dense("attention/out_proj", out_proj),
+        *norm("norm2", "norm2"),
+        *LAYER_SCALES,
+        *mlp,
     )
 
 
@@ -134,8 +138,11 @@ def dinov3_layer(config: VideomtConfig, fused: bool = False) -> Table:
     """An HF DINOv3 layer (`DINOv3ViTLayer` / `EomtDinov3Layer`, also inside the authors' backbone)."""
     mlp = SWIGLU if config.use_swiglu_ffn else DINOV3_MLP
     return (
-        *norm("norm1", "norm1"), *dinov3_attention(config.key_bias, fused), *norm("norm2", "norm2"),
-        *LAYER_SCALES, *mlp,
+        *norm("norm1", "norm1"),
+        *dinov3_attention(config.key_bias, fused),
+        *norm("norm2", "norm2"),
+        *LAYER_SCALES,
+        *mlp,
     )
 
 
@@ -229,7 +236,7 @@ AUTHORS_QUERY_UPDATER = f"{AUTHORS_HEAD}query_updater.weight"  # absent from the
 
 
 def authors_model_type(state_dict: Mapping[str, Any]) -> str:
-    """"videomt" for an authors' VidEoMT; "eomt" for their image model, the per-dataset "segmenter"
+    """ "videomt" for an authors' VidEoMT; "eomt" for their image model, the per-dataset "segmenter"
     every recipe starts from (model_zoo/dinov2.md, "Init Weights"): the same keys without `query_updater`."""
     return "videomt" if AUTHORS_QUERY_UPDATER in state_dict else "eomt"
 

@@ -24,8 +24,14 @@ from videomt_jax.weights.readers import CONFIG_NAME, PARAMS_DIR, SAFETENSORS_NAM
 # Names in a checkpoint directory (native, Hugging Face, sharded) that overwrite=True may replace;
 # "data.json" is the training data config `evaluation.synthetic.save_data_config` adds to a model.
 CHECKPOINT_ENTRIES: tuple[str, ...] = (
-    CONFIG_NAME, PARAMS_DIR, "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-    "pytorch_model.bin.index.json", "*preprocessor_config.json", "data.json",
+    CONFIG_NAME,
+    PARAMS_DIR,
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "*preprocessor_config.json",
+    "data.json",
 )
 
 
