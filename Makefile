@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install bench notebooks clean
+.PHONY: test lint demo install bench notebooks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)  ## ruff (lint and format) over the code, mypy over the package
+	$(BIN)/ruff check videomt_jax tests bench convert
+	$(BIN)/ruff format --check videomt_jax tests bench convert
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)

@@ -234,7 +234,8 @@ class VideoProcessor:
     def pixel_mean(self) -> tuple[float, float, float]:
         """The 0..255 pixel value that normalises to 0 (padding colour of augmented frames)."""
         scale, offset = (np.asarray(a, np.float64) for a in self._affine())
-        return tuple(float(v) for v in -offset / scale)
+        red, green, blue = (float(v) for v in -offset / scale)
+        return red, green, blue
 
     def normalize(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rescale + normalise frames already at model size (no resize), on the host, in numpy.
@@ -266,7 +267,8 @@ class VideoProcessor:
             resized = (max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1))
         padded = resized
         if self.keep_aspect:
-            padded = tuple(-(-n // m) * m for n, m in zip(resized, self.pad_multiple))
+            mult_h, mult_w = _pair(self.pad_multiple, "pad_multiple")  # already a pair after __post_init__
+            padded = (-(-resized[0] // mult_h) * mult_h, -(-resized[1] // mult_w) * mult_w)
         return VideoGeometry((height, width), resized, padded)
 
     # ---- processing ---------------------------------------------------------------------------
@@ -301,7 +303,8 @@ class VideoProcessor:
         sizes = {o.shape[2:4] for o in outputs}
         if len(sizes) > 1 and not self.keep_aspect:
             raise ValueError(
-                f"videos of different sizes {sorted(sizes)} need do_resize=True (one size) or keep_aspect=True (padding)"
+                f"videos of different sizes {sorted(sizes)} need do_resize=True (one size) "
+                "or keep_aspect=True (padding)"
             )
         hp, wp = max(s[0] for s in sizes), max(s[1] for s in sizes)
         padded = [jnp.pad(o, ((0, 0), (0, 0), (0, hp - o.shape[2]), (0, wp - o.shape[3]), (0, 0))) for o in outputs]
@@ -341,6 +344,8 @@ class VideoProcessor:
                 "downscale it first or raise VideoProcessor(max_pixels=...)"
             )
         kind = pixels.dtype.kind
+        low: float  # value range of the frames (ints for integer frames)
+        high: float
         if pixels.dtype == np.uint8:
             return pixels
         if kind in "iu":

@@ -14,6 +14,7 @@ chunk equals one call on the whole video, and memory stays flat however long the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,9 @@ class VideoStreamer:
 
         def step(params: Any, state: StreamState, chunk: jax.Array) -> tuple[VideomtOutput, StreamState]:
             out = model.apply({"params": params}, chunk, state, interpolate_pos_encoding=interp)
-            return out.replace(state=None, last_hidden_state=None), out.state
+            if not isinstance(out, VideomtOutput) or out.state is None:  # checked once, while tracing
+                raise TypeError(f"{type(model).__name__} returned no VideomtOutput with a stream state")
+            return dataclasses.replace(out, state=None, last_hidden_state=None), out.state  # flax's .replace, typed
 
         self._step = jit_model(step, donate_argnums=(1,))
 

@@ -1,4 +1,4 @@
-"""Shared by test_serving.py and test_onnx.py: a model small enough to compile in about a second,
+"""Shared by serving/test_export.py and serving/test_onnx_export.py: a model small enough to compile in about a second,
 and random parameters for it filled from numpy (no init pass to compile).
 
 Letters: D hidden, Q queries.

@@ -1,6 +1,6 @@
 """Weight converters: exact round trips, strictness, file formats, errors, native save/load.
 
-No model is run here (that is test_parity_hf.py); every check compares arrays against the HF state
+No model is run here (that is modeling/test_videomt.py); every check compares arrays against the HF state
 dict or hand-written expectations. Letters: D hidden, F MLP hidden, K classes.
 """
 

@@ -59,14 +59,20 @@ def run_eval(args: argparse.Namespace) -> int:
     benchmark with the paper's protocol."""
     if args.dataset:
         return run_dataset_eval(args)
+    from videomt_jax.data.synthetic import SyntheticConfig
     from videomt_jax.evaluation.synthetic import evaluate_model, format_results, json_ready, load_data_config
     from videomt_jax.processing import load_processor
-    from videomt_jax.training.recipes import load_recipe
+    from videomt_jax.training.recipes import data_kind, load_recipe
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.weights.api import load_pretrained
 
     config, params = load_pretrained(args.model)
     data_cfg = load_recipe(args.recipe).data if args.recipe else load_data_config(args.model)
+    if not isinstance(data_cfg, SyntheticConfig):
+        raise ValueError(
+            f"recipe {args.recipe!r} trains on {data_kind(data_cfg)} data; without --dataset only synthetic clips "
+            "are scored (pass --dataset to score a benchmark)"
+        )
     processor = load_processor(args.model, config)  # the normalisation the model was trained with
     results = evaluate_model(
         config, params, data_cfg, args.split or "heldout", args.clips, args.batch_size, processor=processor

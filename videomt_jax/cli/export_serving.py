@@ -103,7 +103,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the config's)")
     parser.add_argument(
         "--task",
-        help="semantic, instance or panoptic: fuse pre-processing and this per-frame post-processing in (uint8 frames in, maps out)",
+        help="semantic, instance or panoptic: fuse pre-processing and this per-frame post-processing in "
+        "(uint8 frames in, maps out)",
     )
     parser.add_argument(
         "--frame-size",

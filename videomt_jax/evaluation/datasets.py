@@ -88,7 +88,7 @@ PROTOCOLS: dict[str, EvalProtocol] = {
 def prepare_video(frames: np.ndarray, min_size: int, max_size: int, divisor: int, processor: VideoProcessor):
     """uint8 [T, H, W, 3] -> (normalised padded [T, Hp, Wp, 3], resized (h, w))."""
     (h, w), (hp, wp) = eval_input_size(frames.shape[1:3], min_size, max_size, divisor)
-    resized = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
+    resized = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames])
     out = np.zeros((len(frames), hp, wp, 3), np.float32)  # padding: 0 after normalisation, as the authors'
     out[:, :h, :w] = processor.normalize(resized)
     return out, (h, w)
@@ -275,7 +275,8 @@ def evaluate_dataset(
         )
         task.update(index, run_windows(streamer, pixels, window), valid, clip)
         log(
-            f"{dataset} {split}: video {index + 1}/{count} ({clip.num_frames} frames, input {pixels.shape[1]}x{pixels.shape[2]})"
+            f"{dataset} {split}: video {index + 1}/{count} "
+            f"({clip.num_frames} frames, input {pixels.shape[1]}x{pixels.shape[2]})"
         )
     results = task.finish(None if out_dir is None else Path(out_dir))
     return {"dataset": dataset, "split": split, "num_videos": count, **results, "seconds": time.perf_counter() - start}

@@ -121,7 +121,7 @@ class EvalAccumulator:
         inst = jax.device_get(video_instance(out, target, min(self.top_k, pairs), mask_stride=stride))
         pan = jax.device_get(post_process_panoptic(out, target, label_ids_to_fuse=stuff_ids, mask_stride=stride))
         for b, clip in enumerate(clips):
-            self.semantic.update(clip.semantic, sem[b])
+            self.semantic.update(_semantic_of(clip), sem[b])
             thing = np.isin(inst.label_id[b], self.data_cfg.thing_ids)  # [N]
             self.instances.update(
                 {"masks": clip.masks, "classes": clip.classes},
@@ -135,7 +135,7 @@ class EvalAccumulator:
                 panoptic_from_segments(pan.segmentation[b, t], pan.label_id[b, t], stuff_ids)
                 for t in range(clip.num_frames)
             ]
-            self.panoptic.update(clip.panoptic, np.stack(frames))
+            self.panoptic.update(_panoptic_of(clip), np.stack(frames))
         self.num_clips += len(clips)
 
     def compute(self) -> dict[str, Any]:
@@ -250,7 +250,7 @@ def evaluate_long(
         outs.append(jax.device_get(_logits(out)))
     pred = np.concatenate(maps, axis=1)  # [B, T, H, W]
     whole = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *outs)  # the whole videos' logits
-    gt = np.stack([c.semantic for c in clips])  # [B, T, H, W]
+    gt = np.stack([_semantic_of(c) for c in clips])  # [B, T, H, W]
     acc = SemanticAccumulator(data_cfg.num_classes)
     acc.update(gt, pred)
     per_frame = (pred == gt).mean(axis=(0, 2, 3))  # [T] (every pixel of a synthetic clip is labelled)
@@ -278,12 +278,12 @@ def video_metrics(out: VideomtOutput, clips: list[Clip], data_cfg: SyntheticConf
     pan = jax.device_get(video_panoptic(out, image_hw, stuff_label_ids=stuff))
     sem = np.asarray(video_semantic(out, image_hw))  # [B, T, H, W]
     pan_videos = [
-        (panoptic_from_segments(pan.segmentation[b], pan.label_id[b], stuff), clip.panoptic)
+        (panoptic_from_segments(pan.segmentation[b], pan.label_id[b], stuff), _panoptic_of(clip))
         for b, clip in enumerate(clips)
     ]
     vpq = evaluate_vpq(pan_videos, data_cfg.thing_ids, stuff)
     stq = evaluate_stq(pan_videos, data_cfg.thing_ids, stuff)
-    vc = evaluate_video_consistency([(sem[b], clip.semantic) for b, clip in enumerate(clips)])
+    vc = evaluate_video_consistency([(sem[b], _semantic_of(clip)) for b, clip in enumerate(clips)])
     return {
         "vpq": vpq["vpq"],
         "stq": stq["stq"],
@@ -296,8 +296,24 @@ def video_metrics(out: VideomtOutput, clips: list[Clip], data_cfg: SyntheticConf
     }
 
 
-def _logits(out: VideomtOutput) -> VideomtOutput:
+def _semantic_of(clip: Clip) -> np.ndarray:
+    """The clip's class map [T, H, W] (synthetic clips always carry one)."""
+    if clip.semantic is None:
+        raise ValueError(f"clip {clip.video_id} has no semantic map; synthetic evaluation scores against it")
+    return clip.semantic
+
+
+def _panoptic_of(clip: Clip) -> np.ndarray:
+    """The clip's panoptic map [T, H, W] (synthetic clips always carry one)."""
+    if clip.panoptic is None:
+        raise ValueError(f"clip {clip.video_id} has no panoptic map; synthetic evaluation scores against it")
+    return clip.panoptic
+
+
+def _logits(out: object) -> VideomtOutput:
     """Only what post-processing reads leaves the device."""
+    if not isinstance(out, VideomtOutput):  # what `model.apply` returns, its type unknown to flax
+        raise TypeError(f"expected the model's VideomtOutput, got {type(out).__name__}")
     return VideomtOutput(class_logits=out.class_logits, mask_logits=out.mask_logits, mask_stride=out.mask_stride)
 
 

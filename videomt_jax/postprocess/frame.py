@@ -76,7 +76,7 @@ def _semantic_frame(
 ) -> jax.Array:
     """One frame: class_logits [Q, K+1], mask_logits [h, w, Q] -> class ids [H, W]."""
     probs = jax.nn.softmax(class_logits, axis=-1)[:, :-1]  # [Q, K]
-    ch, cw = crop_grid(valid, mask_logits.shape[:2], stride)
+    ch, cw = crop_grid(valid, (mask_logits.shape[0], mask_logits.shape[1]), stride)
     masks = jax.nn.sigmoid(mask_logits[:ch, :cw])  # [h, w, Q]
     scores = jnp.einsum("qk,hwq->hwk", probs, masks, precision=HIGHEST)  # [h, w, K]
     return jnp.argmax(resize_bilinear(scores, target), axis=-1).astype(jnp.int32)  # [H, W]

@@ -93,7 +93,8 @@ class VideoLevel:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task, self.target, self.valid, self.stride = task, tuple(target), valid, int(stride)
         self.top_k, self.threshold, self.overlap = top_k, threshold, overlap_threshold
-        self._spill = tempfile.TemporaryFile(prefix=".videomt-spill.", dir=spill_dir)  # unlinked at once
+        # unlinked at once; open across add() / chunks(), closed by __exit__
+        self._spill = tempfile.TemporaryFile(prefix=".videomt-spill.", dir=spill_dir)  # noqa: SIM115
         self._sum: np.ndarray | None = None  # [Q, K+1] float64 running sum of class logits
         self._chunk_sizes: list[int] = []
         self._grid: tuple[int, int, int] | None = None  # (Q, h, w)
@@ -122,6 +123,12 @@ class VideoLevel:
         self._spill.write(mask_logits.tobytes())
         self._chunk_sizes.append(mask_logits.shape[0])
 
+    def _added_grid(self) -> tuple[int, int, int]:
+        """(Q, h, w) of the mask logits added so far."""
+        if self._grid is None:
+            raise ValueError("no frames were added")
+        return self._grid
+
     def mean_class_logits(self) -> np.ndarray:
         """[Q, K+1] float32: the class logits averaged over every frame added."""
         if self._sum is None:
@@ -131,10 +138,11 @@ class VideoLevel:
     def _spilled(self) -> Iterator[np.ndarray]:
         """The spilled mask logits again, chunk by chunk: [n, Q, h, w] float32."""
         self._spill.seek(0)
-        per_frame = int(np.prod(self._grid))
+        grid = self._added_grid()
+        per_frame = int(np.prod(grid))
         for n in self._chunk_sizes:
             data = np.fromfile(self._spill, np.float32, count=n * per_frame)
-            yield data.reshape((n, *self._grid))
+            yield data.reshape((n, *grid))
 
     def _as_videos(self, logits: np.ndarray) -> VideomtOutput:
         """Each frame as a one-frame video whose class logits are the whole video's average, so the
@@ -164,7 +172,7 @@ class VideoLevel:
         self.tracks = [{"id": c, "label_id": c, "score": area[c] / pixels} for c in sorted(area)]
 
     def _instance(self) -> Iterator[VideoChunk]:
-        num_queries = self._grid[0]
+        num_queries = self._added_grid()[0]
         top_k = min(self.top_k, num_queries)
         for logits in self._spilled():
             result = jax.device_get(

@@ -3,8 +3,9 @@
 Follows the authors' `videomt_online` inference (tue-mps/videomt, `inference_video_{vis,vps,vss}`):
 - class logits are averaged over the frames per query (the mean of logits, then one softmax);
 - mask logits go through the authors' two resizes: to the (padded) model input
-  (mask grid x mask_stride, the stride the output carries: `VideomtOutput.mask_stride`), crop to `valid_size` (the un-padded input, default: all of it),
-  then to `target_size`. Panoptic and semantic apply the sigmoid between the two resizes, as they do.
+  (mask grid x mask_stride, the stride the output carries: `VideomtOutput.mask_stride`), crop to
+  `valid_size` (the un-padded input, default: all of it), then to `target_size`. Panoptic and
+  semantic apply the sigmoid between the two resizes, as they do.
 
 video_instance: softmax without the no-object column, top-k over (query, class) pairs, score = that
 class probability (no mask factor), mask = logit > 0 in every frame. We return the k pairs sorted

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from videomt_jax.modeling.layers import REMAT_POLICIES
-from videomt_jax.training.optim import DECAY_PARAMS, FINAL_NORM_GROUPS
+from videomt_jax.training.param_groups import DECAY_PARAMS, FINAL_NORM_GROUPS
 
 # Keys that moved between a recipe file's sections: (old section, old key) -> (new section, new key).
 # The compute dtype has one source, the model config (`VideomtConfig.dtype`), in training as in
@@ -30,7 +30,8 @@ def move_legacy_keys(sections: dict[str, dict[str, Any]], where: str) -> None:
         if sections[new_section].setdefault(new_key, value) != value:
             raise ValueError(
                 f"{where}: {old_section}.{old_key}={value!r} and {new_section}.{new_key}="
-                f"{sections[new_section][new_key]!r} differ; the setting lives in {new_section}.{new_key}: keep only that"
+                f"{sections[new_section][new_key]!r} differ; the setting lives in {new_section}.{new_key}: "
+                "keep only that"
             )
 
 
@@ -77,8 +78,8 @@ class TrainConfig:
     # Optimizer as the authors' trainer runs it (training/optim.py): no clipping (their YAML's 0.01 is never
     # read), AdamW decay on every parameter, the final LayerNorm in the encoder group at factor 1 (DINOv2).
     grad_clip: float | None = None  # global-norm clipping of the full model; None: none
-    decay_params: str = "all"  # which parameters weight decay applies to: optim.DECAY_PARAMS
-    final_norm_group: str = "encoder"  # the encoder's final LayerNorm's LR group: optim.FINAL_NORM_GROUPS
+    decay_params: str = "all"  # which parameters weight decay applies to: param_groups.DECAY_PARAMS
+    final_norm_group: str = "encoder"  # the encoder's final LayerNorm's LR group: param_groups.FINAL_NORM_GROUPS
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     adam_eps: float = 1e-8

@@ -29,46 +29,21 @@ in the clipping norm (as `requires_grad=False` would).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from videomt_jax.config import VideomtConfig
-
-if TYPE_CHECKING:  # config.py reads the tables below to check its fields
-    from videomt_jax.training.config import TrainConfig
-
-ENCODER_ROOTS = ("embeddings", "encoder", "query_encoder")
-FINAL_NORM = "layernorm"  # the encoder's final LayerNorm (a top-level parameter root)
-
-
-class NormGroup(NamedTuple):
-    encoder: bool  # follows the encoder schedule (and `freeze_backbone`)
-    factor: Callable[[float, int], float]  # (layer decay, encoder layers L) -> LR factor
-
-
-# TrainConfig.final_norm_group -> the final LayerNorm's group. The authors' layer-decay loop walks
-# their backbone's parameters in reverse and gives a non-block parameter the factor of the last
-# block it passed: timm's DINOv2 lists the norm after the blocks (it is met first: factor 1); their
-# DINOv3 (an HF DINOv3ViTModel re-labelled as timm) lists it before the re-labelled blocks, so it
-# gets block 0's factor, decay^(L-1), like the embeddings.
-FINAL_NORM_GROUPS: dict[str, NormGroup] = {
-    "encoder": NormGroup(True, lambda decay, layers: 1.0),
-    "encoder_block0": NormGroup(True, lambda decay, layers: decay ** (layers - 1)),
-    "heads": NormGroup(False, lambda decay, layers: 1.0),
-}
-# TrainConfig.decay_params -> whether the leaf at a parameter path (its key names) is weight-decayed.
-DECAY_PARAMS: dict[str, Callable[[tuple[str, ...]], bool]] = {
-    "all": lambda names: True,  # torch AdamW over every parameter (theirs)
-    "kernels": lambda names: names[-1] == "kernel",  # not norms, biases, tokens or layer scales
-}
-
-
-def _path_names(path: tuple) -> tuple[str, ...]:
-    return tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+from videomt_jax.training.config import TrainConfig
+from videomt_jax.training.param_groups import (
+    DECAY_PARAMS,
+    ENCODER_ROOTS,
+    FINAL_NORM,
+    FINAL_NORM_GROUPS,
+    path_names,
+)
 
 
 def layer_factors(params: Any, config: VideomtConfig, decay: float, final_norm_group: str) -> Any:
@@ -81,7 +56,7 @@ def layer_factors(params: Any, config: VideomtConfig, decay: float, final_norm_g
     }
 
     def factor(path: tuple, leaf: jax.Array) -> jax.Array:
-        root = _path_names(path)[0]
+        root = path_names(path)[0]
         if root in first_block:
             idx = jnp.arange(first_block[root], first_block[root] + leaf.shape[0])  # [L_root]
             return (decay ** (num_layers - 1 - idx)).astype(jnp.float32).reshape((-1,) + (1,) * (leaf.ndim - 1))
@@ -93,12 +68,12 @@ def layer_factors(params: Any, config: VideomtConfig, decay: float, final_norm_g
 def is_encoder_tree(params: Any, final_norm_group: str) -> Any:
     """A pytree like `params` of bools: the leaf follows the encoder schedule."""
     roots = ENCODER_ROOTS + ((FINAL_NORM,) if FINAL_NORM_GROUPS[final_norm_group].encoder else ())
-    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[0] in roots, params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: path_names(p)[0] in roots, params)
 
 
 def decay_mask(params: Any, decay_params: str) -> Any:
     """A pytree like `params` of bools: the leaf is weight-decayed (DECAY_PARAMS[decay_params])."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: DECAY_PARAMS[decay_params](_path_names(p)), params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: DECAY_PARAMS[decay_params](path_names(p)), params)
 
 
 def schedules(tc: TrainConfig) -> tuple[optax.Schedule, optax.Schedule]:
