@@ -130,9 +130,10 @@ def time_workers(recipe: Any, workers: int, batches: int) -> dict[str, Any]:
     }
 
 
-def _timed(totals: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+def _timed(totals: dict[str, float], name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args), its seconds added to totals[name]."""
     t0 = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
     return out
 
@@ -168,14 +169,14 @@ def stage_breakdown(recipe: Any, step: int = 0) -> dict[str, Any]:
         video = videos[int(order[index % len(videos)])]
         rng = np.random.default_rng([cfg.seed, index, 29])
         frames = sample_frame_indices(reader.video_length(video), rng, cfg.num_frames, cfg.frame_range)
-        clip = _timed(totals, "load_s", lambda: reader.load_clip(video, frames))
-        clips.append(_timed(totals, "augment_s", lambda: augment_video_clip(clip, cfg.augment, rng, clips_fn.fill)))
-    batch = _timed(totals, "collate_s", lambda: recipe.collate(clips))
+        clip = _timed(totals, "load_s", reader.load_clip, video, frames)
+        clips.append(_timed(totals, "augment_s", augment_video_clip, clip, cfg.augment, rng, clips_fn.fill))
+    batch = _timed(totals, "collate_s", recipe.collate, clips)
     totals["shm_round_trip_s"] = shm_round_trip(batch)
     floats = []
     for clip in clips:  # parts, alone: float32 host normalisation (what the step now does), mask packing
-        floats.append(_timed(totals, "host_normalise_float32_s", lambda: recipe.processor.normalize(clip.frames)))
-        _timed(totals, "pack_masks_s", lambda: np.packbits(clip.masks, axis=-1))
+        floats.append(_timed(totals, "host_normalise_float32_s", recipe.processor.normalize, clip.frames))
+        _timed(totals, "pack_masks_s", np.packbits, clip.masks, -1)
     totals["float_pixels_shm_round_trip_s"] = shm_round_trip(floats)  # what float pixels would add
     out = {k: round(v, 3) for k, v in totals.items()}
     fields = batch._asdict() if hasattr(batch, "_asdict") else dict(batch)

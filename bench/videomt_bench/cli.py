@@ -1,4 +1,5 @@
-"""The benchmark harness (`python bench/run_bench.py`, `make bench`, `videomt-jax bench`): videomt-jax against Hugging Face transformers, in one process on one device.
+"""The benchmark harness (`python bench/run_bench.py`, `make bench`, `videomt-jax bench`): videomt-jax
+against Hugging Face transformers, in one process on one device.
 
 For each preset: online FPS (batch 1, one frame per call, state carried), clip FPS (T frames per
 call), batch-of-videos throughput (B x T frames per call), peak memory, jit compile time and the
@@ -46,7 +47,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--presets",
         type=_csv,
-        help="comma-separated: small, base, large, tiny or config.json paths (GPU default: small,base,large; CPU: small)",
+        help="comma-separated: small, base, large, tiny or config.json paths "
+        "(GPU default: small,base,large; CPU: small)",
     )
     parser.add_argument("--size", type=int, help="frame height = width in pixels (GPU default 640, CPU 320)")
     parser.add_argument("--frames", type=int, help="frames per clip T (default 8)")
@@ -227,7 +229,8 @@ def run_bench(
         if reason:
             report["skipped"].append(dict(preset="*", impl="hf", reason=reason))
     say(
-        f"videomt-jax bench on {report['meta']['device']} ({report['meta']['cpu_count']} CPUs, load {report['meta']['loadavg_start'][0]:.1f}): {settings.to_dict()}"
+        f"videomt-jax bench on {report['meta']['device']} ({report['meta']['cpu_count']} CPUs, "
+        f"load {report['meta']['loadavg_start'][0]:.1f}): {settings.to_dict()}"
     )
     for name in settings.presets:
         if settings.compile_only:

@@ -146,7 +146,8 @@ def speedups(rows: list[dict[str, Any]]) -> list[str]:
 
 def format_compile(entries: list[dict[str, Any]]) -> str:
     return "\n".join(
-        f"compile {e['preset']}: scan_layers={e['scan_layers']} [B={e['batch']}, T={e['frames']}] {e['compile_s']:.1f} s"
+        f"compile {e['preset']}: scan_layers={e['scan_layers']} [B={e['batch']}, T={e['frames']}] "
+        f"{e['compile_s']:.1f} s"
         for e in entries
     )
 

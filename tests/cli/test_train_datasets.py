@@ -4,6 +4,9 @@ override, grain-fed), and its errors. Resume and pipeline equality: test_paper_r
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import numpy as np
 
 from tests.helpers.datasets import write_coco, write_vspw, write_ytvis
 from videomt_jax.cli import main as cli_main
@@ -105,3 +108,25 @@ def test_dataset_recipe_errors(tmp_path, capsys, small_recipe):
     ]
     assert cli_main(argv, commands=("train",)) == 1
     assert "COCO pseudo-videos: data root" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_a_youtube_vis_recipe_with_coco_learns_end_to_end(data_root, small_recipe, capsys):
+    """ytvis19-vits settings (the authors' matching, geometry, optimizer; a test-sized model) on the fixture
+    YouTube-VIS 2019 + COCO datasets in their release formats: a few dozen steps, and the loss falls."""
+    import re
+
+    path = Path(small_recipe("ytvis19-vits"))
+    spec = json.loads(path.read_text())
+    spec["train"].update(steps=36, batch_size=2, learning_rate=2e-3, checkpoint_every=36)
+    path.write_text(json.dumps(spec))
+    root, out = str(data_root), data_root / "run"
+    argv = ["train", str(path), "--data-root", root, "--coco-root", root, "--out", str(out), "--workers", "0"]
+    assert cli_main(argv, commands=("train",)) == 0
+    printed = capsys.readouterr().out
+    assert "mixed 1:1 with ytvis_2019" in printed
+    losses = [float(x) for x in re.findall(r"step \d+/36\s+loss (\d+\.\d+)", printed)]
+    assert len(losses) == 36
+    first, last = np.mean(losses[:8]), np.mean(losses[-8:])
+    assert last < 0.85 * first, (first, last)
+    saved = json.loads((out / "recipe.json").read_text())
+    assert saved["train"]["matching"] == "first_appearance" and saved["data"]["bucket"] == 128

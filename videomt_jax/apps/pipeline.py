@@ -66,6 +66,11 @@ def semantic_frames_hf(maps: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+def _first_frames(tree: Any, n: int) -> Any:
+    """Every leaf [B, t, ...] cut to its first n frames (a padded last chunk's real ones)."""
+    return jax.tree.map(lambda x: x[:, :n], tree)
+
+
 @dataclass
 class ChunkResult:
     frames: np.ndarray  # [t, H, W, 3] uint8: the input chunk
@@ -135,6 +140,9 @@ class Segmenter:
 
         labels: filled with track id -> class id as tracks appear (instance / panoptic)."""
         frame_fn = FRAME_TASKS[self.task]
+        processor = self.processor
+        if processor is None:
+            raise RuntimeError("Segmenter.processor is None; __post_init__ sets it")
         labels = {} if labels is None else labels
         state, chunk_len, ended = None, None, False
         for chunk in chunks:
@@ -143,17 +151,17 @@ class Segmenter:
             n = chunk.shape[0]
             chunk_len = n if chunk_len is None else chunk_len
             ended = n < chunk_len
-            videos, geos = self.processor.preprocess(pad_frames(chunk, chunk_len)[None])  # [1, t, Hp, Wp, 3]
+            videos, geos = processor.preprocess(pad_frames(chunk, chunk_len)[None])  # [1, t, Hp, Wp, 3]
             state = self.streamer.init(1) if state is None else state
             out, state = self.streamer.step(state, videos)
             result = jax.device_get(self._post(frame_fn, out, geos[0], **self.task_kwargs))
-            result = jax.tree.map(lambda x: x[:, :n], result)  # [1, n, ...]
+            result = _first_frames(result, n)  # [1, n, ...]
             if self.task == "semantic":
                 seg = np.asarray(result[0])
                 frames_hf = semantic_frames_hf(seg)
             else:
                 seg, frames_hf = track_map(result, labels), pp.to_hf(result)
-            output = jax.tree.map(lambda x: x[:, :n], jax.device_get(out))
+            output = _first_frames(jax.device_get(out), n)
             yield ChunkResult(chunk, seg, frames_hf, output, geos[0])
             if progress is not None:
                 progress(n)

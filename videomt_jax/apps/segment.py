@@ -19,9 +19,9 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def output_paths(out: Path, fmt: str, overwrite: bool) -> tuple[Path, Path]:
     return paths
 
 
-class FrameRLEs(Sequence):
+class FrameRLEs(Sequence[dict[str, Any]]):
     """One track's per-frame RLEs, held as their count strings (the size is the video's)."""
 
     def __init__(self, size: list[int], counts: list[str]):
@@ -52,7 +52,13 @@ class FrameRLEs(Sequence):
     def __len__(self) -> int:
         return len(self.counts)
 
-    def __getitem__(self, t: int) -> dict[str, Any]:
+    @overload
+    def __getitem__(self, t: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, t: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, t: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(t, slice):
+            return [self[i] for i in range(*t.indices(len(self)))]
         return {"size": self.size, "counts": self.counts[t]}
 
 
@@ -119,7 +125,10 @@ def run_segment(args: argparse.Namespace) -> int:
     if total is not None:
         total = -(-total // args.stride)
     t0 = time.perf_counter()
-    painter, size, num_frames, video_level = None, None, 0, None
+    painter: OverlayPainter | None = None
+    size: tuple[int, int] | None = None  # (H, W) of the frames
+    video_level: VideoLevel | None = None
+    num_frames = 0
     with contextlib.ExitStack() as stack:
         results = stack.enter_context(
             ResultsWriter(results_path, video_id=Path(args.video).name, id2label=config.id2label, fps=fps)
@@ -129,7 +138,7 @@ def run_segment(args: argparse.Namespace) -> int:
             for r in segmenter.stream(chunks, labels, progress=bar.update):
                 results.add_frames(r.frames_hf)
                 if painter is None:  # the first chunk tells the frame size
-                    size = r.segmentation.shape[1:]
+                    size = (r.segmentation.shape[1], r.segmentation.shape[2])
                     painter = OverlayPainter(size[0], legend_texts_for(config.id2label, max_id))
                     if args.video_level:
                         video_level = stack.enter_context(
@@ -143,10 +152,14 @@ def run_segment(args: argparse.Namespace) -> int:
                         )
                 if video_level is not None:
                     video_level.add(r.output)
-                else:
+                elif overlay is not None:
                     overlay.write(painter.paint(r.frames, r.segmentation, segment_labels, config.id2label))
+                else:
+                    raise RuntimeError("--video-level run without its video-level accumulator")
                 num_frames += r.frames.shape[0]
         seconds = time.perf_counter() - t0
+        if painter is None or size is None:  # `Segmenter.stream` raises first for a video without frames
+            raise ValueError("the video has no frames")
         if video_level is not None:
             overlay = stack.enter_context(VideoWriter(overlay_path, fps))
             write_video_level(video_level, _chunks(args), painter, overlay, results, config.id2label, size)
@@ -163,7 +176,7 @@ def write_video_level(
     painter: Any,
     overlay: Any,
     results: Any,
-    id2label: dict[int, str],
+    id2label: Mapping[int, str] | None,
     size: tuple[int, int],
 ) -> None:
     """Second pass: the video decoded again, drawn with the video-level maps; the tracks to results."""
@@ -174,7 +187,8 @@ def write_video_level(
         for chunk, vc in zip(frames, video_level.chunks(), strict=True):
             if chunk.shape[0] != vc.segmentation.shape[0]:
                 raise ValueError(
-                    f"the video decoded differently the second time ({chunk.shape[0]} vs {vc.segmentation.shape[0]} frames)"
+                    "the video decoded differently the second time "
+                    f"({chunk.shape[0]} vs {vc.segmentation.shape[0]} frames)"
                 )
             overlay.write(painter.paint(chunk, vc.segmentation, video_level.labels, id2label))
             tracks.add(vc.masks, chunk.shape[0])

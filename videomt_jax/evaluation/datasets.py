@@ -106,7 +106,11 @@ def run_windows(streamer: VideoStreamer, pixels: np.ndarray, window: int) -> Vid
         out = jax.device_get(out)
         cls.append(np.asarray(out.class_logits[:, :n], np.float32))
         masks.append(np.asarray(out.mask_logits[:, :n], np.float32))
-    return VideomtOutput(class_logits=np.concatenate(cls, 1), mask_logits=np.concatenate(masks, 1))
+    # the whole video stays in host memory; modeling/outputs.py types the fields jax.Array
+    return VideomtOutput(
+        class_logits=np.concatenate(cls, 1),  # type: ignore[arg-type]
+        mask_logits=np.concatenate(masks, 1),  # type: ignore[arg-type]
+    )
 
 
 def _mask_stride(config: VideomtConfig) -> int:

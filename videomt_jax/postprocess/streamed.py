@@ -148,8 +148,10 @@ class VideoLevel:
         """Each frame as a one-frame video whose class logits are the whole video's average, so the
         public video-level functions give the whole video's answer frame by frame."""
         mean = self.mean_class_logits()
+        # host arrays on purpose (post-processing takes them); modeling/outputs.py types the fields jax.Array
         return VideomtOutput(
-            class_logits=np.broadcast_to(mean, (logits.shape[0], 1, *mean.shape)), mask_logits=logits[:, None]
+            class_logits=np.broadcast_to(mean, (logits.shape[0], 1, *mean.shape)),  # type: ignore[arg-type]
+            mask_logits=logits[:, None],  # type: ignore[arg-type]
         )
 
     def chunks(self) -> Iterator[VideoChunk]:
