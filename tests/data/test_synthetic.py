@@ -7,15 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from videomt_jax.data.augment import AugmentConfig, AugmentParams, apply_params, augment_clip, sample_params
+from videomt_jax.data.augment import AugmentConfig
 from videomt_jax.data.batching import (
-    Clip,
-    add_stuff_instances,
-    collate,
     validate_clip,
 )
 from videomt_jax.data.synthetic import THING_CLASSES, SyntheticConfig, iterate_batches, make_clip
-from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
+from videomt_jax.ops.labels import LABEL_DIVISOR
 
 CFG = SyntheticConfig(image_size=48, num_frames=4, max_objects=5)
 
@@ -149,114 +146,4 @@ def test_iterate_batches_pads_per_frame_targets():
 # ----------------------------------------------------------------------------- augmentation
 
 
-def test_flip_is_the_mirror_image():
-    clip = make_clip(CFG, "train", 1)
-    out = augment_clip(clip, AugmentConfig(flip_prob=1.0, scale_range=(1.0, 1.0)), 0)
-    np.testing.assert_array_equal(out.frames, clip.frames[:, :, ::-1])
-    np.testing.assert_array_equal(out.masks, clip.masks[..., ::-1])
-    np.testing.assert_array_equal(out.semantic, clip.semantic[..., ::-1])
-    np.testing.assert_array_equal(out.panoptic, clip.panoptic[..., ::-1])
-    same = augment_clip(clip, AugmentConfig(flip_prob=0.0, scale_range=(1.0, 1.0)), 0)
-    np.testing.assert_array_equal(same.frames, clip.frames)
-
-
-def test_upscale_by_two_repeats_pixels_in_every_frame():
-    clip = make_clip(CFG, "train", 2)
-    params = AugmentParams(flip=False, scaled_hw=(96, 96), offset=(0, 0), output_hw=(96, 96))
-    out = apply_params(clip, params)
-    np.testing.assert_array_equal(out.masks, clip.masks.repeat(2, axis=2).repeat(2, axis=3))
-    np.testing.assert_array_equal(out.semantic, clip.semantic.repeat(2, axis=1).repeat(2, axis=2))
-
-
-def test_crop_is_the_same_window_for_all_frames():
-    clip = make_clip(CFG, "train", 5)
-    cfg = AugmentConfig(output_size=(24, 24), flip_prob=0.0, scale_range=(2.0, 2.0))  # fit 0.5 x 2 = scale 1
-    params = sample_params(clip.image_hw, cfg, np.random.default_rng(7))
-    assert params.scaled_hw == (48, 48)
-    out = augment_clip(clip, cfg, np.random.default_rng(7))
-    (oy, ox) = params.offset
-    np.testing.assert_array_equal(out.frames, clip.frames[:, oy : oy + 24, ox : ox + 24])
-    np.testing.assert_array_equal(out.masks, clip.masks[:, :, oy : oy + 24, ox : ox + 24])
-    np.testing.assert_array_equal(out.present, clip.masks[:, :, oy : oy + 24, ox : ox + 24].any(axis=(2, 3)))
-
-
-def test_downscale_pads_bottom_right():
-    clip = make_clip(CFG, "train", 6)
-    out = augment_clip(clip, AugmentConfig(flip_prob=0.0, scale_range=(0.5, 0.5)), 0)
-    assert out.frames.shape == clip.frames.shape
-    np.testing.assert_array_equal(out.masks[..., :24, :24], clip.masks[..., 1::2, 1::2])
-    assert not out.masks[..., 24:, :].any() and not out.masks[..., :, 24:].any()
-    assert (out.semantic[:, 24:] == IGNORE_INDEX).all() and (out.panoptic[:, :, 24:] == VOID_ID).all()
-    np.testing.assert_array_equal(out.frames[0, 30, 30], [124, 116, 104])  # ImageNet mean, rounded
-
-
-def test_random_augment_is_deterministic_and_consistent():
-    clip = make_clip(CFG, "train", 8)
-    cfg = AugmentConfig(output_size=(40, 40), scale_range=(0.6, 1.8))
-    a, b = augment_clip(clip, cfg, 11), augment_clip(clip, cfg, 11)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
-    for m in range(a.num_instances):
-        assert (a.semantic[a.masks[:, m]] == a.classes[m]).all()
-    labeled = a.panoptic != VOID_ID
-    np.testing.assert_array_equal(a.panoptic[labeled] // LABEL_DIVISOR, a.semantic[labeled])
-    with pytest.raises(ValueError, match="flip_prob"):
-        AugmentConfig(flip_prob=1.5)
-
-
 # ----------------------------------------------------------------------------- batching
-
-
-def _hand_clip(classes=(0, 2), size=4):
-    masks = np.zeros((2, len(classes), size, size), bool)
-    masks[0, 0, 0, 0] = masks[1, 0, 1, 1] = True
-    if len(classes) > 1:
-        masks[1, 1, 2:, 2:] = True  # instance 1 absent from frame 0
-    frames = np.zeros((2, size, size, 3), np.uint8)
-    frames[0, 0, 0] = (255, 255, 255)
-    return Clip(frames, masks, np.array(classes, np.int32), np.arange(1, len(classes) + 1, dtype=np.int32))
-
-
-def test_collate_hand_case():
-    batch = collate([_hand_clip()], num_labels=3, max_instances=3)
-    expected_valid = np.array([[[True, False, False], [True, True, False]]])
-    np.testing.assert_array_equal(batch.valid, expected_valid)
-    np.testing.assert_array_equal(batch.class_labels, [[[0, 3, 3], [0, 2, 3]]])
-    np.testing.assert_array_equal(batch.track_ids, [[1, 2, -1]])
-    assert batch.mask_labels[0, 1, 1, 2:, 2:].all() and batch.mask_labels[0, 1, 1].sum() == 4
-    mean = np.array([0.485, 0.456, 0.406]) * 255
-    std = np.array([0.229, 0.224, 0.225]) * 255
-    np.testing.assert_allclose(batch.pixel_values[0, 0, 1, 1], -mean / std, rtol=1e-6)
-    np.testing.assert_allclose(batch.pixel_values[0, 0, 0, 0], (255 - mean) / std, rtol=1e-6)
-    assert batch.semantic is None
-
-
-def test_collate_drops_never_present_instances():
-    clip = _hand_clip(classes=(0, 1))
-    clip = clip._replace(masks=clip.masks.copy())
-    clip.masks[:, 1] = False
-    batch = collate([clip], num_labels=2, max_instances=1)
-    np.testing.assert_array_equal(batch.track_ids, [[1]])
-
-
-def test_collate_errors():
-    with pytest.raises(ValueError, match=r"class ids \[5\] are outside \[0, 3\)"):
-        collate([_hand_clip(classes=(0, 5))], num_labels=3, max_instances=4)
-    with pytest.raises(ValueError, match=r"clip 1 has \(T, H, W\)"):
-        collate([_hand_clip(), _hand_clip(size=6)], num_labels=3, max_instances=2)
-    bad = _hand_clip()._replace(masks=_hand_clip().masks.astype(np.uint8))
-    with pytest.raises(TypeError, match="clip 0: Clip.masks must have dtype bool"):
-        collate([bad], num_labels=3, max_instances=2)
-    with pytest.raises(ValueError, match="Clip.masks has shape"):
-        validate_clip(_hand_clip()._replace(masks=np.zeros((2, 2, 5, 4), bool)))
-
-
-def test_add_stuff_instances():
-    cfg = SyntheticConfig(image_size=32, num_frames=2)
-    clip = make_clip(cfg, "train", 0)
-    full = add_stuff_instances(clip, cfg.stuff_ids)
-    seen = sorted(set(np.unique(clip.semantic).tolist()) & set(cfg.stuff_ids))
-    assert full.num_instances == clip.num_instances + len(seen)
-    np.testing.assert_array_equal(full.masks.sum(axis=1), np.ones((2, 32, 32)))  # things + stuff tile the frame
-    for s, cls in enumerate(seen):
-        np.testing.assert_array_equal(full.masks[:, clip.num_instances + s], clip.semantic == cls)
