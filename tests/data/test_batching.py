@@ -156,8 +156,11 @@ def test_collate_drops_never_present_instances():
 def test_collate_errors():
     with pytest.raises(ValueError, match=r"class ids \[5\] are outside \[0, 3\)"):
         collate([_hand_clip(classes=(0, 5))], num_labels=3, max_instances=4)
-    with pytest.raises(ValueError, match=r"clip 1 has \(T, H, W\)"):
-        collate([_hand_clip(), _hand_clip(size=6)], num_labels=3, max_instances=2)
+    one_frame = _hand_clip()._replace(frames=_hand_clip().frames[:1], masks=_hand_clip().masks[:1])
+    with pytest.raises(ValueError, match="clip 1 has 1 frames, clip 0 has 2: a batch needs one T"):
+        collate([_hand_clip(), one_frame], num_labels=3, max_instances=2)
+    sizes = collate([_hand_clip(), _hand_clip(size=6)], num_labels=3, max_instances=2)  # sizes may differ
+    assert sizes.frames.shape[2:4] == (6, 6) and sizes.content_hw.tolist() == [[4, 4], [6, 6]]
     bad = _hand_clip()._replace(masks=_hand_clip().masks.astype(np.uint8))
     with pytest.raises(TypeError, match="clip 0: Clip.masks must have dtype bool"):
         collate([bad], num_labels=3, max_instances=2)

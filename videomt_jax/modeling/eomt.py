@@ -15,7 +15,8 @@ N = Q+P+g_h*g_w tokens, D hidden, K+1 classes, h/w mask grid.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import operator
+from typing import Any, ClassVar, cast
 
 import flax.linen as nn
 import jax
@@ -101,8 +102,9 @@ class EomtModel(nn.Module):
                 _, mask_logits = self.heads(self.layernorm(x), grid_hw)  # [B, Q, h, w]
                 key = self.make_rng(ATTN_MASK_RNG) if prob < 1 else None
                 mask = query_patch_mask(mask_logits, grid_hw, cfg.num_prefix_tokens, prob, key)  # [B, N, N]
-            layer = jax.tree.map(lambda p: p[i], stacked)
-            x = Block(cfg, parent=None).apply({"params": layer}, x, True, rope, mask)  # a pure function of the slice
+            layer = jax.tree.map(operator.itemgetter(i), stacked)  # block i's leaves
+            # a pure function of the slice; `apply` without `mutable` returns the output alone
+            x = cast(jax.Array, Block(cfg, parent=None).apply({"params": layer}, x, True, rope, mask))
         return x
 
     def __call__(

@@ -9,7 +9,7 @@ stream in float32.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -99,11 +99,13 @@ def _einsum_attention_grouped(q: jax.Array, k: jax.Array, v: jax.Array, scale: f
     if group == b:
         return _einsum_attention(q, k, v, scale)
     grouped = tuple(t.reshape(b // group, group, *t.shape[1:]) for t in (q, k, v))  # [B/G, G, H, N, E]
-    out = jax.lax.map(lambda qkv: _einsum_attention(*qkv, scale), grouped)
+    out = jax.lax.map(lambda g: _einsum_attention(g[0], g[1], g[2], scale), grouped)
     return out.reshape(q.shape)
 
 
 EINSUM_ATTENTION = {"einsum": _einsum_attention, "einsum_map": _einsum_attention_grouped}
+# The fused kernels: attention_impl name -> `jax.nn.dot_product_attention`'s `implementation`.
+FUSED_ATTENTION: dict[str, Literal["xla", "cudnn"]] = {"xla": "xla", "cudnn": "cudnn"}
 
 
 def _einsum_attention_dropout(
@@ -158,7 +160,7 @@ class Attention(nn.Module):
             out = jnp.moveaxis(out, 1, 2)  # [B, N, H, E]
         else:
             q, k, v = (qkv[:, :, i] for i in range(3))  # each [B, N, H, E]
-            out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=impl)
+            out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=FUSED_ATTENTION[impl])
         return dense(cfg, d, "out_proj")(out.reshape(b, n, d))
 
 

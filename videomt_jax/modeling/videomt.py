@@ -11,6 +11,7 @@ frame 0 starts from the learned queries, frame t > 0 from
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -189,11 +190,11 @@ class VideomtModel(EomtModel):
         )
         if return_aux:  # [T, A, B, N, D] -> [A, B, T, N, D] -> heads
             aux_cls, aux_mask = self._heads(jnp.moveaxis(per_frame["aux_tokens"], 0, 2), grid_hw, content)
-            out = out.replace(aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
+            out = dataclasses.replace(out, aux_class_logits=aux_cls, aux_mask_logits=aux_mask)
         if return_hidden_states:
             q_out = jnp.moveaxis(per_frame["query_hidden_states"], 0, 2)  # [A, B, T, N, D]
             q_out = q_out.reshape(q_out.shape[0], b * t, *q_out.shape[3:])
-            out = out.replace(hidden_states=tuple(hidden) + tuple(q_out))
+            out = dataclasses.replace(out, hidden_states=tuple(hidden) + tuple(q_out))
         return out
 
 

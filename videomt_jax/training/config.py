@@ -30,8 +30,8 @@ def move_legacy_keys(sections: dict[str, dict[str, Any]], where: str) -> None:
         if sections[new_section].setdefault(new_key, value) != value:
             raise ValueError(
                 f"{where}: {old_section}.{old_key}={value!r} and {new_section}.{new_key}="
-                f"{sections[new_section][new_key]!r} differ; the setting lives in {new_section}.{new_key}: "
-                "keep only that"
+                f"{sections[new_section][new_key]!r} differ; the setting lives in "
+                f"{new_section}.{new_key}: keep only that"
             )
 
 

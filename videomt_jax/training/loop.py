@@ -30,6 +30,7 @@ from videomt_jax.training.optim import make_optimizer
 from videomt_jax.training.step import (
     BATCH_FIELDS,
     TrainState,
+    TrainStep,
     batch_arrays,
     batch_field,
     check_batch,
@@ -65,7 +66,7 @@ class TrainProgram:
     mesh: Mesh | None
     param_shapes: tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
     tx: optax.GradientTransformation
-    step: Callable  # (TrainState, batch) -> (TrainState, metrics), jitted, state donated
+    step: TrainStep  # (TrainState, batch) -> (TrainState, metrics), jitted, state donated
     processor: VideoProcessor  # normalises uint8 batch frames in `step`
 
     def check(self, config: VideomtConfig, tc: TrainConfig, params: Any, mesh: Mesh | None) -> None:
@@ -160,6 +161,15 @@ def _format_eta(seconds: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}"
 
 
+def _log_stream(log: TextIO | None | str) -> TextIO | None:
+    """`fit`'s `log` as a stream: "stdout" is the current sys.stdout."""
+    if isinstance(log, str):
+        if log != "stdout":
+            raise ValueError(f'log must be a stream, None or "stdout", got {log!r}')
+        return sys.stdout
+    return log
+
+
 def fit(
     config: VideomtConfig,
     tc: TrainConfig,
@@ -208,7 +218,7 @@ def fit(
     # Committed to devices either way, like a restored state: a resumed run then hits the same
     # (persistent) compilation cache entry as a fresh one instead of compiling again.
     state = jax.device_put(state, jax.local_devices()[0]) if mesh is None else replicate(state, mesh)
-    log = (sys.stdout if log == "stdout" else log) if jax.process_index() == 0 else None
+    log = _log_stream(log) if jax.process_index() == 0 else None
 
     ckpt = None
     resumed = None
@@ -241,25 +251,25 @@ def fit(
         dropped.add(raw)
         if step:
             check_batch(batch, config)
-        batch = shard_batch(batch, mesh) if mesh is not None else jax.tree.map(np.asarray, batch)
-        state, metrics = step_fn(state, batch)
+        on_device = shard_batch(batch, mesh) if mesh is not None else jax.tree.map(np.asarray, batch)
+        state, metrics = step_fn(state, on_device)
         window_n += 1
         done = step + 1
         if ckpt is not None:
             ckpt.save(state, step=done)
         if done % tc.log_every == 0 or done == end_step:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
             now = time.perf_counter()
             rate = window_n / max(now - window_t, 1e-9)
             window_t, window_n = now, 0
-            metrics.update(step=done, steps_per_s=rate, dropped_objects=dropped.objects, dropped_clips=dropped.clips)
-            result.history.append(metrics)
+            logged.update(step=done, steps_per_s=rate, dropped_objects=dropped.objects, dropped_clips=dropped.clips)
+            result.history.append(logged)
             if log:
                 eta = _format_eta((tc.steps - done) / max(rate, 1e-9))
                 print(
-                    f"step {done}/{tc.steps}  loss {metrics['loss']:.4f}  "
-                    f"ce {metrics['loss_cross_entropy']:.3f} bce {metrics['loss_mask']:.3f} "
-                    f"dice {metrics['loss_dice']:.3f}  {rate:.2f} steps/s  ETA {eta}{dropped.report()}",
+                    f"step {done}/{tc.steps}  loss {logged['loss']:.4f}  "
+                    f"ce {logged['loss_cross_entropy']:.3f} bce {logged['loss_mask']:.3f} "
+                    f"dice {logged['loss_dice']:.3f}  {rate:.2f} steps/s  ETA {eta}{dropped.report()}",
                     file=log,
                     flush=True,
                 )

@@ -206,7 +206,7 @@ def videomt_loss(
     if (aux_class_logits is None) != (aux_mask_logits is None):
         raise ValueError("aux_class_logits and aux_mask_logits must be given together")
     predictions = [("", class_logits, mask_logits, 1.0)]
-    if aux_class_logits is not None:
+    if aux_class_logits is not None and aux_mask_logits is not None:
         if aux_class_logits.ndim != 5 or aux_mask_logits.ndim != 6:
             raise ValueError(
                 f"aux_class_logits must be [A, B, T, Q, K+1] and aux_mask_logits [A, B, T, Q, h, w], "
@@ -221,8 +221,8 @@ def videomt_loss(
             raise ValueError(
                 f"aux_class_logits {aux_class_logits.shape} and aux_mask_logits {aux_mask_logits.shape} differ in A"
             )
-        indices, weights = _aux_selection(aux_class_logits.shape[0], aux_indices, aux_weights)
-        predictions += [(f"_{i}", aux_class_logits[i], aux_mask_logits[i], w) for i, w in zip(indices, weights)]
+        indices, scales = _aux_selection(aux_class_logits.shape[0], aux_indices, aux_weights)
+        predictions += [(f"_{i}", aux_class_logits[i], aux_mask_logits[i], w) for i, w in zip(indices, scales)]
     elif aux_indices or aux_weights:
         raise ValueError("aux_indices / aux_weights given without auxiliary predictions")
     batch, frames = class_logits.shape[:2]

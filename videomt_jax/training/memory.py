@@ -76,6 +76,8 @@ def train_step_memory(
     batch = abstract_batch(clips, tc.num_frames, hw, recipe.max_instances, content)
     start = time.perf_counter()
     stats = program.step.lower(state, batch).compile().memory_analysis()
+    if stats is None:
+        raise RuntimeError(f"the {jax.default_backend()} backend gives no memory analysis of a compiled step")
     out = {
         "recipe": recipe.name,
         "remat": remat,

@@ -99,7 +99,9 @@ def schedules(tc: TrainConfig) -> tuple[optax.Schedule, optax.Schedule]:
 
 
 class GroupLRState(NamedTuple):
-    count: jax.Array
+    # shadows tuple.count, unavoidably: optax names its step counters so, and the name is a path in
+    # saved checkpoints
+    count: jax.Array  # type: ignore[assignment]
 
 
 def scale_by_group_lr(factors: Any, is_encoder: Any, tc: TrainConfig) -> optax.GradientTransformation:

@@ -59,7 +59,7 @@ from videomt_jax.data.sources import (
 )
 from videomt_jax.training.config import FIRST_APPEARANCE, TrainConfig
 
-SOLVER = dict(
+SOLVER: dict[str, Any] = dict(
     batch_size=8,
     num_frames=5,
     learning_rate=1e-4,
@@ -78,7 +78,7 @@ PRESET_PREFIX = {"dinov2": "", "dinov3": "dinov3-"}  # VideomtConfig.PRESETS nam
 # by XLA's analysis ViT-B 84 GiB and ViT-L 197 GiB without remat; with dots_no_batch 10.0 and 21.8,
 # VIPSeg / VSPW's ViT-L 42.9). A training setting (TrainConfig.remat), never saved with the model.
 REMAT = {"vits": "none", "vitb": "dots_no_batch", "vitl": "dots_no_batch"}
-VIDEO_720P = dict(
+VIDEO_720P: dict[str, Any] = dict(
     min_size_train=VIDEO_720P_MIN_SIZES,
     max_size_train=1333,
     crop_prob=0.0,

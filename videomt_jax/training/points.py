@@ -65,10 +65,7 @@ def sample_points(features: jax.Array, coords: jax.Array) -> jax.Array:
     flat = features.reshape(*lead, height * width)  # [*lead, h*w]
     index, weight = _corner_weights(coords, height, width)  # [..., P, 4]
     index = index.reshape(*index.shape[:-2], num_points * 4)  # one gather for the four neighbours
-    if shared:
-        values = jnp.take(flat, index, axis=-1)  # [*lead, 4P]
-    else:
-        values = jnp.take_along_axis(flat, index, axis=-1)  # [*lead, 4P]
+    values = jnp.take(flat, index, axis=-1) if shared else jnp.take_along_axis(flat, index, axis=-1)  # [*lead, 4P]
     values = values.reshape(*lead, num_points, 4).astype(jnp.float32)
     # torch's order of summation: nw + ne + sw + se
     return ((values[..., 0] * weight[..., 0] + values[..., 1] * weight[..., 1]) + values[..., 2] * weight[..., 2]) + (

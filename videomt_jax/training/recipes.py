@@ -13,10 +13,11 @@ The model's labels default to the data's classes. `train.num_frames` and `data.n
 value: give either (or both, equal). The compute dtype is the model's (`"model": {"dtype": ...}`);
 an older recipe's `"train": {"compute_dtype": ...}` is read as that model dtype. The processor
 (default `VideoProcessor.from_config(model)`) normalises the training frames and is saved beside
-the trained model, so inference and evaluation normalise the same way. `Recipe.to_dict()` writes the fully resolved form, which loads
-back to the same recipe. Data kinds (`DATA_KINDS`): `synthetic`, and the real datasets of
-`videomt_jax.data.sources` (`ytvis`, `vipseg`, `vspw`), whose config holds the authors' augmentation
-and whose `root` comes from `--data-root`; the paper's recipes are in `paper_recipes.py`.
+the trained model, so inference and evaluation normalise the same way. `Recipe.to_dict()` writes
+the fully resolved form, which loads back to the same recipe. Data kinds (`DATA_KINDS`): `synthetic`,
+and the real datasets of `videomt_jax.data.sources` (`ytvis`, `vipseg`, `vspw`), whose config holds
+the authors' augmentation and whose `root` comes from `--data-root`; the paper's recipes are in
+`paper_recipes.py`.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class Recipe:
                 '(the authors\' mapper); set "augment": null'
             )
 
+    @property
+    def _processor(self) -> VideoProcessor:
+        """`processor`, which `__post_init__` always sets (the model's default when none is given)."""
+        if self.processor is None:
+            raise ValueError(f"recipe {self.name!r} has no processor: build it with Recipe(...), which sets one")
+        return self.processor
+
     def clip_fn(self, split: str = "train") -> Callable[[int], Clip]:
         """`clip_fn(index)`: augmented training clip number `index`, a pure function of it (picklable)."""
         data, aug = self.data, self.augment
@@ -105,7 +113,7 @@ class Recipe:
                 raise ValueError(
                     f"recipe {self.name!r}: {data_kind(data)} data trains on its train split, not {split!r}"
                 )
-            return data.train_clips(self.processor.pixel_mean)
+            return data.train_clips(self._processor.pixel_mean)
 
         def make(index: int) -> Clip:
             clip = make_clip(data, split, index)
@@ -113,7 +121,7 @@ class Recipe:
                 clip = add_stuff_instances(clip, data.stuff_ids)
             if aug is not None:
                 rng = np.random.default_rng([data.seed, index, 7])
-                clip = augment_clip(clip, aug, rng, fill=self.processor.pixel_mean)
+                clip = augment_clip(clip, aug, rng, fill=self._processor.pixel_mean)
             return clip
 
         return make
@@ -121,14 +129,16 @@ class Recipe:
     def collate(self, clips: list[Clip]) -> Batch:
         """Clips -> one training `Batch` (targets padded to `max_instances` and bit-packed, frames uint8:
         the train step normalises them with `self.processor`, passed to `fit` / `make_program`)."""
-        video = isinstance(self.data, VideoDataConfig)  # clips of their own sizes, on shape buckets
+        data = self.data
+        # video data: clips of their own sizes, on shape buckets of at most the largest canvas
+        bucket, cap = (data.bucket, data.image_hw) if isinstance(data, VideoDataConfig) else (None, None)
         return collate(
             clips,
-            num_labels=self.data.num_classes,
+            num_labels=data.num_classes,
             max_instances=self.max_instances,
             processor=self.processor,
-            bucket=self.data.bucket if video else None,
-            cap=self.data.image_hw if video else None,
+            bucket=bucket,
+            cap=cap,
         )
 
     def batches(
@@ -160,7 +170,7 @@ class Recipe:
             "train": self.train.to_dict(),
             "data": {"kind": data_kind(self.data), **dataclasses.asdict(self.data)},
             "augment": None if self.augment is None else dataclasses.asdict(self.augment),
-            "processor": dataclasses.asdict(self.processor),
+            "processor": dataclasses.asdict(self._processor),
             "max_instances": self.max_instances,
             "panoptic_targets": self.panoptic_targets,
             "init": self.init,

@@ -13,8 +13,8 @@ Letters: B clips, T frames, H/W pixels, M target slots per frame, C channels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.batching import pixel_table
+from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.processing import VideoProcessor, default_processor
 from videomt_jax.training.config import TrainConfig
@@ -46,6 +47,16 @@ OPTIONAL_BATCH_FIELDS: tuple[str, ...] = ("content_hw",)  # [B, 2] int32: each c
 def train_processor(config: VideomtConfig, processor: VideoProcessor | None = None) -> VideoProcessor:
     """The processor that normalises uint8 batch frames in the step: `processor`, else the model's."""
     return default_processor(config, processor)
+
+
+class TrainStep(Protocol):
+    """The jitted train step of `make_train_step`: `step(state, batch) -> (state, metrics)`."""
+
+    def __call__(self, state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]: ...
+
+    def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        """Lower for these (possibly abstract) arguments, to compile ahead of time (`jax.jit`'s `lower`)."""
+        ...
 
 
 @struct.dataclass
@@ -140,7 +151,8 @@ def check_batch(batch: dict[str, Any], config: VideomtConfig) -> None:
             )
         if (content < (ph, pw)).any() or (content > (h, w)).any() or (content % (ph, pw)).any():
             raise ValueError(
-                f"content_hw must be multiples of the patch size {ph}x{pw} within the {h}x{w} frames, got {content.tolist()}"
+                f"content_hw must be multiples of the patch size {ph}x{pw} within the {h}x{w} frames, "
+                f"got {content.tolist()}"
             )
 
 
@@ -176,13 +188,17 @@ def loss_and_metrics(
     pixels, masks = step_inputs(batch, table)
     drop_key, point_key = jax.random.split(key)
     content_hw = batch.get("content_hw")  # [B, 2] or None (every clip fills the frames)
-    out = model.apply(
-        {"params": params},
-        pixels,
-        interpolate_pos_encoding=True,
-        return_aux=tc.deep_supervision,
-        content_hw=content_hw,
-        rngs={"dropout": drop_key},
+    # `apply` without `mutable` returns the model's output alone
+    out = cast(
+        VideomtOutput,
+        model.apply(
+            {"params": params},
+            pixels,
+            interpolate_pos_encoding=True,
+            return_aux=tc.deep_supervision,
+            content_hw=content_hw,
+            rngs={"dropout": drop_key},
+        ),
     )
     labels = jnp.where(batch["valid"], batch["class_labels"], 0)
     content = None if content_hw is None else content_hw / jnp.asarray(pixels.shape[2:4], jnp.float32)
@@ -210,7 +226,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     mesh: Mesh | None = None,
     processor: VideoProcessor | None = None,
-) -> Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
+) -> TrainStep:
     """`step(state, batch) -> (state, metrics)`, jitted with the state donated.
 
     `processor` (default: the model's, `train_processor`) normalises uint8 `frames` on the
@@ -229,7 +245,7 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return dataclasses.replace(state, step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     if mesh is None:
         return jax.jit(step, donate_argnums=0)
