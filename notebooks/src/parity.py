@@ -39,10 +39,11 @@ from videomt_jax.weights.original_dinov2 import original_dinov2_rules
 from videomt_jax.weights.shared_rules import AUTHORS_ATTN_MASK_PROBS, EMPTY_WEIGHT
 from videomt_jax.weights.tables import params_to_source
 
-# The HF helpers live with the tests (tests/hf_utils.py); the notebook runs from notebooks/.
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "tests" / "hf_utils.py").is_file())
-sys.path.insert(0, str(ROOT / "tests"))
-from hf_utils import build_hf_model, frame_major_to_batch_major, hf_to_original_state_dict, to_hf_pixels  # noqa: E402
+# The HF helpers live with the tests (tests/helpers/hf.py, the package `tests` at the checkout's root);
+# the notebook runs from notebooks/, so the checkout's root goes on the path.
+ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "tests" / "helpers" / "hf.py").is_file())
+sys.path.insert(0, str(ROOT))
+from tests.helpers.hf import build_hf_model, frame_major_to_batch_major, hf_to_original_state_dict, to_hf_pixels  # noqa: E402
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
@@ -380,11 +381,11 @@ assert max(pth_diff.values()) <= FP32_ATOL
 # on the queries and keys of the *patch tokens* only (object queries, CLS and registers are not
 # rotated; the rotary tables are computed from the input's own grid); no key bias; and HF's layer
 # names. The reference below is assembled from HF's EoMT-DINOv3 layers following the authors'
-# forward (`tests/family_utils.py`: queries concatenated before CLS, registers and patches; the
+# forward (`tests/helpers/family.py`: queries concatenated before CLS, registers and patches; the
 # frame recurrence through `query_updater`). We compare every layer's output, frame by frame.
 
 # %%
-from family_utils import build_eomt, numpy_state_dict, random_updater  # noqa: E402
+from tests.helpers.family import build_eomt, numpy_state_dict, random_updater  # noqa: E402
 
 from videomt_jax.modeling.family import model_for  # noqa: E402
 from videomt_jax.weights.hf_eomt import config_from_eomt_dict, eomt_state_dict_to_params  # noqa: E402
