@@ -15,6 +15,7 @@ from videomt_jax.training.config import MATCHINGS
 from videomt_jax.training.matcher import (
     MATCHING_RULES,
     LossTargets,
+    clip_sum_match,
     first_appearance_match,
     hungarian_match,
     matching_rule,
@@ -168,6 +169,25 @@ def test_first_appearance_match_equals_frame_by_frame_scipy(queries):
         ours = {int(s): int(query_index[i, 0, s]) for s in np.flatnonzero(matched[i, 0])}
         assert ours == _first_appearance_reference(np.nan_to_num(cost[i], nan=1e30), valid[i])
         assert len(ours) == min(queries, valid[i].any(0).sum()) and len(set(ours.values())) == len(ours)
+
+
+def test_clip_sum_match_assigns_once_on_costs_summed_over_visible_frames():
+    rng = np.random.default_rng(7)
+    b, t, q, m = 3, 4, 7, 5
+    cost = (rng.normal(size=(b, t, q, m)) * 3).astype(np.float32)
+    valid = rng.random((b, t, m)) < 0.5
+    valid[:, :, 4] = False  # a padded slot
+    valid[0] = False  # a clip without objects
+    matching = jax.jit(clip_sum_match)(jnp.asarray(cost), jnp.asarray(valid))
+    query_index, matched = np.asarray(matching.query_index), np.asarray(matching.matched)
+    for i in range(b):
+        slots = np.flatnonzero(valid[i].any(0))
+        summed = np.where(valid[i][:, None, :], cost[i], 0.0).sum(0)[:, slots]  # [Q, visible slots]
+        rows, cols = linear_sum_assignment(summed)
+        expected = {int(slots[c]): int(r) for r, c in zip(rows, cols)}
+        assert {int(s): int(query_index[i, 0, s]) for s in slots} == expected
+        assert (query_index[i] == query_index[i, :1]).all()  # the clip's assignment in every frame
+        assert np.array_equal(matched[i], valid[i])  # targets only where visible
 
 
 def test_matching_rules_are_the_config_names():

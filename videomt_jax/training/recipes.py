@@ -38,7 +38,7 @@ from videomt_jax.data.sources import DATA_KINDS as VIDEO_DATA_KINDS
 from videomt_jax.data.sources import VideoDataConfig
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
 from videomt_jax.processing import VideoProcessor, default_processor
-from videomt_jax.training.config import TrainConfig, move_legacy_keys
+from videomt_jax.training.config import CLIP_SUM, TrainConfig, move_legacy_keys
 from videomt_jax.training.paper_recipes import PAPER_RECIPES
 from videomt_jax.utils.structs import dataclass_from_dict, json_tuples
 
@@ -211,6 +211,9 @@ def _tiny() -> Recipe:
         # weight decay on kernels only, the final LayerNorm in the head group.
         decay_params="kernels",
         final_norm_group="heads",
+        # From scratch, one assignment per clip on summed costs trained better than the authors' rule
+        # (video AP 0.537 vs 0.481, both stages retrained; README, "The shipped model").
+        matching=CLIP_SUM,
         # The auxiliary prediction's heads and loss doubled the CPU step (0.36 vs 0.18 s). In the same
         # 27 minutes, 6000 steps without it gave video AP 0.537; 3000 with it (and 1024 points) 0.418.
         deep_supervision=False,
