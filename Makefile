@@ -33,4 +33,4 @@ notebooks: $(STAMP)  ## rebuild the notebooks from notebooks/src and store them 
 	$(BIN)/python notebooks/build_notebooks.py --execute
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
