@@ -55,6 +55,16 @@ def test_protocols_use_the_authors_test_sizes():
         "vspw": 720,
     }
     assert (PROTOCOLS["ytvis19"].top_k, PROTOCOLS["ovis"].top_k) == (10, 20)
+    # their DINOv3 YouTube-VIS configs keep the base config's 480; other datasets keep one size
+    assert {k: p.test_size("dinov3") for k, p in PROTOCOLS.items()} == {
+        "ytvis19": 480,
+        "ytvis21": 480,
+        "ytvis22": 480,
+        "ovis": 544,
+        "vipseg": 720,
+        "vspw": 720,
+    }
+    assert {p.test_size("dinov2") for k, p in PROTOCOLS.items() if k.startswith("ytvis")} == {448}
 
 
 def test_ytvis_submission_and_window_independence(tmp_path):

@@ -67,17 +67,32 @@ class EvalProtocol:
     top_k: int = 10  # vis: MAX_NUM
     # vis: (name, split) of video subsets scored alone on the protocol's split, AP = their mean
     subsets: tuple[tuple[str, str], ...] = ()
+    # (backbone, test shorter edge) where the authors' configs for that backbone test at another size
+    backbone_test_sizes: tuple[tuple[str, int], ...] = ()
+
+    def test_size(self, backbone: str) -> int:
+        """The test shorter edge for a model of `backbone` (the authors' config of that backbone)."""
+        return dict(self.backbone_test_sizes).get(backbone, self.data.min_size_test)
+
+
+# The authors' DINOv3 YouTube-VIS configs keep their base config's test size (480); DINOv2's set 448.
+YTVIS_DINOV3 = (("dinov3", 480),)
 
 
 PROTOCOLS: dict[str, EvalProtocol] = {
-    "ytvis19": EvalProtocol(YTVISDataConfig("ytvis_2019", min_size_test=448), "valid", "vis", 10),
-    "ytvis21": EvalProtocol(YTVISDataConfig("ytvis_2021", min_size_test=448), "valid", "vis", 10),
+    "ytvis19": EvalProtocol(
+        YTVISDataConfig("ytvis_2019", min_size_test=448), "valid", "vis", 10, backbone_test_sizes=YTVIS_DINOV3
+    ),
+    "ytvis21": EvalProtocol(
+        YTVISDataConfig("ytvis_2021", min_size_test=448), "valid", "vis", 10, backbone_test_sizes=YTVIS_DINOV3
+    ),
     "ytvis22": EvalProtocol(
         YTVISDataConfig("ytvis_2022", min_size_test=448),
         "valid",
         "vis",
         10,
         subsets=(("short", "valid_short"), ("long", "valid_long")),
+        backbone_test_sizes=YTVIS_DINOV3,
     ),
     "ovis": EvalProtocol(YTVISDataConfig("ovis", min_size_test=544), "valid", "vis", 20),
     "vipseg": EvalProtocol(VIPSegDataConfig("vipseg", canvas=(800, 1344), min_size_test=720), "val", "vps"),
@@ -251,17 +266,17 @@ def evaluate_dataset(
 ) -> dict[str, Any]:
     """Run the paper's protocol for `dataset` (a `PROTOCOLS` name) on `data_root` (module docstring).
 
-    min_size_test overrides the protocol's test shorter edge (quick checks; the paper's figures use
-    the protocol's). `out_dir`: where a video instance dataset's results.zip goes (None: not written).
+    min_size_test overrides the protocol's test shorter edge for the model's backbone
+    (`EvalProtocol.test_size`; quick checks; the paper's figures use the protocol's).
+    `out_dir`: where a video instance dataset's results.zip goes (None: not written).
     """
     if dataset not in PROTOCOLS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(PROTOCOLS)}")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     protocol = PROTOCOLS[dataset]
-    data = protocol.data.with_root(data_root)
-    if min_size_test is not None:
-        data = replace(data, min_size_test=int(min_size_test))
+    size = protocol.test_size(config.backbone) if min_size_test is None else int(min_size_test)
+    data = replace(protocol.data.with_root(data_root), min_size_test=size)
     if config.num_labels != data.num_classes:
         raise ValueError(f"the model predicts {config.num_labels} labels, {dataset} has {data.num_classes} classes")
     split = split or protocol.split
