@@ -63,6 +63,7 @@ FAMILY_FIELDS: tuple[str, ...] = (
     "intermediate_size",
     "attn_mask_probs",
     "norm_queries",
+    "pos_embed_rescale",
 )
 # How the numbers are computed, not what they are.
 RUNTIME_FIELDS: tuple[str, ...] = ("dtype", "attention_impl", "scan_layers")
@@ -86,7 +87,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_blocks=4),
 }
 # DINOv3 (HF DINOv3ViT, LVD-1689M weights): no key bias, LayerNorm eps 1e-5, 4 registers, MLP x4.
-_DINOV3 = dict(backbone="dinov3", key_bias=False, layer_norm_eps=1e-5, rope_theta=100.0, num_register_tokens=4)
+_DINOV3 = dict(
+    backbone="dinov3",
+    key_bias=False,
+    layer_norm_eps=1e-5,
+    rope_theta=100.0,
+    num_register_tokens=4,
+    pos_embed_rescale=2.0,
+)
 PRESETS.update({f"dinov3-{name}": {**PRESETS[name], **_DINOV3} for name in ("small", "base", "large")})
 
 
@@ -145,6 +153,9 @@ class VideomtConfig:
     model_type: str = "videomt"  # "videomt" (queries propagate over frames) | "eomt" (image model)
     backbone: str = "dinov2"  # "dinov2" (absolute position embeddings) | "dinov3" (rotary, patch tokens only)
     rope_theta: float = 100.0  # DINOv3 rotary base period
+    # DINOv3 training: rotary coordinates scaled by a log-uniform factor in [1/r, r], one draw per forward
+    # (HF DINOv3ViT `pos_embed_rescale`, 2.0 in HF's config and the DINOv3 presets; None: no rescaling)
+    pos_embed_rescale: float | None = None
     key_bias: bool = True  # DINOv3 has no key bias (its q|k|v bias keeps a zero, unused k part)
     intermediate_size: int | None = None  # MLP width when a checkpoint states it (DINOv3); None: from mlp_ratio
     attn_mask_probs: tuple[float, ...] | None = None  # EoMT masked-attention probabilities, one per query block
@@ -212,6 +223,8 @@ class VideomtConfig:
             problems.append("key_bias=False is a DINOv3 layout; a DINOv2 backbone always has a key bias")
         if self.intermediate_size is not None and self.intermediate_size < 1:
             problems.append(f"intermediate_size must be positive or None, got {self.intermediate_size}")
+        if self.pos_embed_rescale is not None and not self.pos_embed_rescale >= 1.0:
+            problems.append(f"pos_embed_rescale must be None or >= 1, got {self.pos_embed_rescale}")
         probs = self.attn_mask_probs
         if probs is not None and self.model_type != "eomt":
             problems.append("attn_mask_probs applies to model_type='eomt' only")

@@ -91,3 +91,41 @@ def test_content_shape_is_checked():
         VideomtModel(cfg).apply(
             {"params": params}, jnp.zeros((2, 1, 64, 64, 3)), content_hw=jnp.zeros((3, 2), jnp.int32)
         )
+
+
+def test_dinov3_training_rescales_the_rotary_coordinates():
+    from videomt_jax.modeling.content import rescale_factor, rope_tables_traced, trains_with_randomness
+    from videomt_jax.modeling.dinov3 import rope_tables
+
+    cfg = CONFIGS["dinov3"].replace(pos_embed_rescale=2.0)
+    factors = np.asarray([rescale_factor(cfg, jax.random.key(i)) for i in range(200)])
+    assert 0.5 <= factors.min() < 0.6 and 1.8 < factors.max() <= 2.0  # log-uniform in [1/2, 2]
+    assert abs(np.log(factors).mean()) < 0.15
+    assert rescale_factor(CONFIGS["dinov2"], jax.random.key(0)) is None
+    assert rescale_factor(cfg.replace(pos_embed_rescale=None), jax.random.key(0)) is None
+    assert trains_with_randomness(cfg) and not trains_with_randomness(CONFIGS["dinov2"])
+    grid = jnp.asarray([[8, 9]], jnp.int32)
+    plain = rope_tables(cfg, (8, 9))
+    same = rope_tables_traced(cfg, grid, (8, 9))
+    np.testing.assert_allclose(same[0][0], plain[0], atol=2e-5)  # float32 on the device vs float64 on the host
+    half = rope_tables_traced(cfg, grid, (8, 9), jnp.float32(0.5))
+    e = cfg.head_dim  # HF's formula: centres in [-1, 1] times the factor, 2 pi c / theta^(4i/E), tiled
+    inv_freq = 1.0 / cfg.rope_theta ** (np.arange(0, e, 4) / e)
+    yy, xx = np.meshgrid(*[(np.arange(n) + 0.5) / n * 2 - 1 for n in (8, 9)], indexing="ij")
+    coords = 0.5 * np.stack([yy.ravel(), xx.ravel()], -1)  # [G, 2]
+    angles = np.tile((2 * np.pi * coords[:, :, None] * inv_freq).reshape(len(coords), -1), (1, 2))
+    np.testing.assert_allclose(half[0][0], np.cos(angles), atol=2e-5)
+    np.testing.assert_allclose(half[1][0], np.sin(angles), atol=2e-5)
+    # in training (deterministic=False) the draw changes the output; at inference nothing is drawn
+    params = init_params(cfg, jax.random.key(0))
+    videos = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 64, 64, 3)), jnp.float32)
+    train = VideomtModel(cfg, deterministic=False)
+    a, b = (train.apply({"params": params}, videos, rngs={"dropout": jax.random.key(k)}).mask_logits for k in (1, 2))
+    assert not np.allclose(a, b)
+    ref = VideomtModel(cfg).apply({"params": params}, videos).mask_logits
+    off = VideomtModel(cfg.replace(pos_embed_rescale=None), deterministic=False)
+    np.testing.assert_allclose(
+        off.apply({"params": params}, videos, rngs={"dropout": jax.random.key(1)}).mask_logits,
+        ref,
+        atol=1e-4 * float(np.abs(ref).max()),
+    )

@@ -63,12 +63,13 @@ def resample_pos_embed_traced(
 
 
 def rope_tables_traced(
-    config: VideomtConfig, grid: jax.Array, canvas_hw: tuple[int, int]
+    config: VideomtConfig, grid: jax.Array, canvas_hw: tuple[int, int], scale: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """DINOv3 rotary tables of each clip's own grid on the canvas: (cos, sin) [B, g_h*g_w, E] float32.
 
     Patch centres are normalised over the clip's own grid (as `dinov3.rope_tables` over the input's);
-    positions outside the region get angles too, unused since no token attends to them."""
+    positions outside the region get angles too, unused since no token attends to them. `scale` (a
+    scalar, training): the coordinates are multiplied by it (`rescale_factor`)."""
     e = config.head_dim
     inv_freq = 1.0 / config.rope_theta ** (jnp.arange(0, e, ROPE_PARTS, dtype=jnp.float32) / e)  # [E/4]
     n = grid.astype(jnp.float32)  # [B, 2]
@@ -77,6 +78,29 @@ def rope_tables_traced(
     yy = jnp.broadcast_to(ys[:, :, None], (n.shape[0], *canvas_hw)).reshape(n.shape[0], -1)  # [B, G]
     xx = jnp.broadcast_to(xs[:, None, :], (n.shape[0], *canvas_hw)).reshape(n.shape[0], -1)
     coords = jnp.stack([yy, xx], axis=-1)  # [B, G, 2]
+    if scale is not None:
+        coords = coords * scale
     angles = 2.0 * math.pi * coords[..., None] * inv_freq  # [B, G, 2, E/4]
     angles = jnp.tile(angles.reshape(*coords.shape[:2], -1), (1, 1, 2))  # [B, G, E]
     return jnp.cos(angles), jnp.sin(angles)
+
+
+def rescale_applies(config: VideomtConfig) -> bool:
+    """Whether training rescales the rotary coordinates (DINOv3 with `pos_embed_rescale`)."""
+    return config.backbone == "dinov3" and config.pos_embed_rescale is not None
+
+
+def rescale_factor(config: VideomtConfig, key: jax.Array) -> jax.Array | None:
+    """DINOv3's training-time augmentation of its rotary coordinates: one log-uniform factor in
+    [1/r, r] (r = `pos_embed_rescale`), as HF's `augment_patches_center_coordinates`; None when off."""
+    if not rescale_applies(config) or config.pos_embed_rescale is None:
+        return None
+    bound = math.log(config.pos_embed_rescale)
+    return jnp.exp(jax.random.uniform(key, (), jnp.float32, -bound, bound))
+
+
+def trains_with_randomness(config: VideomtConfig) -> bool:
+    """Whether training draws random numbers inside the model (dropout, drop-path, DINOv3's rotary
+    rescale), i.e. runs it with `deterministic=False` and a "dropout" rng."""
+    rates = (config.drop_path_rate, config.hidden_dropout_prob, config.attention_dropout)
+    return any(rate > 0 for rate in rates) or rescale_applies(config)

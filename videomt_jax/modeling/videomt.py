@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.modeling.content import content_grid, key_mask, rope_tables_traced
+from videomt_jax.modeling.content import content_grid, key_mask, rescale_factor, rope_tables_traced
 from videomt_jax.modeling.dinov3 import Rope, rope_tables
 from videomt_jax.modeling.eomt import EomtModel, check_videos
 from videomt_jax.modeling.layers import REMAT_POLICIES, dense
@@ -114,13 +114,17 @@ class VideomtModel(EomtModel):
 
         Without content regions: the input grid's tables (DINOv3; DINOv2 None) and no masks."""
         cfg = self.config
+        scale = None if self.deterministic else rescale_factor(cfg, self.make_rng("dropout"))  # DINOv3 training
         if content is None or frame_content is None:
-            rope = rope_tables(cfg, grid_hw)  # DINOv3: (cos, sin) [g*g, E]; DINOv2: None
+            if scale is None:
+                rope = rope_tables(cfg, grid_hw)  # DINOv3: (cos, sin) [g*g, E]; DINOv2: None
+            else:  # the input's own grid, coordinates rescaled: [1, g*g, E] each
+                rope = rope_tables_traced(cfg, jnp.asarray([grid_hw], jnp.int32), grid_hw, scale)
             return rope, rope, None, None
         rope = frame_rope = None
         if cfg.backbone == "dinov3":
-            rope = rope_tables_traced(cfg, content, grid_hw)  # [B, g*g, E] each
-            frame_rope = rope_tables_traced(cfg, frame_content, grid_hw)  # [B*T, g*g, E] each
+            rope = rope_tables_traced(cfg, content, grid_hw, scale)  # [B, g*g, E] each
+            frame_rope = rope_tables_traced(cfg, frame_content, grid_hw, scale)  # [B*T, g*g, E] each
         mask = key_mask(content, grid_hw, cfg.num_queries + cfg.num_prefix_tokens)  # [B, 1, N]
         frame_mask = key_mask(frame_content, grid_hw, cfg.num_prefix_tokens)  # [B*T, 1, P+g*g]
         return rope, frame_rope, mask, frame_mask

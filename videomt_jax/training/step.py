@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.batching import pixel_table
+from videomt_jax.modeling.content import trains_with_randomness
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.processing import VideoProcessor, default_processor
@@ -235,7 +236,7 @@ def make_train_step(
     """
     cfg = config  # its `dtype` is the compute dtype of training too (params and optimizer stay float32)
     table = pixel_table(train_processor(cfg, processor))  # [256, C]
-    deterministic = cfg.drop_path_rate == 0 and cfg.hidden_dropout_prob == 0 and cfg.attention_dropout == 0
+    deterministic = not trains_with_randomness(cfg)  # dropout, drop-path, DINOv3's rotary rescale
     model = VideomtModel(cfg, deterministic=deterministic, remat=tc.remat)
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -53,6 +53,8 @@ from videomt_jax.weights.tables import (
     source_to_params,
 )
 
+# HF's DINOv3 default for `pos_embed_rescale` (a config.json without the key means it)
+DINOV3_POS_EMBED_RESCALE = 2.0
 # DINOv3 switches we do not model: they must have these values (and EoMT-DINOv3 exports write them).
 DINOV3_FIXED = {"query_bias": True, "value_bias": True, "proj_bias": True, "mlp_bias": True}
 # Config keys both backbones state as our fields of the same name.
@@ -91,9 +93,15 @@ def dinov3_config_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
     wrong = {k: data[k] for k, v in DINOV3_FIXED.items() if k in data and bool(data[k]) != v}
     if wrong:
         raise ConversionError(f"{source}: unsupported DINOv3 settings {wrong} (expected {DINOV3_FIXED})")
+    augment = {k: data.pop(k) for k in ("pos_embed_shift", "pos_embed_jitter") if data.get(k) is not None}
+    if augment:
+        raise ConversionError(f"{source}: unsupported DINOv3 training augmentation {augment} (only pos_embed_rescale)")
+    for key in ("pos_embed_shift", "pos_embed_jitter"):
+        data.pop(key, None)
     fields = dict(
         backbone="dinov3",
         rope_theta=_rope_theta(data, source),
+        pos_embed_rescale=data.pop("pos_embed_rescale", DINOV3_POS_EMBED_RESCALE),
         key_bias=bool(data.pop("key_bias", False)),
         use_swiglu_ffn=bool(data.pop("use_gated_mlp", False)),
         intermediate_size=int(data.pop("intermediate_size")),

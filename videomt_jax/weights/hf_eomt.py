@@ -118,6 +118,7 @@ def eomt_config_dict(config: VideomtConfig) -> dict[str, Any]:
             out.pop(key)
         out.update(
             rope_parameters={"rope_theta": config.rope_theta, "rope_type": "default"},
+            pos_embed_rescale=config.pos_embed_rescale,
             key_bias=config.key_bias,
             use_gated_mlp=config.use_swiglu_ffn,
             intermediate_size=config.mlp_hidden_size,
