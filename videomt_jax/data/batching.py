@@ -134,17 +134,14 @@ def batch_canvas(sizes: Sequence[tuple[int, int]], bucket: int | None, cap: tupl
 
     A bucket of 128 and a cap of 768 allow at most 6 x 6 canvases, so the jitted step compiles for a
     bounded set of shapes (docs/training.md, "Geometry")."""
-    height, width = (max(s[i] for s in sizes) for i in (0, 1))
+    largest = [max(s[i] for s in sizes) for i in (0, 1)]
     if bucket is not None:
-        height, width = -(-height // bucket) * bucket, -(-width // bucket) * bucket
-    elif cap is not None:
-        height, width = cap
+        canvas = [-(-side // bucket) * bucket for side in largest]
+    else:
+        canvas = list(cap) if cap is not None else largest
     if cap is not None:
-        height, width = (
-            max(min(height, cap[0]), *(s[0] for s in sizes)),
-            max(min(width, cap[1]), *(s[1] for s in sizes)),
-        )
-    return height, width
+        canvas = [min(side, limit) for side, limit in zip(canvas, cap)]
+    return max(canvas[0], largest[0]), max(canvas[1], largest[1])
 
 
 def collate(

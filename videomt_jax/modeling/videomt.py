@@ -108,14 +108,14 @@ class VideomtModel(EomtModel):
         return jnp.moveaxis(cls, 0, 2), jnp.moveaxis(mask, 0, 2)
 
     def _geometry(
-        self, grid_hw: tuple[int, int], content: jax.Array | None, frame_content: jax.Array | None
+        self, grid_hw: tuple[int, int], content: jax.Array | None, frames: int
     ) -> tuple[Rope | None, Rope | None, jax.Array | None, jax.Array | None]:
-        """Rotary tables and attention masks of the query blocks (per clip) and the plain blocks (per frame).
-
-        Without content regions: the input grid's tables (DINOv3; DINOv2 None) and no masks."""
+        """Rotary tables and attention masks of the query blocks (per clip, [B, ...]) and of the plain
+        blocks (the same per frame, [B*T, ...]). Without content regions: the input grid's tables
+        (DINOv3; DINOv2 None) and no masks."""
         cfg = self.config
         scale = None if self.deterministic else rescale_factor(cfg, self.make_rng("dropout"))  # DINOv3 training
-        if content is None or frame_content is None:
+        if content is None:
             if scale is None:
                 rope = rope_tables(cfg, grid_hw)  # DINOv3: (cos, sin) [g*g, E]; DINOv2: None
             else:  # the input's own grid, coordinates rescaled: [1, g*g, E] each
@@ -123,10 +123,10 @@ class VideomtModel(EomtModel):
             return rope, rope, None, None
         rope = frame_rope = None
         if cfg.backbone == "dinov3":
-            rope = rope_tables_traced(cfg, content, grid_hw, scale)  # [B, g*g, E] each
-            frame_rope = rope_tables_traced(cfg, frame_content, grid_hw, scale)  # [B*T, g*g, E] each
+            cos, sin = rope_tables_traced(cfg, content, grid_hw, scale)  # [B, g*g, E] each
+            rope, frame_rope = (cos, sin), (jnp.repeat(cos, frames, axis=0), jnp.repeat(sin, frames, axis=0))
         mask = key_mask(content, grid_hw, cfg.num_queries + cfg.num_prefix_tokens)  # [B, 1, N]
-        frame_mask = key_mask(frame_content, grid_hw, cfg.num_prefix_tokens)  # [B*T, 1, P+g*g]
+        frame_mask = jnp.repeat(mask[..., cfg.num_queries :], frames, axis=0)  # [B*T, 1, P+g*g]
         return rope, frame_rope, mask, frame_mask
 
     # ------------------------------------------------------------------ whole clip
@@ -169,7 +169,7 @@ class VideomtModel(EomtModel):
             content = content_grid(content_hw, cfg.patch_hw)  # [B, 2] patches
             frame_content = jnp.repeat(content, t, axis=0)  # [B*T, 2]
         tokens = self.embeddings(videos.reshape(b * t, h, w, c), frame_content)  # [B*T, P+g*g, D]
-        rope, frame_rope, mask, frame_mask = self._geometry(grid_hw, content, frame_content)
+        rope, frame_rope, mask, frame_mask = self._geometry(grid_hw, content, t)
         hidden: list[jax.Array] = [tokens]
         if cfg.query_start > 0:
             tokens, pre_outputs = self.encoder(tokens, frame_rope, frame_mask)  # [B*T, P+g*g, D], [L-nb, ...]

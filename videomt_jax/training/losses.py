@@ -142,8 +142,11 @@ def _prediction_loss(
     config: VideomtConfig,
     matching: str,
 ) -> tuple[dict[str, jax.Array], Matching]:
-    """`set_prediction_loss` on inputs its caller has checked (`videomt_loss` checks each once)."""
+    """`set_prediction_loss` on inputs its caller has checked (`videomt_loss` checks each once).
+
+    With `targets.content` the draws land inside each clip's own frame and the mask logits past it read 0."""
     queries = class_logits.shape[2]
+    mask_logits, draws = zero_outside(mask_logits, targets.content), within_content(draws, targets.content)
     assignment = match_frames(class_logits, mask_logits, targets, draws.match, config, matching)
     labels, is_target = matching_rule(matching).targets(targets)  # [B, T, M] each
     num_masks = num_target_masks(is_target)
@@ -239,8 +242,7 @@ def videomt_loss(
     total = jnp.float32(0.0)
     terms: dict[str, jax.Array] = {}
     for (suffix, cls, msk, scale), draw in zip(predictions, draws):
-        msk = zero_outside(msk, targets.content)
-        one, _ = _prediction_loss(cls, msk, targets, within_content(draw, targets.content), config, matching)
+        one, _ = _prediction_loss(cls, msk, targets, draw, config, matching)
         for name, value in one.items():
             terms[name + suffix] = value
             total = total + scale * weights[name] * value
