@@ -34,6 +34,7 @@ class MixedClips:
         self.sources, self.seed = tuple(sources), int(seed)
         self.weights = tuple(float(w) for w in weights)
         self._starts: list[np.ndarray] = []  # [S] per block: clips of each source before the block
+        self._last: tuple[int, np.ndarray] | None = None  # the latest block's draws
 
     def __getstate__(self) -> dict[str, Any]:
         return {"sources": self.sources, "weights": self.weights, "seed": self.seed}
@@ -42,8 +43,12 @@ class MixedClips:
         MixedClips.__init__(self, state["sources"], state["weights"], state["seed"])
 
     def _block(self, block: int) -> np.ndarray:  # [K] source of each clip of the block
+        if self._last is not None and self._last[0] == block:  # consecutive clips share their block
+            return self._last[1]
         p = np.asarray(self.weights) / sum(self.weights)
-        return np.random.default_rng([self.seed, block, 41]).choice(len(p), BLOCK, p=p)
+        draws = np.random.default_rng([self.seed, block, 41]).choice(len(p), BLOCK, p=p)
+        self._last = (block, draws)
+        return draws
 
     def locate(self, index: int) -> tuple[int, int]:
         """(source, that source's clip number) of global clip `index`."""
