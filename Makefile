@@ -1,21 +1,30 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per install level: `make demo` installs the core dependencies only (jax, flax, ...);
+# `make test` upgrades the same venv to the test extra (torch, transformers, ONNX, Jupyter, ruff, mypy).
+CORE_STAMP := $(VENV)/.installed-core
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test lint demo install bench notebooks clean
+.PHONY: test lint demo install install-test bench notebooks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(CORE_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $(CORE_STAMP)
+
+$(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(CORE_STAMP)
 
-install: $(STAMP)
+install: $(CORE_STAMP)
 
-lint: $(STAMP)  ## ruff (lint and format) over the code, mypy over the package
+install-test: $(TEST_STAMP)
+
+lint: $(TEST_STAMP)  ## ruff (lint and format) over the code, mypy over the package
 	$(BIN)/ruff check videomt_jax tests bench convert
 	$(BIN)/ruff format --check videomt_jax tests bench convert
 	$(BIN)/mypy
@@ -23,13 +32,13 @@ lint: $(STAMP)  ## ruff (lint and format) over the code, mypy over the package
 test: lint
 	$(BIN)/python -m pytest -q tests
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(BIN)/videomt-jax demo
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)  ## the harness times HF transformers too
 	$(BIN)/python bench/run_bench.py
 
-notebooks: $(STAMP)  ## rebuild the notebooks from notebooks/src and store them executed
+notebooks: $(TEST_STAMP)  ## rebuild the notebooks from notebooks/src and store them executed
 	$(BIN)/python notebooks/build_notebooks.py --execute
 
 clean:

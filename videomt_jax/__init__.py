@@ -64,6 +64,8 @@ _EXPORTS: dict[str, str] = {
     "SegmentResult": "videomt_jax.postprocess",
     "VideoInstanceResult": "videomt_jax.postprocess",
     "VideoPanopticResult": "videomt_jax.postprocess",
+    "segment_video": "videomt_jax.apps.segment",
+    "VideoSegmentation": "videomt_jax.apps.segment",
 }
 
 # subpackages reachable as attributes (`vm.metrics.evaluate_vpq`), imported on first use

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +75,7 @@ JAX_FIELDS: tuple[str, ...] = FAMILY_FIELDS + RUNTIME_FIELDS
 # ("remat" is a training setting now: `TrainConfig.remat`.)
 DROPPED_JAX_KEYS: tuple[str, ...] = ("remat",)
 MODEL_TYPES = ("videomt", "eomt")  # video model with query propagation | image model (EoMT)
+IMAGE_MODEL_TYPES = ("eomt",)  # no query propagation: run on every frame on its own (eval, export-serving)
 BACKBONES = ("dinov2", "dinov3")  # absolute position embeddings | rotary embeddings on patch tokens
 ROPE_PARTS = 4  # DINOv3 rotary: each head splits into (y, x) x (cos, sin) quarters
 
@@ -96,6 +99,114 @@ _DINOV3 = dict(
     pos_embed_rescale=2.0,
 )
 PRESETS.update({f"dinov3-{name}": {**PRESETS[name], **_DINOV3} for name in ("small", "base", "large")})
+
+
+INF = float("inf")
+# The largest model a config may describe (DINOv3's largest ViT has 6.7 billion parameters): a typo such
+# as hidden_size 10**7 is refused here in one line instead of as a multi-petabyte allocation.
+MAX_PARAMS = 64 * 10**9
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """Type and inclusive range of one numeric / boolean field; `optional`: None is allowed too."""
+
+    kind: str  # a `FIELD_KINDS` name
+    low: float = -INF
+    high: float = INF
+    optional: bool = False
+    open_low: bool = False  # low itself excluded (a ratio that must be positive)
+    open_high: bool = False  # high itself excluded (probabilities that must stay below 1)
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def text(self) -> str:
+        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _size_values(v: Any) -> tuple[Any, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) and len(v) == 2 else (v,)
+
+
+# kind -> (type test of one value, what the error calls it); "size" is an int or a (height, width) pair
+FIELD_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_int, "an int"),
+    "real": (_is_real, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "size": (lambda v: all(_is_int(x) for x in _size_values(v)), "an int or a [height, width] pair of ints"),
+}
+_POSITIVE_INT = FieldRule("int", 1)
+_WEIGHT = FieldRule("real", 0)
+_PROBABILITY = FieldRule("real", 0, 1, open_high=True)
+FIELD_RULES: dict[str, FieldRule] = {
+    "hidden_size": FieldRule("int", 1, 2**16),
+    "num_hidden_layers": FieldRule("int", 1, 1024),
+    "num_attention_heads": FieldRule("int", 1, 2**16),
+    "hidden_dropout_prob": _PROBABILITY,
+    "initializer_range": _WEIGHT,
+    "layer_norm_eps": FieldRule("real", 0, 1, open_high=True),
+    "image_size": FieldRule("size", 1, 2**15),
+    "patch_size": FieldRule("size", 1, 2**10),
+    "num_channels": FieldRule("int", 1, 64),
+    "mlp_ratio": FieldRule("real", 0, 64, open_low=True),
+    "layerscale_value": FieldRule("real"),
+    "drop_path_rate": _PROBABILITY,
+    "num_upscale_blocks": FieldRule("int", 0, 10),
+    "attention_dropout": _PROBABILITY,
+    "use_swiglu_ffn": FieldRule("bool"),
+    "num_blocks": _POSITIVE_INT,
+    "num_queries": FieldRule("int", 1, 2**16),
+    "num_register_tokens": FieldRule("int", 0, 1024),
+    "no_object_weight": _WEIGHT,
+    "class_weight": _WEIGHT,
+    "mask_weight": _WEIGHT,
+    "dice_weight": _WEIGHT,
+    "train_num_points": _POSITIVE_INT,
+    "oversample_ratio": FieldRule("real", 1),
+    "importance_sample_ratio": FieldRule("real", 0, 1),
+    "rope_theta": FieldRule("real"),
+    "pos_embed_rescale": FieldRule("real", optional=True),
+    "key_bias": FieldRule("bool"),
+    "intermediate_size": FieldRule("int", optional=True),
+    "norm_queries": FieldRule("bool"),
+    "scan_layers": FieldRule("bool"),
+}
+# Fields that take one of a few names (model_type and backbone: `family_problems`).
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "hidden_act": HIDDEN_ACTS,
+    "dtype": DTYPES,
+    "attention_impl": ATTENTION_IMPLS,
+}
+
+
+def field_problems(config: Any) -> list[str]:
+    """One message per field of `config` whose type or range breaks `FIELD_RULES` (the field named)."""
+    problems = []
+    for name, rule in FIELD_RULES.items():
+        value = getattr(config, name)
+        if value is None and rule.optional:
+            continue
+        test, what = FIELD_KINDS[rule.kind]
+        if not test(value):
+            problems.append(f"{name} must be {what}{' or null' if rule.optional else ''}, got {value!r}")
+            continue
+        if not all(rule.holds(v) for v in _size_values(value)):
+            problems.append(f"{name} must be in {rule.text()}, got {value!r}")
+    for name, choices in FIELD_CHOICES.items():
+        if getattr(config, name) not in choices:
+            problems.append(f"{name} must be one of {choices}, got {getattr(config, name)!r}")
+    return problems
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -173,40 +284,52 @@ class VideomtConfig:
         if self.attn_mask_probs is not None:
             object.__setattr__(self, "attn_mask_probs", tuple(float(p) for p in self.attn_mask_probs))
         labels = {0: "LABEL_0", 1: "LABEL_1"} if self.id2label is None else self.id2label
-        object.__setattr__(self, "id2label", {int(k): str(v) for k, v in labels.items()})
+        try:
+            object.__setattr__(self, "id2label", {int(k): str(v) for k, v in labels.items()})
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(
+                f"invalid VideomtConfig: id2label must map integer ids to names, got {str(labels)[:80]}"
+            ) from None
         self.validate()
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
+        """Raise one ValueError line naming every field that is of the wrong type or out of range."""
+        problems = field_problems(self)
+        if not problems:  # the arithmetic below needs the types and ranges to hold
+            problems = self.consistency_problems() + self.family_problems()
+        if problems:
+            raise ValueError("invalid VideomtConfig: " + "; ".join(problems))
+
+    def consistency_problems(self) -> list[str]:
+        """What is wrong between fields (divisibility, nesting, total size)."""
         problems = []
         if self.hidden_size % self.num_attention_heads:
             problems.append(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
-        if not 1 <= self.num_blocks <= self.num_hidden_layers:
+        if not self.num_blocks <= self.num_hidden_layers:
             problems.append(
                 f"num_blocks must be in [1, num_hidden_layers={self.num_hidden_layers}], got {self.num_blocks}"
             )
-        image_h, image_w = _pair(self.image_size)
-        patch_h, patch_w = _pair(self.patch_size)
+        (image_h, image_w), (patch_h, patch_w) = self.image_hw, self.patch_hw
         if image_h % patch_h or image_w % patch_w:
             problems.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.dtype not in DTYPES:
-            problems.append(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.attention_impl not in ATTENTION_IMPLS:
-            problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
-        if self.hidden_act not in HIDDEN_ACTS:
-            problems.append(f"hidden_act must be one of {HIDDEN_ACTS}, got {self.hidden_act!r}")
-        if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.hidden_dropout_prob < 1.0:
+        if 2**self.num_upscale_blocks > min(patch_h, patch_w):
             problems.append(
-                f"attention_dropout and hidden_dropout_prob must be in [0, 1), got "
-                f"{self.attention_dropout}, {self.hidden_dropout_prob}"
+                f"num_upscale_blocks {self.num_upscale_blocks} upscales past the pixels of patch_size "
+                f"{self.patch_size} (2**num_upscale_blocks must be <= the patch size)"
             )
-        if self.num_queries < 1 or self.num_labels < 1:
-            problems.append("num_queries and num_labels must be positive")
-        problems += self.family_problems()
-        if problems:
-            raise ValueError("invalid VideomtConfig: " + "; ".join(problems))
+        if self.num_labels < 1:
+            problems.append("id2label must name at least one label")
+        params = self.approx_num_params
+        if params > MAX_PARAMS:
+            problems.append(
+                f"hidden_size {self.hidden_size} x num_hidden_layers {self.num_hidden_layers} gives about "
+                f"{params / 1e9:.3g} billion parameters ({4 * params / 2**30:.3g} GiB in float32), over the "
+                f"limit of {MAX_PARAMS / 1e9:.3g} billion"
+            )
+        return problems
 
     def family_problems(self) -> list[str]:
         """What is wrong with the model-family fields (backbone, rotary, bias layout, EoMT masking)."""
@@ -280,6 +403,16 @@ class VideomtConfig:
         if self.use_swiglu_ffn:  # two thirds, rounded up to a multiple of 8 (as DINOv2 / HF)
             hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
         return hidden
+
+    @property
+    def approx_num_params(self) -> int:
+        """Parameters of the encoder layers, embeddings and heads, to within a few percent."""
+        d, mlp = self.hidden_size, self.mlp_hidden_size
+        ph, pw = self.patch_hw
+        gh, gw = self.grid_hw
+        per_layer = 4 * d * d + (3 if self.use_swiglu_ffn else 2) * d * mlp
+        embed = (ph * pw * self.num_channels + gh * gw + self.num_register_tokens + self.num_queries) * d
+        return self.num_hidden_layers * per_layer + embed + (self.num_labels + 4) * d
 
     @property
     def mask_stride(self) -> int:

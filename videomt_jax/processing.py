@@ -233,7 +233,7 @@ class VideoProcessor:
     @property
     def pixel_mean(self) -> tuple[float, float, float]:
         """The 0..255 pixel value that normalises to 0 (padding colour of augmented frames)."""
-        scale, offset = (np.asarray(a, np.float64) for a in self._affine())
+        scale, offset = (np.asarray(a, np.float64) for a in self._host_affine())
         red, green, blue = (float(v) for v in -offset / scale)
         return red, green, blue
 
@@ -246,7 +246,7 @@ class VideoProcessor:
             raise ValueError(f"frames must end with 3 colour channels, got shape {frames.shape}")
         # float32 coefficients, product and sum in float64, one rounding to float32: the fused
         # multiply-add XLA emits for `x * scale + offset` in `__call__`.
-        scale, offset = (np.asarray(a, np.float64) for a in self._affine())  # [3] each
+        scale, offset = (np.asarray(a, np.float64) for a in self._host_affine())  # [3] each
         out = np.empty(frames.shape, np.float32) if out is None else out
         out[...] = np.asarray(frames, np.float64) * scale + offset
         return out
@@ -324,10 +324,16 @@ class VideoProcessor:
 
     def _affine(self) -> tuple[jax.Array, jax.Array]:
         """(x * rescale - mean) / std as x * scale + offset (HF fuses them the same way)."""
+        scale, offset = self._host_affine()
+        return jnp.asarray(scale), jnp.asarray(offset)
+
+    def _host_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """`_affine` as float32 numpy arrays: no JAX call, so that importing modules whose defaults
+        derive from a processor leaves the backend alone (`jax.distributed.initialize` comes first)."""
         rescale = self.rescale_factor if self.do_rescale else 1.0
         mean = np.asarray(self.mean if self.do_normalize else (0.0,) * 3, np.float64)
         std = np.asarray(self.std if self.do_normalize else (1.0,) * 3, np.float64)
-        return jnp.asarray(rescale / std, jnp.float32), jnp.asarray(-mean / std, jnp.float32)
+        return (rescale / std).astype(np.float32), (-mean / std).astype(np.float32)
 
     def _check_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Dtype/value checks on one [b, T, H, W, C] group; returns uint8 or float32."""

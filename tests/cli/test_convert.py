@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 import transformers
 
 from tests.helpers.hf import build_hf_model, hf_to_original_state_dict
+from tests.helpers.processes import start_python
 from videomt_jax import cli
 from videomt_jax.config import VideomtConfig
 from videomt_jax.weights import api, native, writers
@@ -118,6 +121,24 @@ def test_overwrite_never_deletes_unrelated_files(hf_dir, tmp_path, capsys, scrip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]
 
 
+@pytest.mark.parametrize("mine", ["params/holiday.jpg", "config.json"])
+@pytest.mark.parametrize("script", [to_jax, to_hf], ids=["convert", "export"])
+def test_overwrite_checks_every_file_at_any_depth(hf_dir, tmp_path, capsys, script, mine):
+    """Issue 24: only top-level names were checked, so OUT/params/holiday.jpg and the user's own
+    OUT/config.json were deleted by `--overwrite`."""
+    out = tmp_path / "out"
+    assert script.main([str(hf_dir), str(out)]) == 0
+    (out / mine).parent.mkdir(exist_ok=True)
+    (out / mine).write_text('{"the user\'s": 1}')
+    before = _files(out)
+    capsys.readouterr()
+    assert script.main([str(hf_dir), str(out), "--overwrite"]) == 1
+    captured = capsys.readouterr()
+    assert f"{out / mine}" in captured.err and "not replacing" in captured.err
+    assert len(captured.err.splitlines()) == 1 and "reading" not in captured.out
+    assert _files(out) == before
+
+
 @pytest.mark.parametrize("writer", [api.save_pretrained, api.export_hf], ids=["save_pretrained", "export_hf"])
 def test_python_api_does_not_overwrite_by_default(hf_dir, tmp_path, writer):
     config, params = load_pretrained(hf_dir)
@@ -159,41 +180,60 @@ def test_bare_safetensors_path_loads(hf_dir, tmp_path):
 
 
 SIGNAL_CHILD = """
-import os, signal, sys, time
-from videomt_jax.weights import native
+import sys, time
+import orbax.checkpoint as ocp
 from videomt_jax.cli import main
 
-real = native.write_params
-def slow(directory, params):  # the signal arrives in the middle of writing the parameters
-    real(directory, params)
-    (directory / "big.bin").write_bytes(bytes(1 << 20))
-    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
-    time.sleep(30)
-native.write_params = slow
-sys.exit(main(["convert", sys.argv[2], sys.argv[3], *sys.argv[4:]]))
+real = ocp.StandardCheckpointer.save
+def save(self, *args, **kwargs):  # the signal arrives while orbax's background write is under way
+    real(self, *args, **kwargs)
+    print("ready", flush=True)
+    time.sleep(1)
+ocp.StandardCheckpointer.save = save
+sys.exit(main(["convert", *sys.argv[1:]]))
 """
 
 
-@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_signal_during_convert_cleans_up(hf_dir, tmp_path, signame, code):
-    """Issue 18: SIGTERM left hidden temporary directories; SIGINT printed a traceback."""
-    import subprocess
-    import sys
+def _convert_signalled(hf_dir: Path, out: Path, signum: int) -> tuple[int, str, int]:
+    """`convert hf_dir out --overwrite` in a child that gets `signum` in the middle of orbax's write:
+    (exit code, stderr, pid)."""
+    child = start_python(SIGNAL_CHILD, str(hf_dir), str(out), "--overwrite")
+    child.send_signal(signum)
+    _, stderr = child.communicate(timeout=120)
+    return child.returncode, stderr, child.pid
 
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_convert_cleans_up(hf_dir, tmp_path, signum):
+    """Issues 18, 24: SIGTERM left hidden temporary directories, SIGINT printed a traceback; a signal
+    during orbax's background write left `.OUT.*.tmp` (the write went on after the cleanup), printed
+    orbax tracebacks and claimed "partial output removed"."""
     out = tmp_path / "out"
     assert to_jax.main([str(hf_dir), str(out)]) == 0  # a previous result that must survive
     before = _files(out)
-    done = subprocess.run(
-        [sys.executable, "-c", SIGNAL_CHILD, signame, str(hf_dir), str(out), "--overwrite"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == code, done.stderr[-2000:]
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("videomt-jax convert: interrupted by " + signame) and "Traceback" not in done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no hidden temporary directory
+    code, stderr, _ = _convert_signalled(hf_dir, out, signum)
+    assert code == 128 + signum, stderr[-2000:]
+    name = signal.Signals(signum).name
+    assert stderr.strip().splitlines() == [f"videomt-jax convert: interrupted by {name}; nothing half-written left"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no hidden temporary directory, no lock
     assert _files(out) == before
+
+
+def test_killed_convert_leftovers_are_cleaned_by_the_next_run(hf_dir, tmp_path):
+    """Issue 24: after SIGKILL the temporary folder stayed forever; the next run removes it (its
+    writer is gone), and only it."""
+    out = tmp_path / "out"
+    assert to_jax.main([str(hf_dir), str(out)]) == 0
+    before = _files(out)
+    code, _, pid = _convert_signalled(hf_dir, out, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    left = sorted(p.name for p in tmp_path.iterdir())  # its temporary folder and lock stay
+    assert len(left) == 3 and left[1:] == [".out.lock", "out"], left
+    assert re.fullmatch(rf"\.out\.{pid}-\w{{8}}\.tmp", left[0]), left
+    (tmp_path / ".out.12345678-abcdefgh.tmp.bak").write_text("not a name our writers use")
+    assert _files(out) == before
+    assert to_jax.main([str(hf_dir), str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.12345678-abcdefgh.tmp.bak", "out"]
 
 
 def test_bad_source_is_one_line_error(tmp_path, capsys):

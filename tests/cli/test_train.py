@@ -122,3 +122,80 @@ def test_train_without_init_names_the_recipes_init(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "segmenter" in " ".join(capsys.readouterr().out.split())
+
+
+def _stored_checkpoint(run, recipe) -> None:
+    """A checkpoint folder carrying its recipe in orbax's step metadata, as `train` writes it."""
+    from videomt_jax.training.checkpoint import STEP_METADATA
+    from videomt_jax.training.loop import run_metadata
+
+    meta = run_metadata(recipe.model, recipe.train, {"recipe": json.loads(recipe.to_json())})
+    (run / "checkpoints" / "250" / STEP_METADATA).write_text(json.dumps({"custom_metadata": meta}))
+
+
+def test_checkpoints_remember_their_recipe_without_recipe_json(run_dir, tmp_path, capsys):
+    """Issue 24 (5): with OUT/recipe.json gone, the recipe stored in the checkpoints still refuses
+    another learning rate, seed or model shape, before anything is written."""
+    _stored_checkpoint(run_dir, load_recipe("synthetic-tiny"))
+    (run_dir / RECIPE_FILE).unlink()
+    other = tmp_path / "other.json"
+    other.write_text(
+        json.dumps(
+            {"base": "synthetic-tiny", "train": {"learning_rate": 0.001, "seed": 7}, "model": {"num_queries": 12}}
+        )
+    )
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    assert main(["train", str(other), "--out", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "recipe stored in the checkpoints" in err
+    assert all(k in err for k in ("train.learning_rate", "train.seed", "model.num_queries")), err
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # nothing written
+
+
+def test_resume_check_reads_the_checkpoint_recipe_first(run_dir):
+    """The stored recipe outranks OUT/recipe.json (which a user may have edited)."""
+    from videomt_jax.cli.train import check_resumable
+
+    stored = load_recipe("synthetic-tiny", batch_size=2)
+    _stored_checkpoint(run_dir, stored)
+    check_resumable(run_dir, stored.with_train(steps=9000))  # a longer schedule of the same run
+    with pytest.raises(ValueError, match=r"train.batch_size: 2 there, 4 here"):
+        check_resumable(run_dir, load_recipe(run_dir / RECIPE_FILE))
+
+
+def test_users_recipe_json_is_not_replaced(tmp_path, capsys):
+    """Issue 24 (6): OUT/recipe.json written by a user (not a resolved recipe) is refused, untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = json.dumps({"base": "synthetic-tiny", "train": {"steps": 5}})
+    (out / RECIPE_FILE).write_text(mine)
+    assert main(["train", str(out / RECIPE_FILE), "--out", str(out)]) == 1
+    assert "is not a recipe this command wrote; not replacing it" in capsys.readouterr().err
+    assert (out / RECIPE_FILE).read_text() == mine and sorted(p.name for p in out.iterdir()) == [RECIPE_FILE]
+
+
+def test_foreign_file_in_the_model_folder_is_refused_before_training(tmp_path, capsys):
+    """Issue 24 (6): OUT/model is checked before the work, not after training."""
+    out = tmp_path / "out"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "notes.txt").write_text("mine")
+    assert main(["train", "synthetic-tiny", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'model'} is not (or no longer) exactly an output of this tool" in err
+    assert sorted(p.name for p in out.iterdir()) == ["model"]  # no recipe.json, no checkpoints
+
+
+def test_failed_start_leaves_nothing(tmp_path, capsys):
+    """Issue 25: a bad --devices is refused before anything is written."""
+    assert main(["train", "synthetic-tiny", "--out", str(tmp_path / "runs" / "x"), "--devices", "999"]) == 1
+    assert "--devices: asked for 999 devices" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_the_recipes(capsys):
+    from videomt_jax.training.recipes import RECIPES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "built-in recipes (CONFIG):" in out and all(name in out for name in RECIPES)

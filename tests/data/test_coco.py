@@ -192,3 +192,12 @@ def test_errors_name_the_file(coco, tmp_path):
     (images / "000000000002.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="instances_train2017.json: image 2: file .*000000000002.jpg not found"):
         CocoInstances(path, images, labels).load(1)
+
+
+def test_image_size_errors_name_the_file_and_image(coco, tmp_path):
+    labels = coco_labels("ytvis_2019", dict(enumerate(YTVIS_2019_CLASSES)))
+    broken = tmp_path / "sizes.json"
+    broken.write_text(coco["annotation_file"].read_text())
+    rewrite_json(broken, lambda d: d["images"][0].update(height=-40))
+    with pytest.raises(ValueError, match=r"sizes.json: image 1: height must be a positive int, got -40"):
+        CocoInstances(broken, coco["image_root"], labels)

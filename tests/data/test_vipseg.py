@@ -49,3 +49,22 @@ def test_vipseg_errors_name_the_file_and_the_record(tmp_path):
     rewrite_json(info["annotation_file"], lambda d: d["annotations"][0].update(annotations=[]))
     with pytest.raises(ValueError, match=r"panoptic_gt_VIPSeg_train.json: video 'train_1' has no frames"):
         VIPSegDataConfig("vipseg", root=str(tmp_path)).open("train")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["videos"][0]["images"][0].update(height=-4),
+            r"video 'train_1' image '00000000': height must be a",
+        ),
+        (lambda d: d["annotations"][0].pop("video_id"), r"annotations entry 0 lacks the keys \['video_id'\]"),
+        (lambda d: d["annotations"][0]["annotations"][0].update(segments_info=5), r"'segments_info' must be a list"),
+        (lambda d: d["categories"][0].pop("id"), r"category \{.*\} lacks the keys \['id'\]"),
+    ],
+)
+def test_vipseg_hostile_records_name_the_file_and_the_record(tmp_path, edit, message):
+    info = write_vipseg(tmp_path)
+    rewrite_json(info["annotation_file"], edit)
+    with pytest.raises(ValueError, match=r"panoptic_gt_VIPSeg_train.json: .*" + message):
+        VIPSegDataConfig("vipseg", root=str(tmp_path)).open("train")

@@ -187,3 +187,42 @@ def test_errors(dataset_dir, tmp_path):
         ds.load_clip(0, [0, 4])
     with pytest.raises(ValueError, match="RLE size"):
         decode_segmentation({"size": [3, 3], "counts": [9]}, H, W)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["videos"][1].update(height=-4), r"train.json: video 1: height must be a positive int, got -4"),
+        (lambda d: d["videos"][0].update(width="16"), r"train.json: video 2: width must be a positive int, got '16'"),
+        (lambda d: d["videos"].append([1, 2]), r"train.json: video 2 must be a JSON object, got list"),
+        (lambda d: d.update(annotations={"id": 1}), r"train.json: 'annotations' must be a list, got dict"),
+    ],
+)
+def test_hostile_video_records_name_file_and_video(dataset_dir, tmp_path, edit, message):
+    root, _, _, _, data = dataset_dir
+    broken = json.loads(json.dumps(data))
+    edit(broken)
+    (tmp_path / "train.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=message):
+        YTVISDataset(tmp_path / "train.json", root / "JPEGImages")
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ({"size": [H, W], "counts": "zzzz!!"}, rf"compressed RLE counts do not describe {H}\*{W} pixels"),
+        ({"size": [H, W], "counts": "o1"}, rf"compressed RLE counts do not describe {H}\*{W} pixels"),  # 63 pixels
+        ({"size": [H, W], "counts": [5, 7]}, rf"uncompressed RLE counts must be non-negative ints summing to {H}\*{W}"),
+        ({"size": H, "counts": [H * W]}, rf"RLE size {H} does not match the video size \({H}, {W}\)"),
+        ([[1, 2, "x", 4, 5, 6]], r"polygon coordinates must be numbers"),
+    ],
+)
+def test_bad_segmentations_name_file_video_annotation_and_frame(dataset_dir, tmp_path, segmentation, message):
+    root, _, _, _, data = dataset_dir
+    broken = json.loads(json.dumps(data))
+    broken["annotations"][1]["segmentations"][3] = segmentation
+    (tmp_path / "train.json").write_text(json.dumps(broken))
+    ds = YTVISDataset(tmp_path / "train.json", root / "JPEGImages")
+    with pytest.raises(ValueError, match=r"train.json: video 1 annotation 11 frame 3: " + message) as error:
+        ds.load_targets(ds.videos.index(next(v for v in ds.videos if v["id"] == 1)))
+    assert "\n" not in str(error.value)

@@ -4,12 +4,13 @@ written here pixel by pixel with dicts, independent of the vectorised code under
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from videomt_jax.metrics.consistency import evaluate_video_consistency
+from videomt_jax.metrics.consistency import ShortVideoWarning, evaluate_video_consistency
 from videomt_jax.metrics.panoptic import evaluate_panoptic
 from videomt_jax.metrics.stq import evaluate_stq
 from videomt_jax.metrics.vpq import evaluate_vpq
@@ -318,11 +319,34 @@ def test_vc_ignored_pixels_and_short_videos():
     short = (np.ones((8, 2, 3), np.int64), np.ones((8, 2, 3), np.int64))
     r = evaluate_video_consistency([(pred, gt)], windows=(8,))
     assert r["mvc_8"] == pytest.approx(5 / 6) and r["mvc_8_corrected"] == 1.0
-    r = evaluate_video_consistency([short], windows=(8,))  # T == 8: the script skips it
+    with pytest.warns(ShortVideoWarning, match="mvc_8 is NaN"):
+        r = evaluate_video_consistency([short], windows=(8,))  # T == 8: the script skips it
     assert np.isnan(r["mvc_8"]) and r["mvc_8_corrected"] == 1.0 and r["num_windows"] == {8: 0}
     flicker = np.arange(10 * 6).reshape(10, 2, 3)  # no pixel keeps its label: NaN window, skipped
     r = evaluate_video_consistency([(pred, gt), (flicker, flicker)], windows=(8,))
     assert r["mvc_8"] == pytest.approx(5 / 6) and r["num_windows"] == {8: 3}
+
+
+def test_vc_short_clip_warns_and_says_what_each_figure_is():
+    clip = np.ones((8, 2, 3), np.int64)  # an 8-frame clip: no script window of 8, none of 16 at all
+    with pytest.warns(ShortVideoWarning) as caught:
+        r = evaluate_video_consistency([(clip, clip)])
+    (message,) = [str(w.message) for w in caught]
+    assert "mvc_8 is NaN" in message and "more than 8 frames" in message and "longest video here has 8" in message
+    assert "mvc_16_corrected is NaN" in message and "mvc_8_corrected" not in message
+    assert np.isnan(r["mvc_8"]) and np.isnan(r["mvc_16"]) and r["mvc_8_corrected"] == 1.0
+    twelve = np.ones((12, 2, 3), np.int64)  # VC16 of a 12-frame clip pools the 8-frame windows alone: said so
+    with pytest.warns(ShortVideoWarning, match="mvc_16 is the mean of the 4 shorter windows alone"):
+        r = evaluate_video_consistency([(twelve, twelve)])
+    assert r["mvc_16"] == 1.0 and r["num_windows"] == {8: 4, 16: 0}
+
+
+def test_vc_long_enough_videos_do_not_warn():
+    video = np.ones((17, 2, 3), np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = evaluate_video_consistency([(video, video)])
+    assert r["num_windows"] == {8: 9, 16: 1}
 
 
 @pytest.mark.parametrize("seed", [7, 8])

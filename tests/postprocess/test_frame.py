@@ -201,3 +201,40 @@ def test_bad_input_raises():
         post_process_panoptic(object(), (8, 8))
     with pytest.raises(TypeError, match="to_hf"):
         to_hf({"segmentation": 1})
+
+
+# ------------------------------------------------------------------------------- pieces and track ids
+PIECE_CASE = (1, 2, 7, 3, 6, 5, (37, 29))  # 37 rows: pieces of 5 leave a short last one
+
+
+PANOPTIC_LOOSE = {"threshold": 0.0, "overlap_mask_area_threshold": 0.0}  # random logits still make segments
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs",
+    [(post_process_semantic, {}), (post_process_instance, {"threshold": 0.1}), (post_process_panoptic, PANOPTIC_LOOSE)],
+    ids=["semantic", "instance", "panoptic"],
+)
+def test_frame_in_pieces_of_rows_equals_whole_frame(fn, kwargs):
+    """Issue 24.7: large frames are post-processed a few rows at a time, with identical results."""
+    c, m = make_logits(PIECE_CASE, 11)
+    target, valid = PIECE_CASE[-1], (20, 14)  # a crop too
+    whole = jax.device_get(fn(ours(c, m), target, valid_size=valid, mask_stride=4, **kwargs))
+    pieces = jax.device_get(fn(ours(c, m), target, valid_size=valid, mask_stride=4, rows_per_step=5, **kwargs))
+    for got, want in zip(jax.tree.leaves(pieces), jax.tree.leaves(whole)):
+        np.testing.assert_array_equal(got, want)
+    seg = whole if fn is post_process_semantic else whole.segmentation
+    assert len(np.unique(np.asarray(seg))) > 2  # something to compare
+
+
+def test_to_hf_adds_the_track_id_beside_hfs_fields():
+    """Issue 25.2: every segment carries its query index (stable over a video); HF's fields unchanged."""
+    c, m = make_logits(CASES[0], 5)
+    result = post_process_panoptic(ours(c, m), CASES[0][-1], **PANOPTIC_LOOSE)
+    frames = to_hf(result)
+    query = np.asarray(result.query[0])  # [T, Q]
+    assert any(f["segments_info"] for f in frames)
+    for t, frame in enumerate(frames):
+        for info in frame["segments_info"]:
+            assert set(info) == {"id", "label_id", "score", "track_id"}
+            assert info["track_id"] == int(query[t, info["id"]]) >= 0

@@ -94,3 +94,37 @@ def test_unique_queries_hand_computed():
     np.testing.assert_allclose(np.asarray(unique.score[0]), [0.50, 0.30, 0.20], rtol=1e-5)
     with pytest.raises(ValueError, match="Q = 3"):
         vm.video_instance(out, (8, 8), 4, unique_queries=True, mask_stride=4)
+
+
+def test_instance_threshold_keeps_tracks_scoring_at_least_it(tmp_path):
+    """Issue 25.6: a threshold drops the video-level instance tracks below it, from tracks and maps."""
+    out = random_output(2)
+    _, everything, _ = stream("instance", out, 2, tmp_path, top_k=5)
+    scores = [t["score"] for t in everything.tracks]
+    threshold = float(np.median(scores))
+    seg, level, chunks = stream("instance", out, 2, tmp_path, top_k=5, threshold=threshold)
+    kept = [t for t in everything.tracks if t["score"] >= threshold]
+    assert 0 < len(kept) < len(scores)
+    assert level.tracks == kept
+    assert set(np.unique(seg).tolist()) <= {-1} | {t["id"] for t in kept}
+    assert all(set(c.masks) == {t["id"] for t in kept} for c in chunks)
+
+
+def test_second_pass_in_pieces_equals_the_added_chunks(tmp_path):
+    """Issue 24.7: the maps come `frames_per_piece` frames at a time, whatever chunk was added."""
+    out = random_output(4)
+    whole, _, _ = stream("panoptic", out, T, tmp_path, threshold=0.3, overlap_threshold=0.3)
+    with VideoLevel(
+        "panoptic",
+        TARGET,
+        valid=None,
+        stride=STRIDE,
+        spill_dir=tmp_path,
+        threshold=0.3,
+        overlap_threshold=0.3,
+        frames_per_piece=3,
+    ) as level:
+        level.add(out)
+        pieces = list(level.chunks())
+    assert [c.segmentation.shape[0] for c in pieces] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate([c.segmentation for c in pieces]), whole)

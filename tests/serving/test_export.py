@@ -7,9 +7,12 @@ Letters: B videos, T frames, H/W pixels, Q queries, D hidden.
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,6 +21,7 @@ import pytest
 from tests.helpers.serving import CONFIG, FRAMES, random_params
 from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
 from videomt_jax.cli import main as cli_main
+from videomt_jax.modeling.family import model_for
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.postprocess import post_process_panoptic
 from videomt_jax.processing import VideoProcessor
@@ -235,3 +239,101 @@ def test_cli_export_serving(tmp_path, capsys):
         == 1
     )
     assert "are not options of semantic post-processing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(task="instance", task_options={"threshold": 5}), r"task option threshold must be a score in \[0, 1\]"),
+        (dict(task="panoptic", frame_size=(20000, 20000)), r"frame_size \(20000, 20000\) is 400000000 pixels per"),
+        (dict(input_size=100000), r"input_size \(100000, 100000\) gives 156250000 patches per frame, over the limit"),
+        (dict(frames=0), r"frames \(per call\) must be an int in \[1, 4096\], got 0"),
+    ],
+)
+def test_hostile_options_are_refused_before_any_work(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        export_serving(tmp_path / "out", CONFIG, {}, platforms=("cpu",), **options)  # no params needed to refuse
+    assert not any(tmp_path.iterdir())
+
+
+def test_reexport_replaces_its_own_output_and_refuses_before_the_work(artifact, tmp_path, monkeypatch, model):
+    config, params = model
+    path = Path(shutil.copytree(artifact, tmp_path / "copy"))
+    export_serving(path, config, params, platforms=("cpu",), frames=FRAMES, overwrite=True)
+    assert json.loads((path / "serving.json").read_text())["artifacts"].keys() == {"cpu"}
+    assert not (path / "step.cuda.jaxexport").exists()  # the whole earlier export was replaced
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the export started working before refusing")
+
+    monkeypatch.setattr("videomt_jax.serving.export.flatten_params", no_work)
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        export_serving(path, config, params, platforms=("cpu",), frames=FRAMES)
+
+
+def test_cli_checks_options_and_output_before_reading_the_model(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert cli_main(["export-serving", str(DEFAULT_MODEL_DIR), str(foreign), "--overwrite"]) == 1
+    out, err = capsys.readouterr()
+    assert "not (or no longer) exactly an output of this tool" in err and "reading" not in out
+    assert (foreign / "notes.txt").read_text() == "mine"
+    argv = ["export-serving", str(DEFAULT_MODEL_DIR), str(tmp_path / "new"), "--task", "instance", "--threshold", "5"]
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "task option threshold must be a score in [0, 1], got 5.0" in err
+    assert "reading" not in out and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+# Runs `videomt-jax ARGS` with np.savez held open once it has written (the weights land in the
+# temporary directory), so the parent can stop it mid-write.
+SLOW_WRITE = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from videomt_jax.cli import main
+
+    savez = np.savez
+
+    def held(*args, **kwargs):
+        savez(*args, **kwargs)
+        print("WRITING", flush=True)
+        time.sleep(120)
+
+    np.savez = held
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_sigterm_while_writing_leaves_nothing(tmp_path):
+    argv = ["export-serving", str(DEFAULT_MODEL_DIR), str(tmp_path / "out"), "--platforms", "cpu"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        lines = iter(child.stdout.readline, "")
+        assert any(line.strip() == "WRITING" for line in lines), child.stderr.read()[-3000:] if child.stderr else ""
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "videomt-jax export-serving: interrupted by SIGTERM" in err
+    assert list(tmp_path.iterdir()) == []  # no directory, no temporary one, no lock
+
+
+def test_image_model_is_exported_frame_by_frame(tmp_path):
+    config = CONFIG.replace(model_type="eomt")
+    params = random_params(config)
+    path = export_serving(tmp_path / "eomt", config, params, platforms=("cpu",), frames=FRAMES)
+    assert json.loads((path / "serving.json").read_text())["frame_by_frame"] is True
+    serving = load_serving(path)
+    video = np.random.default_rng(4).standard_normal((1, FRAMES, *config.image_hw, 3)).astype(np.float32)
+    out, state = serving.step(video)
+    alone = jax.jit(lambda frame: model_for(config).apply({"params": params}, frame).mask_logits)
+    for t in range(FRAMES):  # each frame alone gives the same logits: nothing is carried between frames
+        np.testing.assert_allclose(out["mask_logits"][:, t], alone(video[:, t : t + 1])[:, 0], rtol=0, atol=1e-5)
+    assert bool(state.started.all())

@@ -49,6 +49,7 @@ def test_onnx_runtime_reproduces_jax_over_three_chunks(params, tmp_path):
         OUTPUT_NAMES
     )
     assert meta["inputs"][0]["shape"] == ["B", FRAMES, 32, 32, 3] and meta["inputs"][2]["dtype"] == "bool"
+    assert meta["pixels"]["size"] == [32, 32] and meta["pixels"]["std"] == [0.229, 0.224, 0.225]  # HF's ImageNet std
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(INPUT_NAMES)
     video = np.random.default_rng(0).standard_normal((2, 3 * FRAMES, 32, 32, 3)).astype(np.float32)
@@ -150,3 +151,16 @@ def test_bench_has_serving_rows(tmp_path):
         clip = rows[impl]["modes"]["clip"]
         assert clip["fps"] > 0 and clip["frames_per_rep"] == 2
         assert clip["extra"]["max_abs_diff_mask_logits"] < 1e-4 and clip["extra"]["max_abs_diff_class_logits"] < 1e-4
+
+
+def test_opset_and_foreign_files_are_refused_before_the_work(params, tmp_path, capsys):
+    argv = ["export-onnx", str(DEFAULT_MODEL_DIR), str(tmp_path / "a.onnx"), "--opset", "3"]
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "opset must be an int in [17, " in err and "reading" not in out
+    (tmp_path / "b.onnx").write_bytes(b"mine")
+    (tmp_path / "b.json").write_text(json.dumps({"notes": "mine"}))
+    with pytest.raises(FileExistsError, match=r"b.json is not one export-onnx wrote .*; not replacing it"):
+        export_onnx(tmp_path / "b.onnx", CONFIG, params, overwrite=True)
+    assert (tmp_path / "b.json").read_text() == json.dumps({"notes": "mine"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.onnx"]

@@ -342,3 +342,24 @@ def test_checkpoint_round_trip_without_register_tokens(recipe, tmp_path):
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(again)):
         assert got.shape == want.shape and got.dtype == want.dtype, jax.tree_util.keystr(path)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=jax.tree_util.keystr(path))
+
+
+def test_fit_refuses_checkpoints_of_another_config(tmp_path):
+    """`fit` itself (the Python API) refuses before orbax would fail on other shapes."""
+    from videomt_jax.training.loop import check_resume, run_metadata
+
+    recipe = load_recipe("synthetic-tiny")
+    stored = run_metadata(recipe.model, recipe.train)
+    check_resume(stored, recipe.model, recipe.train.replace(steps=9000, log_every=1), tmp_path)
+    check_resume(None, recipe.model.replace(hidden_size=64), recipe.train, tmp_path)  # old checkpoints: unchecked
+    with pytest.raises(ValueError, match=r"model.hidden_size, train.seed differ"):
+        check_resume(stored, recipe.model.replace(hidden_size=64), recipe.train.replace(seed=3), tmp_path)
+
+
+def test_eta_leaves_the_compiling_step_out():
+    from videomt_jax.training.loop import _eta
+
+    assert _eta(None, 100.0, 1, 10) == "--"  # only the compiling step so far
+    # first step done at t=50 s (compilation); steps 2..5 took 1 s each: 5 left -> 5 s
+    assert _eta((50.0, 1), 54.0, 5, 10) == "0:00:05"
+    assert _eta((50.0, 1), 54.0, 10, 10) == "0:00:00"

@@ -17,6 +17,7 @@ from videomt_jax.training.step import (
     check_batch,
     create_train_state,
     make_train_step,
+    train_mesh,
 )
 
 
@@ -97,3 +98,103 @@ def test_a_train_step_on_a_bucket_canvas_runs_and_keeps_to_the_regions():
         _, metrics = make_train_step(CFG, tc, tx, processor=PROCESSOR)(state, {**batch, "frames": outside})
         losses.append(float(metrics["loss"]))
     assert np.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ sharded state
+FSDP = 4  # the state split over 4 of 8 host devices, the batch over all 8 (mesh data 2 x fsdp 4)
+# After 3 steps at LR 1e-2 (float32; the sharded runs reduce in another order) parameters agree to
+# SHARDED_PARAM_ATOL, losses to SHARDED_LOSS_RTOL. Adam's eps is raised to 1e-4 so that gradients that
+# are zero up to rounding (the key bias: softmax ignores it) stay ~0 updates instead of +-LR ones.
+SHARDED_PARAM_ATOL, SHARDED_LOSS_RTOL = 2e-5, 1e-5
+SHARDED_TC = TrainConfig(
+    steps=3,
+    batch_size=8,
+    num_frames=T,
+    learning_rate=1e-2,
+    warmup_head=0,
+    warmup_encoder=0,
+    adam_eps=1e-4,
+    deep_supervision=False,
+    log_every=1,
+)
+SHARDED_RUNS = {"one": (1, 1), "replicated": (8, 1), "fsdp": (8, FSDP)}  # name: (devices, fsdp)
+
+
+def sharded_runs(out: str) -> None:
+    """Run in a process with 8 host devices: `fit` SHARDED_TC on each of SHARDED_RUNS. Writes to `out`
+    (npz) the losses and parameters of each, the fsdp run's log, and the (global, per-device) shapes of
+    its state's leaves."""
+    import io
+    import json
+
+    from videomt_jax.training.loop import fit
+
+    batch = collate([toy_clip(i) for i in range(8)], num_labels=2, max_instances=SLOTS, processor=PROCESSOR)
+    arrays, log = {}, io.StringIO()
+    for name, (devices, fsdp) in SHARDED_RUNS.items():
+        tc = SHARDED_TC.replace(fsdp=fsdp)
+        run = fit(CFG, tc, lambda step: batch, None, num_devices=devices, processor=PROCESSOR, log=log)
+        arrays[f"{name}/loss"] = np.asarray([h["loss"] for h in run.history])
+        for path, leaf in jax.tree_util.tree_leaves_with_path(run.state.params):
+            arrays[f"{name}/{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    shapes = {
+        f"{part}{jax.tree_util.keystr(path)}": [leaf.shape, sorted({s.data.shape for s in leaf.addressable_shards})]
+        for part, tree in (("params", run.state.params), ("opt_state", run.state.opt_state))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+    np.savez(out, **arrays, info=np.asarray(json.dumps({"log": log.getvalue(), "shapes": shapes})))
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers.training_worker import REPO, worker_env
+
+    root = tmp_path_factory.mktemp("sharded")
+    env = {**worker_env(root / "cache"), "PYTHONPATH": str(REPO)}
+    code = "import sys; from tests.training.test_step import sharded_runs; sharded_runs(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, str(root / "runs.npz")], env=env, cwd=REPO, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    with np.load(root / "runs.npz") as runs:
+        arrays = dict(runs)
+    return arrays, json.loads(str(arrays.pop("info")))
+
+
+def test_fsdp_trains_as_the_replicated_state_and_as_one_device(sharded):
+    arrays, _ = sharded
+    for name in ("replicated", "fsdp"):
+        np.testing.assert_allclose(arrays[f"{name}/loss"], arrays["one/loss"], rtol=SHARDED_LOSS_RTOL)
+        for key in (k[4:] for k in arrays if k.startswith("one/") and k != "one/loss"):
+            np.testing.assert_allclose(
+                arrays[f"{name}/{key}"], arrays[f"one/{key}"], rtol=0, atol=SHARDED_PARAM_ATOL, err_msg=f"{name} {key}"
+            )
+    assert len(arrays["one/loss"]) == 3 and arrays["one/loss"][2] < arrays["one/loss"][0]
+    moved = [k for k in arrays if k.startswith("one/[") and np.abs(arrays[k] - arrays["fsdp/" + k[4:]]).max() > 0]
+    assert moved, "the sharded run must not be bit-identical (else it did not run sharded)"
+
+
+def test_fsdp_splits_parameters_gradients_and_moments(sharded):
+    _, info = sharded
+    shapes = info["shapes"]
+    assert "data parallel over 8 devices" in info["log"] and "mesh data 2 x fsdp 4" in info["log"]
+    fc1 = "['encoder']['layers']['block']['mlp']['fc1']['kernel']"
+    assert shapes["params" + fc1] == [[1, 32, 128], [[1, 32, 32]]]  # [L, D, 4D]: the widest axis split
+    moments = [v for k, v in shapes.items() if k.startswith("opt_state") and k.endswith(fc1)]
+    assert moments == [[[1, 32, 128], [[1, 32, 32]]]] * 2  # Adam's mu and nu, split as their parameter
+    for key, (whole, (shard, *more)) in shapes.items():
+        assert not more, key  # every device holds a piece of the same shape
+        divisible = any(n % FSDP == 0 for n in whole)
+        assert np.prod(shard) * (FSDP if divisible else 1) == np.prod(whole), (key, whole, shard)
+    split = [k for k, (whole, _) in shapes.items() if k.startswith("params") and any(n % FSDP == 0 for n in whole)]
+    assert len(split) > 40
+
+
+def test_fsdp_must_divide_the_devices():
+    with pytest.raises(ValueError, match=r"fsdp=3 must be a positive divisor of the 1 devices of the mesh"):
+        train_mesh(1, 3)
+    with pytest.raises(ValueError, match=r"fsdp must be >= 1, got 0"):
+        TrainConfig(fsdp=0)
+    assert train_mesh(1, 1).shape == {"data": 1, "fsdp": 1}

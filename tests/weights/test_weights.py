@@ -434,3 +434,85 @@ def test_backbone_alone_is_refused_with_what_reads_it(tmp_path, model_type):
         load_pretrained(tmp_path)
     with pytest.raises(ValueError, match="model_name only applies to authors' .pth"):
         load_pretrained(tmp_path, model_name="vit_small")
+
+
+# ------------------------------------------------------------------ integrity (issue 24, cases 8 and 10)
+
+
+def _largest_file(root: Path) -> Path:
+    return max((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _xor_middle(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 64]) + data[middle + 64 :]
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [(_xor_middle, "does not match its checksum"), (lambda b: b[: len(b) // 2], "has \\d+ bytes, the manifest says")],
+    ids=["bytes-xored", "truncated"],
+)
+def test_damaged_native_checkpoint_names_the_file(tmp_path, damage, named):
+    """Issue 24: XOR-ed orbax data of the shipped model loaded with 282 non-finite weights; a truncated
+    data file printed thousands of lines of tracebacks."""
+    from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR
+
+    model = _copy(DEFAULT_MODEL_DIR, tmp_path / "model")
+    victim = _largest_file(model / "params")
+    victim.write_bytes(damage(victim.read_bytes()))
+    with pytest.raises(CheckpointReadError, match=f"{victim}.* {named}") as caught:
+        load_pretrained(model)
+    assert "\n" not in str(caught.value)
+
+
+def test_legacy_native_checkpoint_without_manifest_loads_and_damage_is_one_line(hf_dir, tmp_path):
+    from videomt_jax.utils.io import MANIFEST_NAME
+
+    config, params = load_pretrained(hf_dir)
+    save_pretrained(tmp_path / "native", config, params)
+    (tmp_path / "native" / MANIFEST_NAME).unlink()  # as written before manifests
+    _assert_same_params(load_pretrained(tmp_path / "native")[1], params)
+    victim = _largest_file(tmp_path / "native" / "params")
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(CheckpointReadError, match="cannot restore params") as caught:
+        load_pretrained(tmp_path / "native")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_non_finite_weights_are_refused_in_every_format(hf_dir, hf_sd, tmp_path, value):
+    """Issue 24: a safetensors file full of NaN converted without a word."""
+    poisoned = {k: np.ascontiguousarray(v) for k, v in hf_sd.items()}
+    poisoned["query.weight"] = np.full_like(poisoned["query.weight"], value)
+    hf = _copy(hf_dir, tmp_path / "hf")
+    save_file(poisoned, str(hf / "model.safetensors"))
+    pth = tmp_path / "authors.pth"
+    torch.save({"model": hf_to_original_state_dict({k: torch.from_numpy(v) for k, v in poisoned.items()}, CONFIG)}, pth)
+    config, params = load_pretrained(hf_dir)
+    params["query"] = np.full(np.shape(params["query"]), value, np.float32)
+    save_pretrained(tmp_path / "native", config, params)  # e.g. a diverged training's model
+    named = f"parameter query holds {poisoned['query.weight'].size} non-finite value"
+    for source, overrides in ((hf, {}), (pth, {"num_attention_heads": 2}), (tmp_path / "native", {})):
+        with pytest.raises(CheckpointReadError, match=named):
+            load_pretrained(source, **overrides)
+
+
+def test_refused_pickle_gives_our_own_advice(tmp_path):
+    """Issue 24: torch's message advised re-running with weights_only=False (running the file's code)."""
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": shutil.Error("not a tensor")}, tmp_path / "obj.pth")
+    with pytest.raises(CheckpointReadError, match="obj.pth is refused.*shutil.Error") as caught:
+        load_pretrained(tmp_path / "obj.pth")
+    message = str(caught.value)
+    assert "weights_only" not in message and "\n" not in message and "state_dict()" in message
+
+
+def test_load_restores_a_checkpoint_a_killed_save_moved_aside(hf_dir, tmp_path):
+    """A save killed between its two renames leaves only `.K.old-<pid>`: load_pretrained(K) puts it back."""
+    from tests.helpers.processes import dead_pid
+
+    config, params = load_pretrained(hf_dir)
+    target = save_pretrained(tmp_path / "K", config, params)
+    target.rename(tmp_path / f".K.old-{dead_pid()}")
+    _assert_same_params(load_pretrained(target)[1], params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["K"]

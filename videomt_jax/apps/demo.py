@@ -18,6 +18,11 @@ from typing import Any
 DEMO_CHUNK = 4  # frames per streamed model call
 
 
+def say(message: str) -> None:
+    """One progress line, shown at once (the demo's steps take seconds each on a CPU)."""
+    print(f"demo: {message}", flush=True)
+
+
 def _stream_speed(segmenter: Any, frames: Any) -> tuple[Any, float]:
     """Run the streamed pipeline twice (the first compiles); frames/s of the second run."""
     chunks = [frames[i : i + DEMO_CHUNK] for i in range(0, len(frames), DEMO_CHUNK)]
@@ -27,6 +32,8 @@ def _stream_speed(segmenter: Any, frames: Any) -> tuple[Any, float]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    say("importing jax ...")
     import jax
     import numpy as np
 
@@ -34,6 +41,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from videomt_jax.data.synthetic import make_clip
     from videomt_jax.evaluation.synthetic import (
         EVAL_CLIPS,
+        LONG_CLIPS,
+        LONG_FRAMES,
+        evaluate_long,
         evaluate_model,
         format_results,
         json_ready,
@@ -44,7 +54,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from videomt_jax.utils.io import atomic_write_text
     from videomt_jax.weights.api import load_pretrained
 
-    t0 = time.perf_counter()
+    say(f"loading the model {args.model} (jax on {jax.devices()[0].platform}) ...")
     try:
         config, params = load_pretrained(args.model)
         data_cfg = load_data_config(args.model)
@@ -56,6 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     clip = make_clip(dataclasses.replace(data_cfg, num_frames=args.frames), "heldout", args.clip)
     segmenter = Segmenter(config, params, task="panoptic", task_kwargs={"label_ids_to_fuse": data_cfg.stuff_ids})
+    say(f"segmenting held-out clip {args.clip}: {args.frames} frames, {DEMO_CHUNK} per call (the first compiles) ...")
     run, fps = _stream_speed(segmenter, clip.frames)
 
     def upscale(x: np.ndarray) -> np.ndarray:  # nearest 4x, so the tiny clip and its legend are readable
@@ -63,10 +74,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
     overlay = overlay_video(upscale(clip.frames), upscale(run.segmentation), run.segment_labels, config.id2label)
     gif = write_video(out_dir / "overlay.gif", overlay, fps=4)
+    say(f"wrote {gif} ({fps:.1f} frames/s after compilation)")
 
     num_clips = EVAL_CLIPS if args.clips is None else args.clips
-    metrics = evaluate_model(config, params, data_cfg, "heldout", num_clips=num_clips)
-    long = metrics["long"]  # the long-clip scores (evaluate_long)
+    say(f"scoring {num_clips} held-out clips of {data_cfg.num_frames} frames (mIoU, video AP, PQ) ...")
+    metrics = evaluate_model(config, params, data_cfg, "heldout", num_clips=num_clips, long_clips=0)
+    say(f"streaming {LONG_CLIPS} held-out clips of {LONG_FRAMES} frames (long-video mIoU, VPQ, STQ, mVC_8) ...")
+    long = metrics["long"] = evaluate_long(config, params, data_cfg, "heldout")
     results = {
         "miou": metrics["semantic"]["miou"],
         "video_ap": metrics["video_instance"]["AP"],

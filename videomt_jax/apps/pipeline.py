@@ -8,24 +8,31 @@ results (`ChunkResult`: the frames, their track-id or class map, HF-style per-fr
 the model's small output) for the caller to write and drop, so memory stays flat in the video's
 length. `Segmenter.run(chunks)` collects everything (short clips: demo, tests). Video-level
 results over a stream: `videomt_jax.postprocess.streamed.VideoLevel`, fed with `ChunkResult.output`.
+
+Every model `load_pretrained` reads runs here: VidEoMT streams with its propagated queries (ids in
+the maps = query index = track id); an image model (EoMT, `config.model_type == "eomt"`) segments
+every frame on its own, so its maps hold the per-frame segment ids (no tracks, `image_model`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
 
 from videomt_jax import postprocess as pp
-from videomt_jax.config import VideomtConfig
+from videomt_jax.config import IMAGE_MODEL_TYPES, VideomtConfig
+from videomt_jax.modeling.family import model_for
 from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel
+from videomt_jax.modeling.xla_options import jit_model
+from videomt_jax.postprocess.hf_format import TRACK_ID
 from videomt_jax.processing import VideoProcessor, default_processor, load_processor
 from videomt_jax.streaming import VideoStreamer, pad_frames
 
@@ -38,21 +45,34 @@ FRAME_TASKS: dict[str, Callable[..., Any]] = {
 }
 
 
-def track_map(result: Any, labels: dict[int, int]) -> np.ndarray:
+def track_map(result: Any, labels: dict[int, int]) -> tuple[np.ndarray, list[dict[int, int]]]:
     """Per-frame segment ids of video 0 -> track ids (the query that opened each segment).
 
     Segment ids are numbered per frame; the query index is stable over the video, so colours
-    keyed on it stay put. Fills `labels` (track id -> class id). Returns [t, H, W] int32.
+    keyed on it stay put. Fills `labels` (track id -> its latest class id). Returns the map
+    [t, H, W] int32 and, per frame, track id -> class id in that frame.
     """
     seg = np.asarray(result.segmentation[0])  # [t, H, W]
     query = np.asarray(result.query[0])  # [t, Q]
     out = np.full(seg.shape, -1, np.int32)
+    per_frame = []
     for t in range(seg.shape[0]):
         valid = seg[t] >= 0
         out[t][valid] = query[t][seg[t][valid]]
-        for s in np.flatnonzero(np.asarray(result.valid[0, t])):
-            labels[int(query[t, s])] = int(result.label_id[0, t, s])
-    return out
+        frame = {
+            int(query[t, s]): int(result.label_id[0, t, s]) for s in np.flatnonzero(np.asarray(result.valid[0, t]))
+        }
+        labels.update(frame)
+        per_frame.append(frame)
+    return out, per_frame
+
+
+def segment_labels(result: Any) -> tuple[np.ndarray, list[dict[int, int]]]:
+    """Image models: the per-frame segment ids of video 0 as they are, and per frame segment id -> class id."""
+    seg = np.asarray(result.segmentation[0]).astype(np.int32)  # [t, H, W]
+    labels = np.asarray(result.label_id[0])  # [t, Q]
+    valid = np.asarray(result.valid[0])
+    return seg, [{int(s): int(labels[t, s]) for s in np.flatnonzero(valid[t])} for t in range(seg.shape[0])]
 
 
 def semantic_frames_hf(maps: np.ndarray) -> list[dict[str, Any]]:
@@ -78,6 +98,7 @@ class ChunkResult:
     frames_hf: list[Any]  # HF-style result per frame
     output: VideomtOutput  # the model's output for these frames, on the host: [1, t, Q, K+1] / [1, t, Q, h, w]
     geometry: Any  # the processor's geometry of the chunk (original / resized / padded size)
+    frame_labels: list[dict[int, int]] | None = None  # per frame: id in `segmentation` -> class id (None: semantic)
 
 
 @dataclass
@@ -104,7 +125,8 @@ class Segmenter:
     # The model's pixel normalisation (`load_processor`, saved beside the checkpoint); None:
     # `VideoProcessor.from_config(config)`. keep_aspect=True switches it to aspect-preserving resizing.
     processor: VideoProcessor | None = None
-    streamer: VideoStreamer = field(init=False)
+    streamer: VideoStreamer | None = field(init=False, default=None)  # VidEoMT: the stateful chunk step
+    _image_step: Callable[..., VideomtOutput] | None = field(init=False, default=None, repr=False)  # image models
 
     def __post_init__(self) -> None:
         if self.task not in FRAME_TASKS:
@@ -113,7 +135,24 @@ class Segmenter:
         if self.keep_aspect:
             processor = dataclasses.replace(processor, keep_aspect=True, pad_multiple=self.config.patch_hw)
         self.processor = processor
-        self.streamer = VideoStreamer(VideomtModel(self.config), self.params, interpolate_pos_encoding=True)
+        model = model_for(self.config)
+        if self.image_model:  # no state: every frame on its own
+            self._image_step = jit_model(lambda p, x: model.apply({"params": p}, x, interpolate_pos_encoding=True))
+        else:
+            self.streamer = VideoStreamer(cast(VideomtModel, model), self.params, interpolate_pos_encoding=True)
+
+    @property
+    def image_model(self) -> bool:
+        """An image model (EoMT): frames are segmented one by one, ids are per frame (no tracks)."""
+        return self.config.model_type in IMAGE_MODEL_TYPES
+
+    def _step(self, state: Any, videos: Any) -> tuple[VideomtOutput, Any]:
+        if self._image_step is not None:
+            return self._image_step(self.params, videos), None
+        if self.streamer is None:
+            raise RuntimeError("Segmenter has no model step; __post_init__ sets it")
+        state = self.streamer.init(1) if state is None else state
+        return self.streamer.step(state, videos)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str | None = None, **kwargs: Any) -> Segmenter:
@@ -135,7 +174,7 @@ class Segmenter:
         chunks: Iterable[np.ndarray],
         labels: dict[int, int] | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> Iterator[ChunkResult]:
+    ) -> Generator[ChunkResult, None, None]:
         """chunks: uint8 [t, H, W, 3] pieces of one video, in order (only the last may be shorter).
 
         labels: filled with track id -> class id as tracks appear (instance / panoptic)."""
@@ -144,7 +183,7 @@ class Segmenter:
         if processor is None:
             raise RuntimeError("Segmenter.processor is None; __post_init__ sets it")
         labels = {} if labels is None else labels
-        state, chunk_len, ended = None, None, False
+        state, chunk_len, ended, seen = None, None, False, False
         for chunk in chunks:
             if ended:
                 raise ValueError("only the last chunk of a video may be shorter than the first")
@@ -152,20 +191,28 @@ class Segmenter:
             chunk_len = n if chunk_len is None else chunk_len
             ended = n < chunk_len
             videos, geos = processor.preprocess(pad_frames(chunk, chunk_len)[None])  # [1, t, Hp, Wp, 3]
-            state = self.streamer.init(1) if state is None else state
-            out, state = self.streamer.step(state, videos)
+            out, state = self._step(state, videos)
+            seen = True
             result = jax.device_get(self._post(frame_fn, out, geos[0], **self.task_kwargs))
             result = _first_frames(result, n)  # [1, n, ...]
+            frame_labels: list[dict[int, int]] | None = None
             if self.task == "semantic":
                 seg = np.asarray(result[0])
                 frames_hf = semantic_frames_hf(seg)
             else:
-                seg, frames_hf = track_map(result, labels), pp.to_hf(result)
+                frames_hf = pp.to_hf(result)
+                if self.image_model:  # no tracks: the per-frame ids, and no track_id in the results
+                    seg, frame_labels = segment_labels(result)
+                    for frame in frames_hf:
+                        for info in frame["segments_info"]:
+                            info.pop(TRACK_ID, None)
+                else:
+                    seg, frame_labels = track_map(result, labels)
             output = _first_frames(jax.device_get(out), n)
-            yield ChunkResult(chunk, seg, frames_hf, output, geos[0])
+            yield ChunkResult(chunk, seg, frames_hf, output, geos[0], frame_labels)
             if progress is not None:
                 progress(n)
-        if state is None:
+        if not seen:
             raise ValueError("the video has no frames")
 
     def run(self, chunks: Iterable[np.ndarray], progress: Callable[[int], None] | None = None) -> SegmentationRun:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 # command modules, in the order `--help` lists them
 COMMANDS: tuple[str, ...] = (
@@ -38,6 +40,21 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warnings(default: Callable[..., None]) -> Callable[..., None]:
+    """A `warnings.showwarning` for the command line: our own warnings (what a command assumed, e.g. an
+    authors' checkpoint's head count) as one line `videomt-jax: warning: ...`; others through `default`."""
+
+    def show(
+        message: Warning | str, category: type[Warning], *where: Any, file: TextIO | None = None, **kw: Any
+    ) -> None:
+        if category.__module__.startswith("videomt_jax."):
+            print(f"videomt-jax: warning: {message}", file=file or sys.stderr, flush=True)
+        else:
+            default(message, category, *where, file=file, **kw)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None, commands: Sequence[str] = COMMANDS) -> int:
     parser = build_parser(commands)
     args, rest = parser.parse_known_args(argv)
@@ -45,7 +62,9 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[str] = COMMANDS) 
         args.forwarded = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return int(args.func(args) or 0)
+    with warnings.catch_warnings():  # restores Python's display when the command returns
+        warnings.showwarning = one_line_warnings(warnings.showwarning)
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

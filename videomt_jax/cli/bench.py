@@ -30,8 +30,20 @@ def load_harness() -> Any:
     return importlib.import_module(f"{HARNESS}.cli")
 
 
+NEEDS_EXTRA = {"torch": "torch", "transformers": "torch", "onnxruntime": "onnx", "jax2onnx": "onnx", "onnx": "onnx"}
+
+
 def run(args: argparse.Namespace) -> int:
-    return load_harness().main(args.forwarded)
+    try:
+        return load_harness().main(args.forwarded)
+    except ModuleNotFoundError as e:  # a core install (`make demo`) has neither torch nor ONNX
+        extra = NEEDS_EXTRA.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        raise ValueError(
+            f"the benchmark needs {e.name}: install the {extra} extra (`pip install -e '.[{extra}]'` in the "
+            "checkout, or `make test`)"
+        ) from e
 
 
 def add_parser(subparsers: Any) -> None:

@@ -1,6 +1,8 @@
 """Shared command-line plumbing: user errors become one line on stderr and exit code 1; for
 commands that write atomically, SIGTERM and SIGINT (Ctrl-C) become one line and exit code 128 + N
-after the temporary files are removed (the atomic writers clean up on any exception)."""
+after the temporary files are removed (the atomic writers clean up on any exception; writes that
+run in the background, like orbax's, finish first: `utils.io.signals_deferred`). A second signal
+during that cleanup is ignored, so the cleanup is never cut short."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
+from videomt_jax.utils.io import STOP_SIGNALS
+
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Interrupted(BaseException):
@@ -25,6 +28,8 @@ class Interrupted(BaseException):
 
 
 def _raise(signum: int, frame: object) -> None:
+    for s in STOP_SIGNALS:  # the first signal stops the command; later ones must not cut its cleanup
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
@@ -48,7 +53,8 @@ def guarded(
     """Wrap a subcommand: a user error prints `videomt-jax NAME: error: ...` and returns 1.
 
     interruptible: SIGTERM / SIGINT stop the command with `videomt-jax NAME: interrupted by SIG...`
-    and exit code 128 + the signal number, after the atomic writers removed their temporary files.
+    and exit code 128 + the signal number, after the atomic writers removed their temporary files
+    (outputs are whole or absent: finished ones stay, unfinished ones leave nothing).
     """
 
     def main(args: argparse.Namespace) -> int:
@@ -63,8 +69,7 @@ def guarded(
                 raise
             signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
             print(
-                f"videomt-jax {name}: interrupted by {signal.Signals(signum).name}; "
-                "partial output removed, existing files left as they were",
+                f"videomt-jax {name}: interrupted by {signal.Signals(signum).name}; nothing half-written left",
                 file=sys.stderr,
             )
             return 128 + signum

@@ -2,8 +2,10 @@
 .pth, videomt-jax dir) -> a videomt-jax (orbax) directory.
 
 Writes atomically (an interrupted run, SIGTERM and Ctrl-C included, leaves OUT as it was and no
-temporary files) and prints a summary. An existing OUT needs --overwrite and must hold checkpoint
-files alone (`weights.writers.is_checkpoint_entry`): a folder with other files is refused untouched. The source
+temporary files; what a killed run left is cleaned by the next) and prints a summary. An existing
+OUT needs --overwrite and must hold exactly the files its manifest lists (an earlier output of this
+tool, unchanged: `utils.io.check_replaceable`): a folder with any other file, at any depth, is
+refused untouched. The source
 arguments and the runner are shared with `export` (`videomt_jax.cli.export`) and the standalone
 scripts in the repository's `convert/` folder. The weight code (jax, orbax, torch for .pth files)
 is imported only when a command runs, so `videomt-jax --help` stays quick.
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from videomt_jax.cli.common import guarded
 from videomt_jax.config import DTYPES, VideomtConfig
+from videomt_jax.data.categories import DATASET_LABELS
 
 if TYPE_CHECKING:
     from videomt_jax.weights.api import LoadReport
@@ -37,14 +40,25 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace OUT if it is a checkpoint (a folder holding anything else is refused, untouched)",
+        help="replace OUT if it is an earlier output of this tool, unchanged (else it is refused, untouched)",
     )
     group = parser.add_argument_group("overrides (mostly for authors' .pth files, whose config is inferred)")
-    group.add_argument("--num-heads", type=int, help="attention heads (default: from --model-name, else hidden // 64)")
+    group.add_argument(
+        "--num-heads",
+        type=int,
+        help="attention heads (default: DINOv3's rotary buffer, --model-name or the file name, else the released "
+        "DINOv2/DINOv3 size of that width, with a warning)",
+    )
     group.add_argument("--image-size", type=int, help="input size the position embeddings were trained at")
     group.add_argument("--num-blocks", type=int, help="query blocks (default: length of attn_mask_probs)")
     group.add_argument("--model-name", help="timm backbone name, e.g. vit_small_patch14_reg4_dinov2 (picks the heads)")
     group.add_argument("--id2label-json", help='JSON file {"0": "person", ...} or a list of class names')
+    group.add_argument(
+        "--dataset",
+        choices=tuple(DATASET_LABELS),
+        help="the authors' dataset the .pth was trained on: its class names (default: from the file name, "
+        "or the class count when one dataset has it; a warning says which)",
+    )
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +70,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {field: getattr(args, flag) for flag, field in OVERRIDE_FLAGS.items() if getattr(args, flag) is not None}
     if args.model_name:
         out["model_name"] = args.model_name
+    if getattr(args, "dataset", None):
+        out["dataset"] = args.dataset
     if args.id2label_json:
         from videomt_jax.weights.readers import read_id2label_json
 
@@ -89,14 +105,20 @@ def _summary(
 
 
 def run_writer(args: argparse.Namespace, verb: str, fmt: str, write: Callable[..., Path]) -> int:
-    from videomt_jax.processing import load_processor
-    from videomt_jax.utils.io import check_replaceable
-    from videomt_jax.weights.api import load_pretrained_with_report
-    from videomt_jax.weights.writers import is_checkpoint_entry
+    from videomt_jax.utils.io import check_replaceable, output_lock, recover
 
     out = Path(args.out)
-    # before the (long) load: OUT may be replaced only when it holds checkpoint files alone
-    check_replaceable(out, overwrite=args.overwrite, replaceable=is_checkpoint_entry, flag="--overwrite")
+    with output_lock(out):  # one writer of OUT at a time, from the check to the write
+        recover(out)  # what a killed run left (temporary folders, a swap cut halfway)
+        # before the (long) load: OUT may be replaced only when it is an earlier output, unchanged
+        check_replaceable(out, overwrite=args.overwrite, flag="--overwrite")
+        return _load_and_write(args, out, verb, fmt, write)
+
+
+def _load_and_write(args: argparse.Namespace, out: Path, verb: str, fmt: str, write: Callable[..., Path]) -> int:
+    from videomt_jax.processing import load_processor
+    from videomt_jax.weights.api import load_pretrained_with_report
+
     print(f"reading {args.src} ...", flush=True)
     config, params, report = load_pretrained_with_report(args.src, getattr(args, "dtype", None), **_overrides(args))
     print(f"writing {out} ...", flush=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from videomt_jax.cli.common import guarded
-from videomt_jax.config import DTYPES
+from videomt_jax.config import DTYPES, IMAGE_MODEL_TYPES
+from videomt_jax.serving.export import TASKS as SERVING_TASKS
 
 ANY_BATCH = "any"  # --batch value for a symbolic batch dimension
 
@@ -60,35 +61,54 @@ def summary(path: Path, files: Sequence[Path], seconds: float) -> str:
     return f"wrote {path} in {seconds:.1f} s: {sizes}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """MODEL -> OUT directory: serving.json, weights.npz, step.<platform>.jaxexport per platform."""
-    from videomt_jax.serving.export import PLATFORMS, export_serving
+def read_model(model: str) -> tuple[Any, Any, Any]:
+    """(config, params, processor) of MODEL, saying when it is an image model run frame by frame."""
+    from videomt_jax.processing import load_processor
     from videomt_jax.weights.api import load_pretrained
 
+    print(f"reading {model} ...", flush=True)
+    config, params = load_pretrained(model)
+    if config.model_type in IMAGE_MODEL_TYPES:
+        print(
+            f"{model} is an image model ({config.model_type}): every frame is segmented on its own "
+            "(no queries carried from frame to frame)",
+            flush=True,
+        )
+    return config, params, load_processor(model, config)
+
+
+def run(args: argparse.Namespace) -> int:
+    """MODEL -> OUT directory: serving.json, weights.npz, step.<platform>.jaxexport per platform."""
+    from videomt_jax.serving.export import PLATFORMS, check_call_options, export_serving
+    from videomt_jax.utils.io import check_replaceable, output_lock
+
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    print(f"reading {args.model} ...", flush=True)
-    config, params = load_pretrained(args.model)
     options = {"threshold": args.threshold} if args.threshold is not None else {}
     platforms = args.platforms or PLATFORMS
-    print(f"lowering for {', '.join(platforms)} ...", flush=True)
-    start = time.perf_counter()
-    export_serving(
-        out,
-        config,
-        params,
-        platforms=platforms,
-        dtype=args.dtype,
-        frames=args.frames,
-        input_size=args.size,
-        batch=args.batch,
-        task=args.task,
-        frame_size=args.frame_size,
-        task_options=options,
-        overwrite=args.overwrite,
-    )
-    print(summary(out, sorted(out.iterdir()), time.perf_counter() - start))
+    # everything that needs no model is checked before it is read, and OUT is claimed for the run
+    check_call_options(platforms, args.dtype, args.frames, args.batch, args.task, args.frame_size, options)
+    with output_lock(out):
+        check_replaceable(out, overwrite=args.overwrite, flag="--overwrite")
+        config, params, processor = read_model(args.model)
+        print(f"lowering for {', '.join(platforms)} ...", flush=True)
+        start = time.perf_counter()
+        export_serving(
+            out,
+            config,
+            params,
+            platforms=platforms,
+            dtype=args.dtype,
+            frames=args.frames,
+            input_size=args.size,
+            batch=args.batch,
+            task=args.task,
+            frame_size=args.frame_size,
+            task_options=options,
+            processor=processor,
+            overwrite=args.overwrite,
+            overwrite_flag="--overwrite",
+        )
+    print(summary(out, sorted(p for p in out.iterdir() if not p.name.startswith(".")), time.perf_counter() - start))
     return 0
 
 
@@ -103,8 +123,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the config's)")
     parser.add_argument(
         "--task",
-        help="semantic, instance or panoptic: fuse pre-processing and this per-frame post-processing in "
-        "(uint8 frames in, maps out)",
+        choices=sorted(SERVING_TASKS),
+        help="fuse pre-processing and this per-frame post-processing in (uint8 frames in, maps out)",
     )
     parser.add_argument(
         "--frame-size",
@@ -112,6 +132,6 @@ def add_parser(subparsers: Any) -> None:
         help="with --task: H,W of the uint8 frames and of the output maps (default: --size)",
     )
     parser.add_argument(
-        "--threshold", type=float, help="with --task instance/panoptic: score threshold (default: HF's)"
+        "--threshold", type=float, help="with --task instance/panoptic: score threshold in [0, 1] (default: HF's)"
     )
-    parser.set_defaults(func=guarded(run, "export-serving"))
+    parser.set_defaults(func=guarded(run, "export-serving", interruptible=True))

@@ -1,15 +1,27 @@
-"""`videomt-jax segment VIDEO --model M --task T --out DIR`: overlay video + results.json."""
+"""`videomt-jax segment VIDEO --model M --task T --out DIR`: overlay video + results.json
+(`videomt_jax.apps.segment.segment_video` with a command line; its defaults are `SegmentOptions`').
+
+Stop signals: SIGTERM / SIGINT only set a flag here, checked between chunks (`StopFlag.check`,
+the run's `checkpoint`), which then raises `Interrupted` in plain Python code. Raising from the
+signal handler itself interrupted whatever ran at that instant, e.g. JAX right after an XLA
+compile returned, leaving its runtime half-updated so that the process crashed with a
+segmentation fault at exit (6 of 10 interrupted `--video-level --task instance` runs).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import signal
+import threading
+from types import TracebackType
 from typing import Any
 
 from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR, FRAME_TASKS
-from videomt_jax.cli.common import guarded
+from videomt_jax.apps.segment import DTYPES, OVERLAY_FORMATS, SegmentOptions
+from videomt_jax.cli.common import STOP_SIGNALS, Interrupted, guarded
 
-OVERLAY_FORMATS = ("mp4", "gif", "webm")
+DEFAULTS = SegmentOptions()
 
 
 def positive_int(text: str) -> int:
@@ -34,10 +46,37 @@ def probability(text: str) -> float:
     return value
 
 
+class StopFlag:
+    """Within the block, SIGTERM / SIGINT are recorded, not raised; `check()` raises `Interrupted`
+    for the first one recorded. Main thread only (elsewhere signals are left as they are)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._record) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     from videomt_jax.apps.segment import run_segment
 
-    return run_segment(args)
+    with StopFlag() as stop:
+        return run_segment(args, checkpoint=stop.check)
 
 
 def add_parser(sub: Any) -> None:
@@ -50,9 +89,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--model",
         default=str(DEFAULT_MODEL_DIR),
-        help="checkpoint dir, .pth or Hub id (the default is the shipped tiny model)",
+        help="checkpoint dir, .pth or Hub id, VidEoMT or an image model (EoMT: frame by frame, no tracks); "
+        "the default is the shipped tiny model",
     )
-    p.add_argument("--task", choices=sorted(FRAME_TASKS), default="panoptic", help="what to segment")
+    p.add_argument("--task", choices=sorted(FRAME_TASKS), default=DEFAULTS.task, help="what to segment")
     p.add_argument(
         "--video-level",
         action="store_true",
@@ -63,19 +103,29 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default="segment_out", help="output directory: gets overlay.FORMAT and results.json only")
     p.add_argument("--overwrite", action="store_true", help="replace overlay.FORMAT / results.json if OUT holds them")
     p.add_argument(
-        "--chunk", type=positive_int, default=8, help="frames per model call (streaming; queries carry over)"
+        "--chunk",
+        type=positive_int,
+        default=DEFAULTS.chunk,
+        help="frames per model call (streaming; queries carry over); memory grows with it and is checked first",
     )
-    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames (None: all)")
-    p.add_argument("--stride", type=positive_int, default=1, help="keep every n-th frame")
+    p.add_argument(
+        "--max-frames", type=positive_int, default=DEFAULTS.max_frames, help="stop after this many frames (None: all)"
+    )
+    p.add_argument("--stride", type=positive_int, default=DEFAULTS.stride, help="keep every n-th frame")
     p.add_argument("--keep-aspect", action="store_true", help="shorter side to the model size, pad to the patch size")
     p.add_argument(
         "--threshold",
         type=probability,
-        default=None,
-        help="per-frame score threshold in [0, 1] for instance / panoptic (None: the post-processor's, as HF)",
+        default=DEFAULTS.threshold,
+        help="score threshold in [0, 1] for instance / panoptic, per frame and with --video-level "
+        "(None: the post-processor's, as HF / the authors)",
     )
-    p.add_argument("--format", choices=OVERLAY_FORMATS, default="mp4", help="overlay file format")
     p.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype (None: the checkpoint's)"
+        "--format",
+        dest="overlay_format",
+        choices=OVERLAY_FORMATS,
+        default=DEFAULTS.overlay_format,
+        help="overlay file format",
     )
+    p.add_argument("--dtype", choices=DTYPES, default=DEFAULTS.dtype, help="compute dtype (None: the checkpoint's)")
     p.set_defaults(func=guarded(run, "segment", interruptible=True))

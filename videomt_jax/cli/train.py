@@ -1,17 +1,30 @@
 """`videomt-jax train CONFIG`: a recipe (name or JSON file, see `training/recipes.py`) ->
-OUT/checkpoints (resumable), progress lines (loss, steps/s, ETA), then OUT/model
-(`save_pretrained` + data.json) and OUT/recipe.json (the resolved recipe;
-`videomt-jax train OUT/recipe.json --out OUT` continues the run).
+OUT/checkpoints (resumable; each carries its recipe), progress lines (loss, steps/s, ETA), then
+OUT/model (`save_pretrained` + data.json); OUT/recipe.json holds the resolved recipe
+(`videomt-jax train OUT/recipe.json --out OUT` continues the run).
+
+Everything that can be refused is checked before anything is written (the recipe, the devices, the
+recipe of OUT's checkpoints, a foreign OUT/recipe.json or OUT/model), and a start that fails before
+its first checkpoint removes what it wrote. SIGTERM / SIGINT end the current step, save a checkpoint
+there, stop the data-loading workers and exit with 128 + N and one line (with several processes,
+every process stops at the same step: JAX's preemption sync point).
 jax and the training code are imported only when the command runs, so `videomt-jax --help` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from videomt_jax.cli.common import guarded
+from videomt_jax.utils.signals import GracefulStop, StopNow
 
 RUNS_DIR = "runs"  # default parent of OUT: runs/<recipe name>
 MODEL_DIR = "model"  # OUT/model: the final weights
@@ -31,8 +44,9 @@ def _has_checkpoints(directory: Path) -> bool:
     return directory.is_dir() and any(p.is_dir() and p.name.isdigit() for p in directory.iterdir())
 
 
-# Recipe entries that may change when a run is resumed (the rest must equal OUT/recipe.json):
-# the schedule length, logging and checkpoint policy, where the datasets are mounted, the run's name.
+# Recipe entries that may change when a run is resumed (the rest must equal the checkpoints' recipe):
+# the run's name, the schedule length, logging and checkpoint policy (loop.RESUMABLE_TRAIN_FIELDS),
+# where the datasets are mounted.
 RESUMABLE_CHANGES = (
     "name",
     "train.steps",
@@ -54,23 +68,46 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def checkpoint_recipe(out: Path) -> tuple[Any, str] | None:
+    """The recipe OUT's checkpoints were trained with and where it was read: the one the latest
+    checkpoint carries, or, for checkpoints written before they carried it, OUT/recipe.json;
+    None when OUT holds no checkpoint (or neither is there)."""
+    import json
+
+    from videomt_jax.training.checkpoint import stored_metadata
+    from videomt_jax.training.loop import CHECKPOINTS_DIR
+    from videomt_jax.training.recipes import load_recipe, recipe_from_dict
+
+    checkpoints = out / CHECKPOINTS_DIR
+    if not _has_checkpoints(checkpoints):
+        return None
+    stored = (stored_metadata(checkpoints) or {}).get("recipe")
+    where = f"the recipe stored in the checkpoints of {checkpoints}"
+    try:  # read as a recipe: entries added since it was written take their defaults, moved keys move
+        if stored is not None:
+            return recipe_from_dict(stored, str(stored.get("name", "stored"))), where
+        saved_file = out / RECIPE_FILE
+        if saved_file.is_file():
+            return load_recipe(saved_file), f"{saved_file} (the recipe of the checkpoints in {out})"
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where} cannot be read: {e}") from None
+    return None
+
+
 def check_resumable(out: Path, recipe: Any) -> None:
     """Refuse, before anything is written, to continue OUT's checkpoints with a different recipe.
 
-    OUT/recipe.json is the recipe the checkpoints were trained with; another recipe would either
-    fail deep inside orbax (other shapes) or silently train something else from them.
+    The recipe the checkpoints were trained with (`checkpoint_recipe`) must equal `recipe` but for
+    `RESUMABLE_CHANGES`; another recipe would either fail deep inside orbax (other shapes) or
+    silently train something else from them.
     """
     import json
 
-    saved_file = out / RECIPE_FILE
-    if not (_has_checkpoints(out / "checkpoints") and saved_file.is_file()):
+    found = checkpoint_recipe(out)
+    if found is None:
         return
-    from videomt_jax.training.recipes import load_recipe
-
-    try:  # read as a recipe: entries added since it was written take their defaults, moved keys move
-        saved = _flat(json.loads(load_recipe(saved_file).to_json()))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{saved_file} (the recipe of the checkpoints in {out}) cannot be read: {e}") from None
+    saved_recipe, where = found
+    saved = _flat(json.loads(saved_recipe.to_json()))
     new = _flat(json.loads(recipe.to_json()))
 
     def may_change(k: str) -> bool:
@@ -82,9 +119,9 @@ def check_resumable(out: Path, recipe: Any) -> None:
             f"{k}: {saved.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} here" for k in differ[:6]
         )
         raise ValueError(
-            f"{out} holds checkpoints of another recipe ({saved_file}); {len(differ)} entries differ: {shown}"
+            f"{out} holds checkpoints of another recipe ({where}); {len(differ)} entries differ: {shown}"
             f"{'; ...' if len(differ) > 6 else ''}. Nothing was changed. Continue that run with "
-            f"`videomt-jax train {saved_file} --out {out}`, or choose another --out"
+            f"`videomt-jax train {out / RECIPE_FILE} --out {out}`, or choose another --out"
         )
 
 
@@ -180,105 +217,247 @@ def _with_coco_root(recipe: Any, root: str | None) -> tuple[Any, str | None]:
     return replace(recipe, data=data), note
 
 
+def _check_devices(recipe: Any, num_devices: int | None) -> None:
+    """The mesh `fit` will train on and the split of the batch over it, before anything is written."""
+    import jax
+
+    from videomt_jax.training.loop import fit_mesh
+
+    try:
+        mesh = fit_mesh(num_devices, recipe.train.fsdp)
+    except ValueError as e:
+        raise ValueError(f"--devices: {e}") from None
+    if mesh is None:
+        return
+    batch, processes, local = recipe.train.batch_size, jax.process_count(), len(mesh.local_devices)
+    if batch % (processes * local):
+        raise ValueError(
+            f"batch size {batch} does not split over {processes} process(es) x {local} device(s) each "
+            "(--batch-size must be a multiple of the devices of the mesh)"
+        )
+
+
+def _check_recipe_file(out: Path, text: str) -> bool:
+    """May `train` write OUT/recipe.json (`text`)? Absent: yes. There: only when `train` wrote it
+    (a resolved recipe, as `Recipe.to_json` gives it); a user's file is never replaced."""
+    from videomt_jax.training.recipes import load_recipe
+
+    path = out / RECIPE_FILE
+    if not os.path.lexists(path):
+        return True
+    if path.is_symlink() or not path.is_file():
+        raise FileExistsError(f"{path} exists and is not a regular file; not replacing it (choose another --out)")
+    current = path.read_text()
+    if current == text:
+        return False
+    try:
+        ours = load_recipe(path).to_json() + "\n" == current
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise FileExistsError(
+            f"{path} exists and is not a recipe this command wrote; not replacing it (move it, or choose another --out)"
+        )
+    return True
+
+
+@dataclass
+class _Created:
+    """What this run created before its first checkpoint: a failed start removes it again."""
+
+    dirs: list[Path] = field(default_factory=list)  # created folders, outermost first
+    files: list[Path] = field(default_factory=list)
+
+    def mkdir(self, path: Path) -> None:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        self.dirs += reversed(missing)
+
+    def undo(self, checkpoints: Path) -> None:
+        """Remove what was created, unless a checkpoint was saved (then the run is resumable)."""
+        if _has_checkpoints(checkpoints):
+            return
+        for f in self.files:
+            f.unlink(missing_ok=True)
+        if checkpoints in self.dirs:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # holds no finished checkpoint: only our debris
+        for d in reversed(self.dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+
+
+def _stopped(signum: int, what: str) -> int:
+    print(f"videomt-jax train: stopped by {signal.Signals(signum).name}: {what}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Train a recipe; resumable from OUT/checkpoints; writes OUT/model and OUT/recipe.json."""
+    """Train a recipe; resumable from OUT/checkpoints; writes OUT/model and OUT/recipe.json.
+    SIGTERM / SIGINT: the step ends, a checkpoint is saved there, exit 128 + N (143 / 130)."""
     import jax
 
     cluster = (args.coordinator, args.num_processes, args.process_id)
     distributed = args.distributed or any(v is not None for v in cluster)
     if distributed:  # before anything touches a device: every process then sees all devices
         jax.distributed.initialize(*cluster)
+        # JAX's preemption notifier holds SIGTERM (every process then stops at the same step); a
+        # Ctrl-C here is passed on to it as a SIGTERM of this process
+        stop = GracefulStop((signal.SIGINT,), notify=lambda signum: signal.raise_signal(signal.SIGTERM))
+    else:
+        stop = GracefulStop()
+    try:
+        with stop:
+            return _train(args, stop, distributed)
+    except StopNow as e:
+        return _stopped(e.signum, "a second signal; the current step was not saved (run again to resume)")
+
+
+def _train(args: argparse.Namespace, stop: GracefulStop, distributed: bool) -> int:
+    import json
+
+    import jax
+
     from videomt_jax.data.grain_pipeline import GrainBatches
     from videomt_jax.data.synthetic import SyntheticConfig
     from videomt_jax.evaluation.synthetic import save_data_config
-    from videomt_jax.training.loop import fit
+    from videomt_jax.training.checkpoint import process_barrier
+    from videomt_jax.training.loop import CHECKPOINTS_DIR, fit
     from videomt_jax.training.recipes import load_recipe
-    from videomt_jax.utils.io import atomic_write_text
+    from videomt_jax.utils.io import atomic_write_text, check_replaceable, output_lock
     from videomt_jax.weights.api import export_hf, save_pretrained
 
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
     recipe = load_recipe(args.config, **overrides)
     out = Path(args.out) if args.out else Path(RUNS_DIR) / recipe.name
+    checkpoints = out / CHECKPOINTS_DIR
     main_process = jax.process_index() == 0
-    resuming = args.resume and _has_checkpoints(out / "checkpoints")
+    resuming = args.resume and _has_checkpoints(checkpoints)
     note = None if args.init or resuming else init_note(recipe)
     if main_process and note:
         print(note, flush=True)
     recipe = _with_data_root(recipe, args.data_root)
     recipe, coco_note = _with_coco_root(recipe, args.coco_root)
-    if not args.resume and _has_checkpoints(out / "checkpoints"):
-        raise FileExistsError(f"{out / 'checkpoints'} holds checkpoints; pass --resume or choose another --out")
+    num_devices = None if distributed else args.devices
+    _check_devices(recipe, num_devices)
+    if not args.resume and _has_checkpoints(checkpoints):
+        raise FileExistsError(f"{checkpoints} holds checkpoints; pass --resume or choose another --out")
     if args.resume:
         check_resumable(out, recipe)
+    recipe_text = recipe.to_json() + "\n"
+    write_recipe = _check_recipe_file(out, recipe_text)
+    check_replaceable(out / MODEL_DIR, overwrite=True)  # a foreign file there: refused now, not after training
     params = None
     if args.init:
         params, summary = _init_params(args.init, recipe.model, recipe.train.seed)
         if main_process:
             print(summary, flush=True)
+    if stop.signum is not None:
+        return _stopped(stop.signum, "before training; nothing written")
+    created = _Created()
     if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / RECIPE_FILE, recipe.to_json() + "\n")
-        tc = recipe.train
-        if coco_note:
-            print(coco_note, flush=True)
-        print(
-            f"train {recipe.name}: {tc.steps} steps, batch {tc.batch_size} x {tc.num_frames} frames "
-            f"of {recipe.data.image_hw[0]}x{recipe.data.image_hw[1]}, lr {tc.learning_rate:g}, "
-            f"{jax.process_count()} process(es), {jax.device_count()} device(s) -> {out}",
-            flush=True,
-        )
-    batches = GrainBatches(  # yields exactly recipe.batches(...)(step), built by worker processes
-        recipe.clip_fn("train"),
-        recipe.collate,
-        batch_size=recipe.train.batch_size,
-        steps=recipe.train.steps,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        workers=args.workers,
-    )
-    num_devices = None if distributed else args.devices
+        created.mkdir(out.parent)  # the lock file goes there
     try:
-        result = fit(
-            recipe.model,
-            recipe.train,
-            batches,
-            out,
-            params=params,
-            num_devices=num_devices,
-            stop_after=args.stop_after,
-            processor=recipe.processor,
-        )
-    finally:  # also on Ctrl-C: stop the data-loading workers
-        batches.close()
-    step = int(jax.device_get(result.state.step))
-    if main_process:
-        host_params = jax.device_get(result.state.params)  # replicated on every device: any copy
-        # save_pretrained's orbax writer waits for every process; with several, process 0 writes
-        # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
-        write = save_pretrained if jax.process_count() == 1 else export_hf
-        # The run's own model, with the pixel normalisation it was trained on.
-        model_dir = write(
-            out / MODEL_DIR,
-            recipe.model,
-            host_params,
-            processor=recipe.processor,
-            overwrite=True,
-        )
-        if isinstance(recipe.data, SyntheticConfig):  # dataset models are evaluated with --dataset
-            save_data_config(model_dir, recipe.data)
-        last = result.history[-1] if result.history else {}
-        loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
-        print(f"step {step}/{recipe.train.steps}{loss}; {result.seconds:.1f} s; model -> {model_dir}", flush=True)
-    if jax.process_count() > 1:  # the others wait for the model, then all leave together
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("videomt-jax train: model written")
+        with output_lock(out) if main_process else contextlib.nullcontext():
+            if main_process:
+                created.mkdir(out)
+                if write_recipe:
+                    if not os.path.lexists(out / RECIPE_FILE):
+                        created.files.append(out / RECIPE_FILE)
+                    atomic_write_text(out / RECIPE_FILE, recipe_text)
+                if not checkpoints.exists():
+                    created.dirs.append(checkpoints)
+                tc = recipe.train
+                if coco_note:
+                    print(coco_note, flush=True)
+                print(
+                    f"train {recipe.name}: {tc.steps} steps, batch {tc.batch_size} x {tc.num_frames} frames "
+                    f"of {recipe.data.image_hw[0]}x{recipe.data.image_hw[1]}, lr {tc.learning_rate:g}, "
+                    f"{jax.process_count()} process(es), {jax.device_count()} device(s) -> {out}",
+                    flush=True,
+                )
+            batches = GrainBatches(  # yields exactly recipe.batches(...)(step), built by worker processes
+                recipe.clip_fn("train"),
+                recipe.collate,
+                batch_size=recipe.train.batch_size,
+                steps=recipe.train.steps,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                workers=args.workers,
+            )
+            try:
+                result = fit(
+                    recipe.model,
+                    recipe.train,
+                    batches,
+                    out,
+                    params=params,
+                    num_devices=num_devices,
+                    stop_after=args.stop_after,
+                    processor=recipe.processor,
+                    stop=stop,
+                    metadata={"recipe": json.loads(recipe_text)},
+                )
+            finally:  # also on a signal or an error: stop and join the data-loading workers
+                batches.close()
+            step = int(jax.device_get(result.state.step))
+            if result.stopped_by is not None and step < recipe.train.steps:
+                return _stopped(
+                    result.stopped_by,
+                    f"checkpoint of step {step}/{recipe.train.steps} saved in {checkpoints}; "
+                    "run the same command to resume",
+                )
+            if main_process:
+                host_params = jax.device_get(result.state.params)
+                # save_pretrained's orbax writer waits for every process; with several, process 0 writes
+                # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
+                write = save_pretrained if jax.process_count() == 1 else export_hf
+                # The run's own model, with the pixel normalisation it was trained on.
+                model_dir = write(
+                    out / MODEL_DIR, recipe.model, host_params, processor=recipe.processor, overwrite=True
+                )
+                if isinstance(recipe.data, SyntheticConfig):  # dataset models are evaluated with --dataset
+                    save_data_config(model_dir, recipe.data)
+                last = result.history[-1] if result.history else {}
+                loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
+                print(
+                    f"step {step}/{recipe.train.steps}{loss}; {result.seconds:.1f} s; model -> {model_dir}", flush=True
+                )
+            process_barrier("videomt-jax train: model written")  # the others wait for it, then all leave
+    except BaseException:  # a failed start (no checkpoint yet) removes what it created
+        if main_process:
+            created.undo(checkpoints)
+        raise
+    if stop.signum is not None:  # arrived after the last step: the run is complete, model written
+        return _stopped(stop.signum, f"after the last step ({step}); the model is written")
     return 0
 
 
+class _RecipesHelp(argparse.RawDescriptionHelpFormatter):
+    """Lists the built-in recipes at the end of `train --help` (imported only when help is shown)."""
+
+    def add_text(self, text: str | None) -> None:
+        if text is RECIPES_EPILOG:
+            import textwrap
+
+            from videomt_jax.training.recipes import RECIPES
+
+            names = textwrap.fill(", ".join(RECIPES), width=88, break_on_hyphens=False)
+            text = f"{text}\n{textwrap.indent(names, '  ')}"
+        super().add_text(text)
+
+
+RECIPES_EPILOG = "built-in recipes (CONFIG):"
+
+
 def add_parser(subparsers: Any) -> None:
-    train = subparsers.add_parser("train", help="train a recipe (resumable)", description=run_train.__doc__)
-    train.add_argument("config", metavar="CONFIG", help="recipe name (synthetic-tiny) or recipe JSON file")
+    train = subparsers.add_parser(
+        "train",
+        help="train a recipe (resumable)",
+        description=" ".join((run_train.__doc__ or "").split()),
+        epilog=RECIPES_EPILOG,
+        formatter_class=_RecipesHelp,
+    )
+    train.add_argument("config", metavar="CONFIG", help="recipe name (listed below) or recipe JSON file")
     train.add_argument("--out", help=f"run directory (default {RUNS_DIR}/<recipe name>)")
     train.add_argument("--steps", type=int, help="total optimizer steps (schedule length)")
     train.add_argument("--batch-size", type=int, help="global batch: clips per step over all devices and processes")

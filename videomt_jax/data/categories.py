@@ -427,3 +427,14 @@ COCO_NAMES = {
     42: "surfboard",
     43: "tennis racket",
 }
+
+# The benchmark datasets by the names `eval --dataset` uses -> class names in the model's label order:
+# the id2label of a model trained on each (`weights.original_dinov2` names an authors' .pth's classes with it).
+DATASET_LABELS: dict[str, tuple[str, ...]] = {
+    "ytvis19": YTVIS_2019_CLASSES,
+    "ytvis21": YTVIS_2021_CLASSES,
+    "ytvis22": YTVIS_2021_CLASSES,
+    "ovis": OVIS_CLASSES,
+    "vipseg": things_first(VSPW_CLASSES, VSPW_THING_IDS)[1],
+    "vspw": things_first(VSPW_CLASSES, VSPW_THING_IDS)[1],
+}

@@ -49,7 +49,7 @@ from PIL import Image, ImageOps
 from videomt_jax.data.batching import Clip
 from videomt_jax.data.categories import COCO_MAPS, COCO_NAMES
 from videomt_jax.data.clip_transforms import ClipAugment, Fill, as_fill, augment_geometry, fit_canvas
-from videomt_jax.data.ytvis import decode_segmentation
+from videomt_jax.data.ytvis import decode_segmentation, require_list, require_size
 
 # The authors' layout under $DETECTRON2_DATASETS (their builtin.py): coco/annotations/*.json, coco/train2017/
 COCO_FOLDER = "coco"
@@ -132,7 +132,7 @@ class CocoInstances:
         if missing:
             raise ValueError(f"{where} is not a COCO instances file: it lacks {missing}")
         names: dict[int, str] = {}
-        for c in data["categories"]:
+        for c in require_list(data, "categories", where):
             _check(c, ("id", "name"), f"{where}: category")
             names[int(c["id"])] = str(c["name"])
         wrong = {i: names[i] for i in labels if i in names and names[i] != COCO_NAMES.get(i, names[i])}
@@ -142,11 +142,12 @@ class CocoInstances:
                 "the category maps need COCO's ids"
             )
         images: dict[int, tuple[str, int, int]] = {}
-        for im in data["images"]:
+        for im in require_list(data, "images", where):
             _check(im, ("id", "file_name", "height", "width"), f"{where}: image")
-            images[int(im["id"])] = (str(im["file_name"]), int(im["height"]), int(im["width"]))
+            height, width = require_size(im, f"{where}: image {im['id']}")
+            images[int(im["id"])] = (str(im["file_name"]), height, width)
         kept: dict[int, list[tuple[int, Segmentation]]] = {}
-        for a in data["annotations"]:
+        for a in require_list(data, "annotations", where):
             _check(a, ("id", "image_id", "category_id", "segmentation"), f"{where}: annotation")
             ann = f"{where}: annotation {a['id']}"
             if a["image_id"] not in images:
@@ -192,10 +193,7 @@ class CocoInstances:
         for m, (_, segm) in enumerate(annotations):
             raw = [p.tolist() for p in segm] if isinstance(segm, tuple) else segm
             where = f"{self.annotation_file}: image {self.image_ids[index]} instance {m}"
-            try:
-                mask = decode_segmentation(raw, h, w, where=where)
-            except (TypeError, KeyError, IndexError) as e:  # malformed RLE values
-                raise ValueError(f"{where}: corrupt segmentation: {e!r}") from None
+            mask = decode_segmentation(raw, h, w, where=where)
             if mask is not None:
                 masks[0, m] = mask
         return Clip(

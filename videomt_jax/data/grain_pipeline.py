@@ -13,17 +13,24 @@ and step), numbered by `ClipNumbering` as in `Recipe.batches`, so the pipeline y
 bit-identical. `GrainBatches(step)` hands out
 the next batch when `step` follows the previous call, and restarts the pipeline at `step` otherwise
 (the first call of a resumed `fit` asks for step 0, then for the resume step). Worker processes are
-spawned (fresh interpreters: they never inherit the parent's JAX runtime) and ignore Ctrl-C; the
-parent's KeyboardInterrupt reaches `close()`, which stops and joins them. Workers hand over the lean
+spawned (fresh interpreters: they never inherit the parent's JAX runtime) and ignore SIGINT and
+SIGTERM, so a signal sent to the whole process group (Ctrl-C, a scheduler's SIGTERM) never cuts a
+worker mid-write: the parent handles it and `close()` stops and joins them, releasing their shared
+memory. The pipeline never runs dry (it reaches past the last step further than the workers read
+ahead): grain leaves the shared memory of an exhausted multiprocess pipeline behind. Workers hand over the lean
 `Batch` (uint8 frames, bit-packed masks: `data/batching.py`), ~6x smaller than float pixels and
 bool masks, through shared memory.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -60,8 +67,18 @@ class _ClipAt:
         return self.clip_fn(self.numbering.number(*divmod(int(k), self.numbering.local)))
 
 
-def _ignore_sigint(worker_index: int, worker_count: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # left to the parent: workers never act on them
+SPAWN_POLL_S = 0.005  # how often the parent looks for its new workers while they are being spawned
+
+
+def _pids() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+
+
+def _ignore_stop_signals(worker_index: int, worker_count: int) -> None:
+    """Workers leave stopping to the parent (`GrainBatches.close`), which joins them."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class GrainBatches:
@@ -93,25 +110,47 @@ class GrainBatches:
     def _start(self, step: int) -> None:
         self.close()
         grain = _grain()
-        # One batch past the end: the pipeline is closed, never exhausted (grain leaves the shared
-        # memory of an exhausted multiprocess pipeline behind).
-        last = max(self.steps, step + 1) + 1
+        # Past the end by more than the workers read ahead: the pipeline is closed, never exhausted
+        # (grain leaves the shared memory of an exhausted multiprocess pipeline behind).
+        last = max(self.steps, step + 1) + (self.workers + 1) * (2 * self.prefetch + 2)
         ds = grain.MapDataset.range(step * self.local, last * self.local).map(self.element)
         ds = ds.batch(self.local, batch_fn=self.collate)
         # in-worker read-ahead: one batch at a time per worker (decoding is CPU-bound)
         ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=self.prefetch))
         if self.workers > 0:
             options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=self.prefetch)
-            ds = ds.mp_prefetch(options, worker_init_fn=_ignore_sigint)
+            ds = ds.mp_prefetch(options, worker_init_fn=_ignore_stop_signals)
         self._iter, self._next = iter(ds), step
 
     def __call__(self, step: int) -> Batch:
+        batch: Any  # grain's: arrays in shared memory
         if self._iter is None or step != self._next:
             self._start(step)
-        batch = next(self._iter)
+            batch = self._first_batch()
+        else:
+            batch = next(self._iter)
         self._next += 1
         # Own copies: the shared-memory blocks the workers filled are released (unlinked) right away.
         return type(batch)(*(None if a is None else np.array(a) for a in batch))
+
+    def _first_batch(self) -> Any:
+        """The first batch of a (re)started pipeline, whose worker processes are spawned meanwhile with
+        SIGINT / SIGTERM ignored, which they inherit: a signal to the whole process group never hits
+        a worker still starting up (before `_ignore_stop_signals` runs). The parent's handlers come
+        back as soon as the workers exist (a signal within that fraction of a second is lost)."""
+        if self.workers == 0 or threading.current_thread() is not threading.main_thread():
+            return next(self._iter)
+        before = _pids()
+        with ThreadPoolExecutor(1) as pool:
+            previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
+            try:
+                future = pool.submit(next, self._iter)
+                while not future.done() and len(_pids() - before) < self.workers:
+                    time.sleep(SPAWN_POLL_S)
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+            return future.result()
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from videomt_jax.data.batching import Clip
+from videomt_jax.data.ytvis import require_keys, require_list, require_size
 from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 
 IMAGES_DIR = "images"
@@ -65,9 +66,9 @@ class VIPSegDataset:
             raise FileNotFoundError(f"VIPSeg annotation file {src} not found") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{src} is not valid JSON: {e}") from None
-        for section in ("categories", "videos", "annotations"):
-            if section not in data:
-                raise ValueError(f"{src} lacks the key {section!r}")
+        require_keys(data, ("categories", "videos", "annotations"), src)
+        for c in require_list(data, "categories", src):
+            require_keys(c, ("id", "name"), f"{src}: category {c}")
         cats = sorted(data["categories"], key=lambda c: c["id"])
         things = [c for c in cats if c.get("isthing")]
         stuff = [c for c in cats if not c.get("isthing")]
@@ -76,33 +77,47 @@ class VIPSegDataset:
         self.id2label = {i: str(c["name"]) for i, c in enumerate(things + stuff)}
         self.num_things = len(things)
         images: dict[tuple[Any, Any], dict[str, Any]] = {}  # (video id, image id) -> image record
-        for v in data["videos"]:
-            for im in v.get("images", []):
+        for n, v in enumerate(require_list(data, "videos", src)):
+            require_keys(v, ("video_id",), f"{src}: videos entry {n}")
+            where = f"{src}: video {v['video_id']!r}"
+            for im in require_list(v, "images", where) if "images" in v else []:
+                require_keys(im, ("id", "file_name", "height", "width"), f"{where} image {im}")
+                require_size(im, f"{where} image {im['id']!r}")
                 images[(v["video_id"], im["id"])] = im
+        for n, record in enumerate(require_list(data, "annotations", src)):
+            require_keys(record, ("video_id",), f"{src}: annotations entry {n}")
         self.videos: list[dict[str, Any]] = []
         for record in sorted(data["annotations"], key=lambda a: str(a["video_id"])):
             vid = record["video_id"]
-            frames = record.get("annotations", [])
+            where = f"{src}: video {vid!r}"
+            frames = require_list(record, "annotations", where) if "annotations" in record else []
             if not frames:
-                raise ValueError(f"{src}: video {vid!r} has no frames")
+                raise ValueError(f"{where} has no frames")
             entries = []
             for frame in frames:
-                key = (vid, frame.get("image_id"))
+                require_keys(frame, ("image_id", "file_name"), f"{where} frame {frame}")
+                key = (vid, frame["image_id"])
                 if key not in images:
-                    raise ValueError(f"{src}: video {vid!r} frame {frame.get('image_id')!r} is not listed under videos")
-                for seg in frame.get("segments_info", []):
-                    if seg.get("category_id") not in self.category_to_label:
+                    raise ValueError(f"{where} frame {frame['image_id']!r} is not listed under videos")
+                segments = (
+                    require_list(frame, "segments_info", f"{where} frame {frame['file_name']!r}")
+                    if ("segments_info" in frame)
+                    else []
+                )
+                for seg in segments:
+                    require_keys(seg, ("id", "category_id"), f"{where} frame {frame['file_name']!r} segment {seg}")
+                    if seg["category_id"] not in self.category_to_label:
                         known = f"{min(self.category_ids)}..{max(self.category_ids)}"
                         raise ValueError(
-                            f"{src}: video {vid!r} frame {frame['file_name']!r} segment {seg.get('id')} has unknown "
-                            f"category id {seg.get('category_id')} (known: {known})"
+                            f"{where} frame {frame['file_name']!r} segment {seg['id']} has unknown "
+                            f"category id {seg['category_id']} (known: {known})"
                         )
                 stem = os.path.splitext(images[key]["file_name"])[0]
                 entries.append(
                     {
                         "image": os.path.join(self.image_root, str(vid), stem + ".jpg"),
                         "panoptic": os.path.join(self.panoptic_root, str(vid), frame["file_name"]),
-                        "segments": frame.get("segments_info", []),
+                        "segments": segments,
                     }
                 )
             first = images[(vid, frames[0]["image_id"])]

@@ -59,35 +59,106 @@ def sample_frame_indices(
 
 
 def decode_segmentation(segm: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray | None:
-    """One frame's segmentation (RLE, uncompressed RLE, polygons or null) -> [H, W] bool or None."""
+    """One frame's segmentation (RLE, uncompressed RLE, polygons or null) -> [H, W] bool or None.
+
+    Anything malformed (wrong size, counts that are not run lengths, coordinates that are not numbers)
+    raises one ValueError that starts with `where`."""
     if segm is None or (isinstance(segm, list) and not segm):
         return None
+    try:
+        rle = _rle_of(segm, height, width, where)
+        if rle is None:
+            return None
+        with warnings.catch_warnings():  # pycocotools' own numpy-2 deprecation notice, nothing of ours
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            mask = mask_utils.decode(rle).astype(bool)
+    except (TypeError, KeyError, IndexError, ValueError, OverflowError) as e:  # pycocotools on malformed values
+        message = str(e)
+        raise ValueError(message if message.startswith(where) else f"{where}: corrupt segmentation: {e}") from None
+    if mask.shape != (height, width):
+        raise ValueError(f"{where}: segmentation decodes to {mask.shape}, the video is {(height, width)}")
+    return mask
+
+
+def rle_string_fits(data: bytes, pixels: int) -> bool:
+    """Whether COCO's compressed RLE string `data` is well formed and its runs cover exactly
+    `pixels` pixels (pycocotools' `rleFrString`, done first in numpy: that C code trusts the string
+    and corrupts memory on a malformed one).
+
+    Each run is a little-endian group of 6-bit digits (char - 48): 5 value bits plus a "more" bit
+    (0x20); the last digit's 0x10 bit sign-extends; from the fourth run on, a run adds the one two
+    before it."""
+    c = np.frombuffer(data, np.uint8).astype(np.int64) - 48
+    if not c.size or c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
+        return False
+    last = (c & 0x20) == 0  # the digit that ends its run
+    run = np.concatenate([[0], np.cumsum(last)[:-1]])  # [chars] run index of each digit
+    starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    k = np.arange(c.size) - starts[run]  # digit position within its run
+    if k.max() > 6:  # longer than the 32 bits a count holds
+        return False
+    values = np.zeros(int(run[-1]) + 1, np.int64)
+    np.add.at(values, run, (c & 0x1F) << (5 * k))
+    negative = last & ((c & 0x10) != 0)
+    values[run[negative]] -= np.left_shift(1, 5 * (k[negative] + 1))
+    counts = values.copy()
+    counts[3::2] = np.cumsum(values[1::2])[1:]  # run m > 2 adds run m - 2
+    counts[4::2] = np.cumsum(values[2::2])[1:]
+    return bool(counts.min() >= 0 and counts.max() < 2**32 and counts.sum() == pixels)
+
+
+def _rle_of(segm: Any, height: int, width: int, where: str) -> Any:
+    """The pycocotools RLE of a segmentation, None for polygons of fewer than 3 points."""
     if isinstance(segm, dict):
-        if tuple(segm.get("size", ())) != (height, width):
-            raise ValueError(f"{where}: RLE size {segm.get('size')} does not match the video size {(height, width)}")
+        size = segm.get("size")
+        if not isinstance(size, (list, tuple)) or tuple(size) != (height, width):
+            raise ValueError(f"{where}: RLE size {size} does not match the video size {(height, width)}")
         counts = segm.get("counts")
         if isinstance(counts, list):
-            rle = mask_utils.frPyObjects(segm, height, width)
-        elif isinstance(counts, (str, bytes)):
-            rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
-        else:
-            raise ValueError(f"{where}: RLE counts must be a list, str or bytes, got {type(counts).__name__}")
-    elif isinstance(segm, list):
+            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+                raise ValueError(
+                    f"{where}: uncompressed RLE counts must be non-negative ints summing to {height}*{width} pixels"
+                )
+            return mask_utils.frPyObjects(segm, height, width)
+        if isinstance(counts, (str, bytes)):
+            data = counts.encode() if isinstance(counts, str) else counts
+            if not rle_string_fits(data, height * width):  # pycocotools would read / write out of bounds
+                raise ValueError(f"{where}: compressed RLE counts do not describe {height}*{width} pixels")
+            return {"size": [height, width], "counts": data}
+        raise ValueError(f"{where}: RLE counts must be a list, str or bytes, got {type(counts).__name__}")
+    if isinstance(segm, list):
         polygons = [p for p in segm if isinstance(p, list) and len(p) % 2 == 0 and len(p) >= 6]
         if not polygons:
             return None
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    else:
-        raise ValueError(f"{where}: unsupported segmentation of type {type(segm).__name__}")
-    with warnings.catch_warnings():  # pycocotools' own numpy-2 deprecation notice, nothing of ours
-        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for p in polygons for x in p):
+            raise ValueError(f"{where}: polygon coordinates must be numbers")
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    raise ValueError(f"{where}: unsupported segmentation of type {type(segm).__name__}")
 
 
-def _require(record: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+def require_keys(record: Any, keys: Sequence[str], where: str) -> None:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(record).__name__}")
     missing = [k for k in keys if k not in record]
     if missing:
         raise ValueError(f"{where} lacks the keys {missing}")
+
+
+def require_list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    """data[key], which must be a JSON list."""
+    value = data[key]
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: {key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
+def require_size(record: Mapping[str, Any], where: str, keys: Sequence[str] = ("height", "width")) -> tuple[int, ...]:
+    """The record's frame size: positive ints (a negative or string height is named, not a numpy error)."""
+    values = tuple(record[k] for k in keys)
+    for key, value in zip(keys, values):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}: {key} must be a positive int, got {value!r}")
+    return values
 
 
 class YTVISDataset:
@@ -101,32 +172,45 @@ class YTVISDataset:
                 data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{annotation_file} is not valid JSON: {e}") from e
-        _require(data, ("videos", "categories"), str(annotation_file))
-        for c in data["categories"]:
-            _require(c, ("id", "name"), f"{annotation_file}: category {c}")
+        src = str(annotation_file)
+        require_keys(data, ("videos", "categories"), src)
+        for c in require_list(data, "categories", src):
+            require_keys(c, ("id", "name"), f"{src}: category {c}")
+            if not isinstance(c["id"], int):
+                raise ValueError(f"{src}: category {c['name']!r} has id {c['id']!r}; ids must be ints")
         categories = sorted(data["categories"], key=lambda c: c["id"])
         self.category_ids: list[int] = [int(c["id"]) for c in categories]
         self.category_to_label = {cid: i for i, cid in enumerate(self.category_ids)}
         self.id2label: dict[int, str] = {i: str(c["name"]) for i, c in enumerate(categories)}
-        self.videos: list[dict[str, Any]] = sorted(data["videos"], key=lambda v: v["id"])
-        for v in self.videos:
-            _require(v, ("id", "file_names", "height", "width"), f"{annotation_file}: video {v.get('id')}")
+        for i, v in enumerate(require_list(data, "videos", src)):
+            require_keys(
+                v,
+                ("id", "file_names", "height", "width"),
+                f"{src}: video {v.get('id', f'#{i}') if isinstance(v, dict) else i}",
+            )
+            where = f"{src}: video {v['id']}"
+            if not isinstance(v["id"], int):
+                raise ValueError(f"{where}: id must be an int")
+            require_size(v, where)
+            if not isinstance(v["file_names"], list) or not all(isinstance(f, str) for f in v["file_names"]):
+                raise ValueError(f"{where}: file_names must be a list of file names")
             if not v["file_names"]:
-                raise ValueError(f"{annotation_file}: video {v['id']} has no frames (empty file_names)")
+                raise ValueError(f"{where} has no frames (empty file_names)")
             if len(v["file_names"]) != v.get("length", len(v["file_names"])):
-                raise ValueError(
-                    f"{annotation_file}: video {v['id']} lists {len(v['file_names'])} files but length {v['length']}"
-                )
+                raise ValueError(f"{where} lists {len(v['file_names'])} files but length {v['length']}")
+        self.videos: list[dict[str, Any]] = sorted(data["videos"], key=lambda v: v["id"])
         known = {v["id"] for v in self.videos}
         self._annotations: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for a in data.get("annotations", []):
-            _require(
-                a, ("id", "video_id", "category_id", "segmentations"), f"{annotation_file}: annotation {a.get('id')}"
+        for a in require_list(data, "annotations", src) if "annotations" in data else []:
+            require_keys(
+                a,
+                ("id", "video_id", "category_id", "segmentations"),
+                f"{src}: annotation {a.get('id') if isinstance(a, dict) else a}",
             )
             if a["video_id"] not in known:
-                raise ValueError(f"{annotation_file}: annotation {a['id']} refers to unknown video {a['video_id']}")
+                raise ValueError(f"{src}: annotation {a['id']} refers to unknown video {a['video_id']}")
             if a["category_id"] not in self.category_to_label:
-                raise ValueError(f"{annotation_file}: annotation {a['id']} has unknown category {a['category_id']}")
+                raise ValueError(f"{src}: annotation {a['id']} has unknown category {a['category_id']}")
             if not a.get("iscrowd", 0):
                 self._annotations[a["video_id"]].append(a)
 
@@ -200,10 +284,7 @@ class YTVISDataset:
                 )
                 raise ValueError(f"{where} has {got} segmentations for {length} frames")
             for t, i in enumerate(idx):
-                try:
-                    mask = decode_segmentation(a["segmentations"][i], h, w, where=f"{where} frame {i}")
-                except (TypeError, KeyError, IndexError) as e:  # malformed RLE / polygon values
-                    raise ValueError(f"{where} frame {i}: corrupt segmentation: {e!r}") from None
+                mask = decode_segmentation(a["segmentations"][i], h, w, where=f"{where} frame {i}")
                 if mask is not None:
                     masks[t, m] = mask
         classes = np.array([self.category_to_label[a["category_id"]] for a in annotations], np.int32)

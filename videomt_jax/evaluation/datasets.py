@@ -40,17 +40,17 @@ from PIL import Image
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.clip_transforms import eval_input_size
 from videomt_jax.data.sources import VideoDataConfig, VIPSegDataConfig, VSPWDataConfig, YTVISDataConfig
+from videomt_jax.evaluation.runner import call_bytes, check_fits, model_streamer
 from videomt_jax.metrics.consistency import evaluate_video_consistency
 from videomt_jax.metrics.semantic import SemanticAccumulator
 from videomt_jax.metrics.stq import evaluate_stq
 from videomt_jax.metrics.vis import SubsetVideoInstanceAccumulator, VideoInstanceAccumulator
 from videomt_jax.metrics.vpq import evaluate_vpq
 from videomt_jax.modeling.outputs import VideomtOutput
-from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.ops.labels import IGNORE_INDEX, LABEL_DIVISOR, VOID_ID
 from videomt_jax.postprocess.video import video_instance, video_panoptic, video_semantic
 from videomt_jax.processing import VideoProcessor, default_processor
-from videomt_jax.streaming import VideoStreamer, pad_frames
+from videomt_jax.streaming import pad_frames
 from videomt_jax.utils.io import atomic_write_bytes
 
 # Frames per model call: it sets speed and memory, not the result (module docstring). Their code's
@@ -109,7 +109,7 @@ def prepare_video(frames: np.ndarray, min_size: int, max_size: int, divisor: int
     return out, (h, w)
 
 
-def run_windows(streamer: VideoStreamer, pixels: np.ndarray, window: int) -> VideomtOutput:
+def run_windows(streamer: Any, pixels: np.ndarray, window: int) -> VideomtOutput:
     """Model outputs for all T frames of one video ([1, T, ...] on host), `window` frames a call."""
     t = pixels.shape[0]
     state = streamer.init(1)
@@ -126,6 +126,13 @@ def run_windows(streamer: VideoStreamer, pixels: np.ndarray, window: int) -> Vid
         class_logits=np.concatenate(cls, 1),  # type: ignore[arg-type]
         mask_logits=np.concatenate(masks, 1),  # type: ignore[arg-type]
     )
+
+
+def video_bytes(config: VideomtConfig, padded_hw: tuple[int, int]) -> int:
+    """Host bytes per frame of a whole video kept for scoring: its pixels and its logits (`run_windows`)."""
+    hp, wp = padded_hw
+    stride = config.mask_stride
+    return hp * wp * 3 * 4 + config.num_queries * ((hp // stride) * (wp // stride) + config.num_labels + 1) * 4
 
 
 def _mask_stride(config: VideomtConfig) -> int:
@@ -282,13 +289,21 @@ def evaluate_dataset(
     split = split or protocol.split
     reader = data.open(split)
     processor = default_processor(config, processor)
-    streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)
+    streamer = model_streamer(config, params, interpolate_pos_encoding=True)
     subsets = protocol.subsets if split == protocol.split else ()  # the subsets divide the protocol's split
     task = TASKS[protocol.task](replace(protocol, data=data, split=split, subsets=subsets), reader, config)
     count = len(reader) if max_videos is None else min(max_videos, len(reader))
     start = time.perf_counter()
     for index in range(count):
         clip = reader.load_clip(index)
+        (_, _), (hp, wp) = eval_input_size(
+            clip.image_hw, data.min_size_test, data.max_size_test, data.size_divisibility
+        )
+        check_fits(
+            call_bytes(config, 1, window, (hp, wp)) + clip.num_frames * video_bytes(config, (hp, wp)),
+            f"video {index} ({clip.num_frames} frames at {hp}x{wp}) in windows of {window} frames",
+            "lower the window (eval --window)",
+        )
         pixels, valid = prepare_video(
             clip.frames, data.min_size_test, data.max_size_test, data.size_divisibility, processor
         )

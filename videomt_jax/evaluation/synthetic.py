@@ -35,20 +35,21 @@ import numpy as np
 from videomt_jax.config import VideomtConfig
 from videomt_jax.data.batching import Clip
 from videomt_jax.data.synthetic import SPLITS, SyntheticConfig, make_clip
+from videomt_jax.evaluation.runner import call_bytes, check_fits, model_streamer
 from videomt_jax.metrics.consistency import evaluate_video_consistency
 from videomt_jax.metrics.panoptic import PanopticAccumulator, panoptic_from_segments
 from videomt_jax.metrics.semantic import SemanticAccumulator
 from videomt_jax.metrics.stq import evaluate_stq
 from videomt_jax.metrics.vis import VideoInstanceAccumulator
 from videomt_jax.metrics.vpq import evaluate_vpq
+from videomt_jax.modeling.family import model_for
 from videomt_jax.modeling.outputs import VideomtOutput
-from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.postprocess.frame import post_process_panoptic, post_process_semantic
 from videomt_jax.postprocess.video import TOP_K, video_instance, video_panoptic, video_semantic
 from videomt_jax.processing import VideoProcessor, default_processor
-from videomt_jax.streaming import VideoStreamer, split_chunks
-from videomt_jax.utils.io import atomic_write_text
+from videomt_jax.streaming import split_chunks
+from videomt_jax.utils.io import add_to_manifest, atomic_write_text
 from videomt_jax.utils.structs import dataclass_from_dict
 
 EVAL_CLIPS = 32  # held-out clips scored by `evaluate_model` / `videomt-jax eval`
@@ -65,6 +66,7 @@ def save_data_config(model_dir: str | Path, data: SyntheticConfig) -> Path:
     path = Path(model_dir) / DATA_CONFIG_NAME
     spec = {"kind": "synthetic", **dataclasses.asdict(data)}
     atomic_write_text(path, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    add_to_manifest(model_dir, DATA_CONFIG_NAME)  # still exactly the model's own files
     return path
 
 
@@ -168,7 +170,9 @@ def evaluate_model(
     """Run the model (jitted) on clips 0 .. num_clips-1 of `split` and score it.
 
     processor: the model's pixel normalisation (`processing.load_processor(model_dir, config)`);
-    None: `VideoProcessor.from_config(config)`.
+    None: `VideoProcessor.from_config(config)`. An image model (EoMT) segments every frame on its
+    own. Memory is bounded: a batch holds at most `num_clips` clips, and a batch the machine cannot
+    hold (`runner.call_bytes` against `runner.available_bytes`) is refused before any work.
 
     Returns {"split", "num_clips", "semantic": {"miou", "pixel_accuracy", "iou": {class: IoU}},
     "video_instance": {"AP", "AP50", "AP75", "AR1", "AR10", "AR100", "per_class_ap"},
@@ -179,8 +183,20 @@ def evaluate_model(
     _check_eval_args(config, data_cfg, split, num_clips, batch_size)
     if long_clips < 0:
         raise ValueError(f"long_clips must be >= 0, got {long_clips}")
+    batch_size = min(batch_size, num_clips)  # a larger batch would only hold padding
+    check_fits(
+        call_bytes(config, batch_size, data_cfg.num_frames, data_cfg.image_hw),
+        f"a batch of {batch_size} clips ({data_cfg.num_frames} frames of {data_cfg.image_hw})",
+        "lower the batch size (eval --batch-size)",
+    )
+    if long_clips:
+        check_fits(
+            call_bytes(config, long_clips, LONG_CHUNK, data_cfg.image_hw),
+            f"streaming {long_clips} long clips",
+            "score fewer long clips",
+        )
     start = time.perf_counter()
-    model = VideomtModel(config)
+    model = model_for(config)
     forward = jit_model(lambda p, x: _logits(model.apply({"params": p}, x, interpolate_pos_encoding=True)))
     processor = default_processor(config, processor)
     acc = EvalAccumulator(data_cfg)
@@ -240,7 +256,7 @@ def evaluate_long(
     processor = default_processor(config, processor)
     clips = [make_clip(long_cfg, split, i) for i in range(num_clips)]
     pixels = processor.normalize(np.stack([c.frames for c in clips]))  # [B, T, H, W, 3]
-    streamer = VideoStreamer(VideomtModel(config), params, interpolate_pos_encoding=True)
+    streamer = model_streamer(config, params, interpolate_pos_encoding=True)
     semantic = jax.jit(lambda out: post_process_semantic(out, long_cfg.image_hw, mask_stride=config.mask_stride))
     state = streamer.init(num_clips)
     maps, outs = [], []

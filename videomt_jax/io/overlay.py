@@ -26,6 +26,7 @@ LEGEND_FONT_DIVISOR = 45
 LEGEND_BACKGROUND = (24, 24, 24)  # RGB of the panel
 LEGEND_TEXT = (255, 255, 255)
 LEGEND_CACHE = 64  # rendered panels kept (consecutive frames usually list the same segments)
+BLEND_ROWS = 256  # rows of a frame blended at a time (float temporaries: BLEND_ROWS x W x 3 x 4 bytes, a few)
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -160,15 +161,24 @@ def _check(frames: np.ndarray, seg: np.ndarray, alpha: float) -> None:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
 
 
-def blend(frame: np.ndarray, seg: np.ndarray, alpha: float, contours: bool) -> np.ndarray:
-    """One frame uint8 [H, W, 3] + ids [H, W] (-1 = none) -> blended uint8 [H, W, 3]."""
-    seg = seg.astype(np.int64)
-    ids, inverse = np.unique(np.maximum(seg, 0), return_inverse=True)
-    color = segment_colors(ids)[inverse.reshape(seg.shape)]  # [H, W, 3]
-    blended = np.rint((1.0 - alpha) * frame.astype(np.float32) + alpha * color.astype(np.float32))
-    out = np.where((seg >= 0)[..., None], blended, frame).astype(np.uint8)
-    if contours:
-        out = np.where(contour_mask(seg)[..., None], color, out)
+def blend(frame: np.ndarray, seg: np.ndarray, alpha: float, contours: bool, rows: int = BLEND_ROWS) -> np.ndarray:
+    """One frame uint8 [H, W, 3] + ids [H, W] (-1 = none) -> blended uint8 [H, W, 3].
+
+    Done `rows` rows at a time, so the float temporaries of a big frame stay a band large (the
+    result does not depend on `rows`: every pixel is computed alone; contours from the whole map)."""
+    edges = contour_mask(seg) if contours else None  # [H, W] bool
+    out = np.empty(frame.shape, np.uint8)
+    for top in range(0, seg.shape[0], rows):
+        band = slice(top, top + rows)
+        ids_map = np.asarray(seg[band], np.int64)
+        ids, inverse = np.unique(np.maximum(ids_map, 0), return_inverse=True)
+        color = segment_colors(ids)[inverse.reshape(ids_map.shape)]  # [r, W, 3]: the legend's swatch colours
+        pixels = frame[band]
+        blended = np.rint((1.0 - alpha) * pixels.astype(np.float32) + alpha * color.astype(np.float32))
+        painted = np.where((ids_map >= 0)[..., None], blended, pixels).astype(np.uint8)
+        if edges is not None:
+            painted = np.where(edges[band][..., None], color, painted)
+        out[band] = painted
     return out
 
 

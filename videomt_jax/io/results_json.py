@@ -7,9 +7,12 @@ video's length) store, for one video, per-frame segments (Hugging Face's per-fra
 `read_results_json(decode=True)` gives the masks back as arrays.
 
 Layout: {"format", "video_id", "height", "width", "num_frames", "fps", "id2label",
-         "frames": [{"frame": t, "segments": [{"id", "label_id", "label", "score", "area", "bbox", "rle"}]}],
+         "frames": [{"frame": t, "segments": [{"id", "label_id", "label", "score", "track_id", "area", "bbox",
+                                               "rle"}]}],
          "tracks": [{"id", "video_id", "label_id", "category_id", "label", "score", "areas", "segmentations"}]}
 bbox is COCO [x, y, width, height]; category_id = label_id + category_offset (YouTube-VIS counts from 1).
+A segment's `id` is its per-frame id (HF's); `track_id` (from `vm.to_hf`) is the query index, the
+same for one object in every frame and the "#id" of the overlay legend (absent for image models).
 
 Letters: T frames, H/W height/width.
 """
@@ -136,6 +139,7 @@ class ResultsWriter:
 
     Frame records go to disk when added (memory does not grow with the video); track records (one
     compressed RLE per frame each) are kept until the end. The layout is the module docstring's.
+    overwrite=False: an existing `path` is never replaced (FileExistsError).
     """
 
     def __init__(
@@ -146,8 +150,9 @@ class ResultsWriter:
         id2label: Mapping[int, str] | None = None,
         fps: float | None = None,
         category_offset: int = 0,
+        overwrite: bool = True,
     ):
-        self.path, self.video_id, self.id2label = path, video_id, id2label
+        self.path, self.video_id, self.id2label, self.overwrite = path, video_id, id2label, overwrite
         self.fps, self.category_offset = fps, category_offset
         self.num_frames = 0
         self._frames_open = False
@@ -156,7 +161,7 @@ class ResultsWriter:
         self._sizes: set[tuple[int, ...]] = set()  # one (H, W) once all is well
 
     def __enter__(self) -> ResultsWriter:
-        self._atomic = atomic_path(self.path)
+        self._atomic = atomic_path(self.path, overwrite=self.overwrite)
         self._file = open(self._atomic.__enter__(), "w", encoding="utf-8")
         head: dict[str, Any] = {"format": FORMAT, "video_id": _plain(self.video_id)}
         if self.id2label is not None:

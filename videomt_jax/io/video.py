@@ -198,27 +198,53 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, stride: i
 class VideoInfo(NamedTuple):
     fps: float
     num_frames: int | None  # None where the container does not say
+    height: int | None = None  # frame size (None where it cannot be told without decoding)
+    width: int | None = None
+
+
+def _folder_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(
+        (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name)
+    )
+    if not files:
+        return None
+    try:
+        with Image.open(files[0]) as im:  # reads the header only
+            return im.size[1], im.size[0]
+    except (UnidentifiedImageError, OSError):
+        return None
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """fps and frame count (folders: image count; GIF: expanded count; others: container header)."""
+    """fps, frame count (folders: image count; GIF: expanded count; others: container header) and
+    frame size, without decoding the frames (GIF: counted by walking them)."""
     path = Path(path)
     source = _open(path)
     count: int | None
+    size: tuple[int, int] | None = None
     try:
         if path.is_dir():
             count = sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            size = _folder_size(path)
         elif path.suffix.lower() == ".gif":
-            count = sum(1 for _ in source.frames)
+            frames = iter(source.frames)
+            first = next(frames, None)
+            count = 0 if first is None else 1 + sum(1 for _ in frames)
+            size = None if first is None else (int(first.shape[0]), int(first.shape[1]))
         else:
             import av
 
             with av.open(str(path)) as container:
-                count = container.streams.video[0].frames or None
+                stream = container.streams.video[0]
+                count = stream.frames or None
+                if stream.codec_context.height and stream.codec_context.width:
+                    size = (int(stream.codec_context.height), int(stream.codec_context.width))
     finally:
         source.frames.close()
         source.close()
-    return VideoInfo(source.fps, count)
+    return VideoInfo(source.fps, count, *(size or (None, None)))
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -335,11 +361,14 @@ class VideoWriter:
                 writer.write(chunk)
 
     Memory stays one frame large whatever the video's length. An exception inside the `with` block
-    removes the temporary file and leaves `path` as it was.
+    removes the temporary file and leaves `path` as it was. overwrite=False: an existing `path` is
+    never replaced (FileExistsError, also when one appears while writing).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF):
-        self.path = Path(path)
+    def __init__(
+        self, path: str | os.PathLike, fps: float = DEFAULT_FPS, *, crf: int = DEFAULT_CRF, overwrite: bool = True
+    ):
+        self.path, self.overwrite = Path(path), overwrite
         self.suffix = self.path.suffix.lower()
         if self.suffix not in ENCODERS:
             raise ValueError(f"cannot write {self.path.suffix!r} videos; supported: {', '.join(sorted(ENCODERS))}")
@@ -352,7 +381,7 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> VideoWriter:
-        self._atomic = atomic_path(self.path)
+        self._atomic = atomic_path(self.path, overwrite=self.overwrite)
         self._tmp = self._atomic.__enter__()
         return self
 

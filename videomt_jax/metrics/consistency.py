@@ -17,7 +17,11 @@ What the script does, and the `mvc_{n}` keys reproduce (line numbers: `utils/eva
 - the list of window VCs is created once, before the loop over n (line 40), and extended for
   each n (line 64): the reported VC16 is the mean over the 8-frame AND the 16-frame windows.
   In general the figure for the k-th entry of `windows` pools the windows of entries 1..k.
-With no window at all the figure is NaN (the script's `np.nanmean` of an empty list).
+With no window at all the figure is NaN (the script's `np.nanmean` of an empty list, which
+prints only numpy's "Mean of empty slice"): here it stays NaN, `num_windows[n]` is 0, and a
+`ShortVideoWarning` says which figure has no window and how many frames it needs. A figure that
+pools only shorter windows (VC16 of videos of 9..16 frames: the 8-frame windows alone) is a
+number, with the same warning saying so.
 
 Plain bugs, corrected under `mvc_{n}_corrected`: every window is scored (starts 0 .. T - n, so
 a video with T >= n frames counts), each n is averaged over its own windows only, and
@@ -29,6 +33,7 @@ Letters: T frames, H/W size, S window starts of one video.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +43,24 @@ from videomt_jax.metrics.video_inputs import check_videos
 from videomt_jax.ops.labels import IGNORE_INDEX
 
 VC_WINDOWS = (8, 16)  # eval_vc_vspw.py line 41
+
+
+class ShortVideoWarning(UserWarning):
+    """A video metric got no video long enough for one of its windows (module doc)."""
+
+
+def _short_video_notes(n: int, longest: int, script_windows: int, pooled_windows: int, corrected: int) -> list[str]:
+    """What a reader of mvc_{n} / mvc_{n}_corrected must know when the videos are too short for n."""
+    notes = []
+    if not script_windows:
+        got = "NaN (no window)" if not pooled_windows else f"the mean of the {pooled_windows} shorter windows alone"
+        notes.append(
+            f"mvc_{n} is {got}: the authors' eval_vc_vspw.py scores a video only when it has more than {n} "
+            f"frames (window starts 0 .. T-{n + 1}); the longest video here has {longest}"
+        )
+    if not corrected:
+        notes.append(f"mvc_{n}_corrected is NaN: it needs a video of at least {n} frames; the longest has {longest}")
+    return notes
 
 
 def _constant_from(maps: np.ndarray, n: int) -> np.ndarray:
@@ -84,6 +107,8 @@ def evaluate_video_consistency(
     out: dict[str, Any] = {}
     pooled: list[np.ndarray] = []  # the script's list, shared by all window sizes
     num_windows = {}
+    notes: list[str] = []
+    longest = max((g.shape[0] for _, g in pairs), default=0)
     for n in sizes:
         script = [_window_vcs(p, g, n, None)[:-1] for p, g in pairs if g.shape[0] > n]  # drop the last start
         corrected = [_window_vcs(p, g, n, ignore_index) for p, g in pairs]
@@ -91,5 +116,9 @@ def evaluate_video_consistency(
         out[f"mvc_{n}"] = _nanmean(pooled)
         out[f"mvc_{n}_corrected"] = _nanmean(corrected)
         num_windows[n] = int(sum(len(s) for s in script))
+        pooled_windows = int(sum(len(s) for s in pooled))
+        notes += _short_video_notes(n, longest, num_windows[n], pooled_windows, sum(len(c) for c in corrected))
     out["num_windows"] = num_windows
+    if notes:
+        warnings.warn("evaluate_video_consistency: " + "; ".join(notes), ShortVideoWarning, stacklevel=2)
     return out

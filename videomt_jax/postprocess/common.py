@@ -15,13 +15,18 @@ import numpy as np
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.outputs import check_logits as check_logit_shapes
-from videomt_jax.ops.resize import as_size
+from videomt_jax.ops.resize import as_size, linear_taps, resize_bilinear
 
 # Input pixels per mask-logit pixel of the default model (patch 16, 2 upscale blocks): used only for
 # outputs that do not carry their own (`VideomtOutput.mask_stride`, set by the model).
 DEFAULT_MASK_STRIDE: int = VideomtConfig().mask_stride
 # Frames post-processed per step of `lax.map`: 1 keeps one frame's (Q, H, W) masks in memory.
 DEFAULT_FRAMES_PER_STEP: int = 1
+# Bytes of [rows, W, C] float32 temporaries one piece of a frame may hold: a frame whose resized
+# masks (H x W x Q, or K class scores) are larger is post-processed in pieces of rows (`piece_rows`),
+# with the same results. 200 queries on a 4000x3000 frame: 40 rows a piece instead of 3000.
+PIECE_BYTES: int = 256 * 2**20
+PIECE_TEMPORARIES: int = 6  # [rows, W, C] float32 arrays alive at once in a piece (taps, sigmoid, products)
 
 
 def check_logits(out: Any) -> tuple[jax.Array, jax.Array]:
@@ -170,3 +175,84 @@ def scatter_slots(new: jax.Array, segment: jax.Array, values: jax.Array, fill: A
     slot = jnp.where(new, segment, q)  # out of range -> dropped
     base = jnp.full((q,) + values.shape[1:], fill, values.dtype)
     return base.at[slot].set(values, mode="drop")
+
+
+# ------------------------------------------------------------------------------------ pieces of rows
+def piece_rows(height: int, width: int, channels: int, rows_per_step: int | None = None) -> int:
+    """Rows of the target post-processed at a time: `rows_per_step`, else as many as PIECE_BYTES allows."""
+    if rows_per_step is not None:
+        if not isinstance(rows_per_step, (int, np.integer)) or isinstance(rows_per_step, bool) or rows_per_step < 1:
+            raise ValueError(f"rows_per_step must be a positive int, got {rows_per_step!r}")
+        return min(int(rows_per_step), height)
+    per_row = width * channels * 4 * PIECE_TEMPORARIES
+    return max(1, min(height, PIECE_BYTES // max(per_row, 1)))
+
+
+def piece_bytes(height: int, width: int, channels: int) -> int:
+    """Bytes of the temporaries of one piece of a frame (H, W) with `channels` masks / class scores."""
+    return piece_rows(height, width, channels) * width * channels * 4 * PIECE_TEMPORARIES
+
+
+def _source_window(index: np.ndarray, height: int, rows: int) -> int:
+    """Most source rows any piece of `rows` target rows reads (taps rise with the target row)."""
+    starts = np.arange(0, height, rows)
+    ends = np.minimum(starts + rows, height) - 1
+    return int((index[ends, -1] - index[starts, 0]).max()) + 1
+
+
+def resized_rows(x: jax.Array, target: tuple[int, int], start: Any, rows: int) -> jax.Array:
+    """Rows [start, start + rows) of `resize_bilinear(x, target)`: x [h, w, C] -> [rows, W, C].
+
+    `start` is a multiple of `rows` (traced or not); rows past the target's end repeat its last row
+    (callers drop them). As `resize_bilinear`: the width pass of the source rows the piece reads
+    (a window of them), then the height taps, with the same operations, so a frame put together
+    from pieces equals the whole-frame resize bit for bit (one piece: the window is all of x).
+    """
+    height, width = target
+    y = jnp.minimum(start + jnp.arange(rows), height - 1)  # [rows]
+    if x.shape[0] == height:  # no height pass in resize_bilinear
+        return resize_bilinear(jnp.take(x, y, axis=0), (rows, width))
+    index, weights = linear_taps(x.shape[0], height)  # [H, K] each
+    window = _source_window(index, height, rows)
+    low = jnp.minimum(jnp.asarray(index[:, 0])[y[0]], x.shape[0] - window)  # the window fits in x
+    source = resize_bilinear(jax.lax.dynamic_slice_in_dim(x, low, window, axis=0), (window, width))  # [R, W, C]
+    taps, tap_weights = jnp.asarray(index)[y] - low, jnp.asarray(weights)[y]  # [rows, K]
+    total = jnp.take(source, taps[:, 0], axis=0) * tap_weights[:, 0].reshape(rows, 1, 1)
+    for k in range(1, index.shape[1]):  # first tap first, as resize_bilinear
+        total = total + jnp.take(source, taps[:, k], axis=0) * tap_weights[:, k].reshape(rows, 1, 1)
+    return total
+
+
+def tree_sum(x: jax.Array, axis: int) -> jax.Array:
+    """Sum along `axis` in a fixed pairwise order (zero-padded to a power of two, halved step by step).
+
+    Element-wise additions only, so the result does not depend on how XLA tiles a reduction for a
+    given shape: sums of a frame's pieces equal those of the whole frame bit for bit."""
+    x = jnp.moveaxis(x, axis, 0)
+    size = 1 << max(x.shape[0] - 1, 0).bit_length()
+    x = jnp.pad(x, [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+    while x.shape[0] > 1:
+        x = x.reshape((x.shape[0] // 2, 2) + x.shape[1:])
+        x = x[:, 0] + x[:, 1]
+    return x[0]
+
+
+def map_rows(fn: Callable[[Any, jax.Array], Any], height: int, rows: int) -> Any:
+    """`fn(start, valid)` on every piece of `rows` rows of a `height`-row target, pieces stacked:
+    each leaf [rows, ...] (per-row values) becomes [height, ...], any other leaf [n, ...] becomes
+    [pieces * n, ...] (per-piece values). valid: [rows] bool, the piece's rows inside the target.
+    One piece: a direct call (no loop)."""
+    if rows >= height:
+        return fn(0, jnp.ones((height,), bool))
+    pieces = -(-height // rows)
+
+    def piece(start: jax.Array) -> Any:
+        return fn(start, start + jnp.arange(rows) < height)
+
+    stacked = jax.lax.map(piece, jnp.arange(pieces, dtype=jnp.int32) * rows)
+
+    def joined(x: jax.Array) -> jax.Array:
+        flat = x.reshape((-1,) + x.shape[2:])
+        return flat[:height] if x.shape[1] == rows else flat
+
+    return jax.tree.map(joined, stacked)

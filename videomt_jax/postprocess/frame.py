@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from videomt_jax.ops.resize import Size, crop_grid, crop_then_resize, resize_bilinear
+from videomt_jax.ops.resize import Size, crop_grid
 from videomt_jax.postprocess import common
 from videomt_jax.postprocess.results import SegmentResult
 
@@ -63,6 +63,12 @@ def _frames_shell(frame_fn, class_logits, mask_logits, dynamic, *, target, valid
     return jax.tree_util.tree_map(lambda x: x.reshape((b, t) + x.shape[1:]), res)
 
 
+def _rows(x: common.Inputs, rows_per_step: int | None, channels: int) -> int:
+    """Target rows per piece for `channels` resized masks or class scores per pixel."""
+    height, width = x.static["target"]
+    return common.piece_rows(height, width, channels, rows_per_step)
+
+
 def _run(frame_fn: Any, x: common.Inputs, *dynamic: Any, **options: Any) -> Any:
     """The jitted per-frame shell on prepared inputs; `options` are static (hashable) extras."""
     return _frames_shell(
@@ -72,14 +78,18 @@ def _run(frame_fn: Any, x: common.Inputs, *dynamic: Any, **options: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------ semantic
 def _semantic_frame(
-    class_logits: jax.Array, mask_logits: jax.Array, *, target: Size, valid: Size | None, stride: int
+    class_logits: jax.Array, mask_logits: jax.Array, *, target: Size, valid: Size | None, stride: int, rows: int
 ) -> jax.Array:
-    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q] -> class ids [H, W]."""
+    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q] -> class ids [H, W] (in pieces of `rows` rows)."""
     probs = jax.nn.softmax(class_logits, axis=-1)[:, :-1]  # [Q, K]
     ch, cw = crop_grid(valid, (mask_logits.shape[0], mask_logits.shape[1]), stride)
     masks = jax.nn.sigmoid(mask_logits[:ch, :cw])  # [h, w, Q]
     scores = jnp.einsum("qk,hwq->hwk", probs, masks, precision=HIGHEST)  # [h, w, K]
-    return jnp.argmax(resize_bilinear(scores, target), axis=-1).astype(jnp.int32)  # [H, W]
+
+    def piece(start, _):
+        return jnp.argmax(common.resized_rows(scores, target, start, rows), axis=-1).astype(jnp.int32)  # [r, W]
+
+    return common.map_rows(piece, target[0], rows)  # [H, W]
 
 
 def post_process_semantic(
@@ -89,9 +99,13 @@ def post_process_semantic(
     valid_size: Sequence[int] | None = None,
     mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
+    rows_per_step: int | None = None,
 ) -> jax.Array:
-    """Class id per pixel and frame, [B, T, H, W] int32 (HF `post_process_semantic_segmentation`)."""
-    return _run(_semantic_frame, common.prepare(out, target_size, valid_size, mask_stride, frames_per_step))
+    """Class id per pixel and frame, [B, T, H, W] int32 (HF `post_process_semantic_segmentation`).
+
+    rows_per_step: target rows post-processed at a time (None: as many as `common.PIECE_BYTES` allows)."""
+    x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
+    return _run(_semantic_frame, x, rows=_rows(x, rows_per_step, x.class_logits.shape[-1] - 1))
 
 
 # ------------------------------------------------------------------------------------------ instance
@@ -108,20 +122,31 @@ def _slots(new, segment, labels, scores, fused, segmentation) -> SegmentResult:
     )
 
 
-def _instance_frame(class_logits, mask_logits, threshold, *, target, valid, stride) -> SegmentResult:
-    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q]."""
+def _instance_frame(class_logits, mask_logits, threshold, *, target, valid, stride, rows) -> SegmentResult:
+    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q]; the target in pieces of `rows` rows."""
     probs = jax.nn.softmax(class_logits, axis=-1)[:, :-1]  # [Q, K]
     class_score, labels = probs.max(axis=-1), jnp.argmax(probs, axis=-1)  # [Q]
-    logits = crop_then_resize(mask_logits, target, valid, stride)  # [H, W, Q]
-    binary = logits > 0
-    area = binary.sum(axis=(0, 1), dtype=jnp.int32)  # [Q]
-    inside = jnp.where(binary, jax.nn.sigmoid(logits), 0.0).sum(axis=(0, 1))  # [Q]
+    ch, cw = crop_grid(valid, (mask_logits.shape[0], mask_logits.shape[1]), stride)
+    cropped = mask_logits[:ch, :cw]
+
+    def sums(start, _):  # per target row: mask area and sigmoid inside it, [r, Q] each
+        logits = common.resized_rows(cropped, target, start, rows)  # [r, W, Q]
+        binary = logits > 0
+        inside = common.tree_sum(jnp.where(binary, jax.nn.sigmoid(logits), 0.0), axis=1)
+        return binary.sum(axis=1, dtype=jnp.int32), inside
+
+    area_rows, inside_rows = common.map_rows(sums, target[0], rows)  # [H, Q] each
+    # [Q]; float sums in a fixed order: one piece or many, the same score
+    area, inside = area_rows.sum(axis=0), common.tree_sum(inside_rows, axis=0)
     score = class_score * (inside / (area.astype(jnp.float32) + jnp.float32(MASK_SCORE_EPS)))
     keep = (area > 0) & (score >= threshold)  # [Q]
     new, segment = common.number_segments(keep, jnp.arange(keep.shape[0], dtype=jnp.int32))
-    # later queries overwrite earlier ones and carry larger ids: the max id painting a pixel wins
-    painted = jnp.where(binary & keep, segment, -1)  # [H, W, Q]
-    return _slots(new, segment, labels, score, jnp.zeros_like(keep), painted.max(axis=-1))
+
+    def paint(start, _):  # later queries overwrite earlier ones and carry larger ids: the max id wins
+        binary = common.resized_rows(cropped, target, start, rows) > 0  # [r, W, Q]
+        return jnp.where(binary & keep, segment, -1).max(axis=-1)  # [r, W]
+
+    return _slots(new, segment, labels, score, jnp.zeros_like(keep), common.map_rows(paint, target[0], rows))
 
 
 def post_process_instance(
@@ -132,41 +157,57 @@ def post_process_instance(
     valid_size: Sequence[int] | None = None,
     mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
+    rows_per_step: int | None = None,
 ) -> SegmentResult:
-    """Instance segmentation per frame (HF `post_process_instance_segmentation`)."""
+    """Instance segmentation per frame (HF `post_process_instance_segmentation`); rows_per_step as
+    `post_process_semantic`."""
     x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
-    return _run(_instance_frame, x, common.f32_ceil(threshold))  # HF: score.item() >= threshold
+    rows = _rows(x, rows_per_step, x.class_logits.shape[2])
+    return _run(_instance_frame, x, common.f32_ceil(threshold), rows=rows)  # HF: score.item() >= threshold
 
 
 # ------------------------------------------------------------------------------------------ panoptic
-def panoptic_counts(probs: jax.Array, keep: jax.Array, masks: jax.Array, mask_threshold: jax.Array):
+def panoptic_counts(
+    probs: jax.Array, keep: jax.Array, masks: jax.Array, mask_threshold: jax.Array, counted: jax.Array | None = None
+):
     """Per-pixel competition between kept queries (shared by the per-frame and the video path).
 
-    probs: [Q] score per query; keep: [Q] bool; masks: [..., Q] sigmoid masks (channels-last).
-    Returns winner [...] int32 (argmax of probs x mask over kept queries), own [...] bool (the
-    winner's mask >= mask_threshold there), and per query [Q] int32: pixels won, own-mask area,
-    pixels both won and own."""
+    probs: [Q] score per query; keep: [Q] bool; masks: [..., Q] sigmoid masks (channels-last);
+    counted: [...] bool, the pixels the counts include (None: all; a piece's rows past the frame
+    are left out). Returns winner [...] int32 (argmax of probs x mask over kept queries), own [...]
+    bool (the winner's mask >= mask_threshold there), and per query [Q] int32: pixels won,
+    own-mask area, pixels both won and own."""
     q = probs.shape[0]
     weighted = jnp.where(keep, probs * masks, -1.0)  # [..., Q]
     winner = jnp.argmax(weighted, axis=-1).astype(jnp.int32)  # [...] (first max, as torch)
     binary = masks >= mask_threshold  # [..., Q]
     own = jnp.take_along_axis(binary, winner[..., None], axis=-1)[..., 0]  # [...]
-    won = common.count_per_query(winner, q)
-    original = binary.reshape(-1, q).sum(axis=0, dtype=jnp.int32)
-    final = common.count_per_query(winner, q, own)
+    counted = jnp.ones(winner.shape, bool) if counted is None else counted
+    won = common.count_per_query(winner, q, counted)
+    original = (binary & counted[..., None]).reshape(-1, q).sum(axis=0, dtype=jnp.int32)
+    final = common.count_per_query(winner, q, own & counted)
     return winner, own, won, original, final
 
 
 def _panoptic_frame(
-    class_logits, mask_logits, threshold, mask_threshold, overlap, *, target, valid, stride, fuse
+    class_logits, mask_logits, threshold, mask_threshold, overlap, *, target, valid, stride, fuse, rows
 ) -> SegmentResult:
-    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q]."""
+    """One frame: class_logits [Q, K+1], mask_logits [h, w, Q]; the target in pieces of `rows` rows."""
     num_labels = class_logits.shape[-1] - 1
     probs = jax.nn.softmax(class_logits, axis=-1)  # [Q, K+1]
     score, labels = probs.max(axis=-1), jnp.argmax(probs, axis=-1)  # [Q]
     keep = (labels != num_labels) & (score > threshold)
-    masks = jax.nn.sigmoid(crop_then_resize(mask_logits, target, valid, stride))  # [H, W, Q]
-    winner, own, won, original, final = panoptic_counts(score, keep, masks, mask_threshold)
+    ch, cw = crop_grid(valid, (mask_logits.shape[0], mask_logits.shape[1]), stride)
+    cropped = mask_logits[:ch, :cw]
+
+    def piece(start, inside):  # inside: [r] rows of the frame
+        masks = jax.nn.sigmoid(common.resized_rows(cropped, target, start, rows))  # [r, W, Q]
+        counted = jnp.broadcast_to(inside[:, None], masks.shape[:2])
+        winner, own, won, original, final = panoptic_counts(score, keep, masks, mask_threshold, counted)
+        return winner, own, won[None], original[None], final[None]
+
+    winner, own, won, original, final = common.map_rows(piece, target[0], rows)  # [H, W] x 2, [pieces, Q] x 3
+    won, original, final = (x.sum(axis=0) for x in (won, original, final))  # [Q] (exact integer sums)
     ratio = won.astype(jnp.float32) / jnp.maximum(original, 1).astype(jnp.float32)  # float32, as torch
     segment_ok = keep & (won > 0) & (original > 0) & (final > 0) & (ratio > overlap)  # [Q]
     fused = jnp.isin(labels, jnp.asarray(fuse, jnp.int32)) if fuse else jnp.zeros_like(keep)
@@ -186,10 +227,12 @@ def post_process_panoptic(
     valid_size: Sequence[int] | None = None,
     mask_stride: int | None = None,
     frames_per_step: int = common.DEFAULT_FRAMES_PER_STEP,
+    rows_per_step: int | None = None,
 ) -> SegmentResult:
     """Panoptic segmentation per frame (HF `post_process_panoptic_segmentation`).
 
-    label_ids_to_fuse is static under jit (a new set compiles a new program)."""
+    label_ids_to_fuse is static under jit (a new set compiles a new program); rows_per_step as
+    `post_process_semantic`."""
     x = common.prepare(out, target_size, valid_size, mask_stride, frames_per_step)
     return _run(
         _panoptic_frame,
@@ -198,4 +241,5 @@ def post_process_panoptic(
         common.f32(mask_threshold),
         common.f32_floor(overlap_mask_area_threshold),  # HF: ratio.item() > threshold
         fuse=common.static_labels(label_ids_to_fuse, "label_ids_to_fuse"),
+        rows=_rows(x, rows_per_step, x.class_logits.shape[2]),
     )

@@ -15,9 +15,11 @@ What each task gives (track ids are unique over the video):
   id = label_id = class id, score = the share of the video's pixels that class covers.
 - instance: the top-k queries, each with its best class (`video_instance(unique_queries=True)`:
   the authors' top-k over (query, class) pairs can take one query twice): id = query index,
-  score = the class probability; overlapping masks are painted in rising score order.
+  score = the class probability; overlapping masks are painted in rising score order. With a
+  `threshold`, only tracks scoring >= threshold are kept (None: all top-k, as the authors).
 - panoptic: the authors' video panoptic segments: id = segment id, stable over the video, with the
-  query that opened it; isthing.
+  query that opened it; isthing. `threshold` is the object score a query must exceed (None: the
+  authors' OBJECT_MASK_THRESHOLD).
 
 Letters: T frames, n frames of a chunk, Q queries, K classes (+1 no object), N tracks,
 h/w mask grid, H/W target size.
@@ -86,13 +88,17 @@ class VideoLevel:
         stride: int,
         spill_dir: str | Path | None = None,
         top_k: int = TOP_K,
-        threshold: float = OBJECT_MASK_THRESHOLD,
+        threshold: float | None = None,
         overlap_threshold: float = OVERLAP_THRESHOLD,
+        frames_per_piece: int | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task, self.target, self.valid, self.stride = task, tuple(target), valid, int(stride)
         self.top_k, self.threshold, self.overlap = top_k, threshold, overlap_threshold
+        # frames per map of `chunks()` (None: the chunks `add` got); the maps have no recurrence, so
+        # a small piece bounds the second pass's memory whatever the chunk of the first
+        self.frames_per_piece = frames_per_piece
         # unlinked at once; open across add() / chunks(), closed by __exit__
         self._spill = tempfile.TemporaryFile(prefix=".videomt-spill.", dir=spill_dir)  # noqa: SIM115
         self._sum: np.ndarray | None = None  # [Q, K+1] float64 running sum of class logits
@@ -136,13 +142,16 @@ class VideoLevel:
         return (self._sum / self.num_frames).astype(np.float32)
 
     def _spilled(self) -> Iterator[np.ndarray]:
-        """The spilled mask logits again, chunk by chunk: [n, Q, h, w] float32."""
+        """The spilled mask logits again, chunk by chunk: [n, Q, h, w] float32 (each chunk `add` got,
+        cut into pieces of at most `frames_per_piece` frames)."""
         self._spill.seek(0)
         grid = self._added_grid()
         per_frame = int(np.prod(grid))
         for n in self._chunk_sizes:
-            data = np.fromfile(self._spill, np.float32, count=n * per_frame)
-            yield data.reshape((n, *grid))
+            step = n if self.frames_per_piece is None else self.frames_per_piece
+            for start in range(0, n, step):
+                m = min(step, n - start)
+                yield np.fromfile(self._spill, np.float32, count=m * per_frame).reshape((m, *grid))
 
     def _as_videos(self, logits: np.ndarray) -> VideomtOutput:
         """Each frame as a one-frame video whose class logits are the whole video's average, so the
@@ -155,7 +164,8 @@ class VideoLevel:
         )
 
     def chunks(self) -> Iterator[VideoChunk]:
-        """Every frame's video-level map, one chunk at a time (the sizes `add` got); fills `tracks`."""
+        """Every frame's video-level map, one chunk at a time (the sizes `add` got, cut to
+        `frames_per_piece`); fills `tracks`."""
         yield from {"semantic": self._semantic, "instance": self._instance, "panoptic": self._panoptic}[self.task]()
 
     # ------------------------------------------------------------------------------- per task
@@ -176,19 +186,22 @@ class VideoLevel:
     def _instance(self) -> Iterator[VideoChunk]:
         num_queries = self._added_grid()[0]
         top_k = min(self.top_k, num_queries)
+        floor = -np.inf if self.threshold is None else np.asarray(common.f32_ceil(self.threshold))  # score >= threshold
         for logits in self._spilled():
             result = jax.device_get(
                 video_instance(self._as_videos(logits), self.target, top_k, unique_queries=True, **self._post_kwargs())
             )
-            query = [int(q) for q in result.query[0]]  # [N] the same for every frame: one average
-            masks = np.asarray(result.masks)[:, :, 0]  # [n, N, H, W], score-descending
+            score = np.asarray(result.score[0])  # [N], descending: one average, the same for every chunk
+            kept = [n for n in range(top_k) if score[n] >= floor]
+            query = [int(result.query[0, n]) for n in kept]
+            masks = np.asarray(result.masks)[:, kept, 0]  # [n, N', H, W], score-descending
             seg = np.full((masks.shape[0], *self.target), -1, np.int32)
             for n in range(len(query) - 1, -1, -1):  # lower scores first, higher painted on top
                 seg[masks[:, n]] = query[n]
-            if not self.tracks:
+            if self.labels is None:
                 self.tracks = [
-                    {"id": q, "label_id": int(result.label_id[0, n]), "score": float(result.score[0, n])}
-                    for n, q in enumerate(query)
+                    {"id": q, "label_id": int(result.label_id[0, n]), "score": float(score[n])}
+                    for n, q in zip(kept, query)
                 ]
                 self.labels = {t["id"]: t["label_id"] for t in self.tracks}
             yield VideoChunk(seg, {q: masks[:, n] for n, q in enumerate(query)})
@@ -196,7 +209,8 @@ class VideoLevel:
     def _panoptic(self) -> Iterator[VideoChunk]:
         probs = np.asarray(jax.nn.softmax(jnp.asarray(self.mean_class_logits()), axis=-1))  # [Q, K+1]
         score, labels = probs.max(axis=-1), probs.argmax(axis=-1).astype(np.int32)  # [Q]
-        keep = (labels != probs.shape[-1] - 1) & (score > common.f32(self.threshold))
+        threshold = OBJECT_MASK_THRESHOLD if self.threshold is None else self.threshold
+        keep = (labels != probs.shape[-1] - 1) & (score > common.f32(threshold))
         static = {"target": self.target, "valid": self.valid, "stride": self.stride}
         num_queries = probs.shape[0]
         won = original = final = np.zeros(num_queries, np.int64)

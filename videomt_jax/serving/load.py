@@ -13,6 +13,9 @@ format's names, which the exporter imports from here.
 A directory holds `serving.json` (config, options, input/output shapes and dtypes, versions),
 `weights.npz` (float32 parameters, passed to the program as an argument) and one
 `step.<platform>.jaxexport` per platform it was lowered for; the one for JAX's backend runs.
+Nothing in the directory is trusted: serving.json is checked key by key (`read_meta`), the files
+it names must lie inside the directory (`member_path`) and match the sha256 it records
+(`read_member`), and the weights must be a numeric .npz of finite numbers (`load_weights`).
 
 Letters: B videos, T frames per call, H/W model input, Hf/Wf frame size of fused artifacts,
 Q queries, D hidden, K+1 classes, h/w mask grid.
@@ -21,12 +24,15 @@ Q queries, D hidden, K+1 classes, h/w mask grid.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+from videomt_jax.utils.io import file_sha256
 
 FORMAT = "videomt-jax-serving"  # serving.json "format" of a jax.export directory
 ONNX_FORMAT = "videomt-jax-onnx"  # the JSON beside an ONNX export
@@ -43,6 +49,8 @@ PLATFORMS_OF_BACKEND: dict[str, tuple[str, ...]] = {"cpu": ("cpu",), "gpu": ("cu
 
 
 KERNEL_NAME = "kernel"  # matmul weights: passed in the compute dtype, everything else float32
+SHA256_KEY = "sha256"  # serving.json: the checksum of each file it names, written at export, checked at load
+INPUT_SPECS_TEXT = "a list of 3 input specs (pixels or frames, queries, started)"
 
 
 def artifact_name(platform: str) -> str:
@@ -62,27 +70,128 @@ class ServingState(NamedTuple):
     started: Any  # [B] bool
 
 
+def _is_int(v: Any, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_dtype(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        jax.numpy.dtype(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_spec(v: Any) -> bool:
+    """{"name": str, "shape": [int >= 0 or "B", ...], "dtype": a numpy dtype name}."""
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("name"), str)
+        and isinstance(v.get("shape"), list)
+        and all(_is_int(d, 0) or d == BATCH_DIM for d in v["shape"])
+        and _is_dtype(v.get("dtype"))
+    )
+
+
+def _is_file_entry(v: Any) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("file"), str) and isinstance(v.get(SHA256_KEY, ""), str)
+
+
+# key -> (test, what it must be): the keys every reader of an export's JSON relies on
+META_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "format_version": (lambda v: _is_int(v), "a positive int"),
+    "config": (lambda v: isinstance(v, dict), "an object (the model config)"),
+    "frames": (lambda v: _is_int(v), "a positive int (frames per call)"),
+    "batch": (lambda v: v is None or _is_int(v), "a positive int or null (any batch size)"),
+    "inputs": (lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_spec, v)), INPUT_SPECS_TEXT),
+    "outputs": (lambda v: isinstance(v, list) and bool(v) and all(map(_is_spec, v)), "a list of output specs"),
+}
+# and those only a jax.export directory's serving.json has
+SERVING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "task": (lambda v: v is None or isinstance(v, str), "a task name or null"),
+    "artifacts": (
+        lambda v: (
+            isinstance(v, dict)
+            and bool(v)
+            and all(_is_file_entry(e) and isinstance(e.get("compiler_options", {}), dict) for e in v.values())
+        ),
+        'an object mapping each platform to {"file": NAME, "compiler_options": {...}, ...}',
+    ),
+    "weights": (
+        lambda v: (
+            _is_file_entry(v)
+            and isinstance(v.get("keys"), list)
+            and all(isinstance(k, str) for k in v["keys"])
+            and _is_dtype(v.get("kernel_dtype", "float32"))
+        ),
+        'an object {"file": NAME, "keys": [parameter names], "kernel_dtype": ...}',
+    ),
+}
+
+
 def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
-    """The JSON description of an export (a directory's serving.json, or a .json file)."""
+    """The JSON description of an export (a directory's serving.json, or a .json file), checked:
+    every key a reader relies on is there with the right type, else one ValueError naming the
+    file and the key."""
     path = Path(path)
     meta_path = path / META_NAME if path.is_dir() else path
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: {path} is not a `videomt-jax export-serving` directory")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path} is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} must hold a JSON object, got a {type(meta).__name__}")
     if meta.get("format") != expected_format:
         raise ValueError(f"{meta_path} has format {meta.get('format')!r}, expected {expected_format!r}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    keys = {**META_KEYS, **(SERVING_KEYS if expected_format == FORMAT else {})}
+    for key, (test, what) in keys.items():
+        if key not in meta:
+            raise ValueError(f"{meta_path} lacks the key {key!r} ({what})")
+        if not test(meta[key]):
+            raise ValueError(f"{meta_path}: key {key!r} must be {what}, got {str(meta[key])[:120]}")
+    if meta["format_version"] > FORMAT_VERSION:
         raise ValueError(
             f"{meta_path} has format_version {meta['format_version']}; this loader reads up to {FORMAT_VERSION}"
         )
     return meta
 
 
+def member_path(directory: Path, name: str, meta_path: Path, key: str) -> Path:
+    """`directory / name` for a file named in serving.json: a plain name that stays inside the
+    directory (no folder part, no "..", no absolute path, no link leading out), else ValueError."""
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"{meta_path}: key {key!r} names {name!r}; it must be a file name inside {directory}")
+    path = directory / name
+    if path.resolve().parent != directory.resolve():
+        raise ValueError(f"{meta_path}: key {key!r} names {name!r}, which leads outside {directory}")
+    return path
+
+
+def read_member(directory: Path, entry: Mapping[str, Any], meta_path: Path, key: str, what: str) -> Path:
+    """The checked path of the file an entry of serving.json names: present, and equal to the
+    sha256 recorded at export (exports without one are not checked)."""
+    path = member_path(directory, entry["file"], meta_path, key)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found ({what} listed in {meta_path})")
+    want = entry.get(SHA256_KEY)
+    if want is not None and file_sha256(path) != want:
+        raise ValueError(f"{path} does not match the sha256 recorded in {meta_path}: the file changed or is corrupt")
+    return path
+
+
 def _shape_text(shape: list) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _batch_note(shape: list) -> str:
+    """What the first axis of a recorded shape allows."""
+    if BATCH_DIM in shape:
+        return f" ({BATCH_DIM} = any batch size)"
+    return f" (this artifact's batch size is fixed at {shape[0]}; export with --batch any for any)" if shape else ""
 
 
 def check_inputs(specs: Sequence[Mapping[str, Any]], values: Sequence[Any]) -> int:
@@ -114,9 +223,7 @@ def check_inputs(specs: Sequence[Mapping[str, Any]], values: Sequence[Any]) -> i
                         "(and it must be >= 1)"
                     )
             elif want != got:
-                raise ValueError(
-                    f"{name} has shape {got_shape}, expected {_shape_text(shape)} ({BATCH_DIM} = any batch size)"
-                )
+                raise ValueError(f"{name} has shape {got_shape}, expected {_shape_text(shape)}{_batch_note(shape)}")
         if got_dtype != dtype:
             raise TypeError(f"{name} must have dtype {dtype}, got {got_dtype}")
     fixed = [d for s in specs for d in s["shape"][:1] if isinstance(d, int)]
@@ -202,29 +309,52 @@ def _pick_platform(meta: Mapping[str, Any], directory: Path) -> str:
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a weights.npz (a zip of .npy files, no pickles); finite numbers only."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (the weights of this artifact are passed as an argument)")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .npz archive (numpy's zip of arrays): the file is corrupt or another format")
+    weights, key = {}, "(index)"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                weights[key] = data[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{path}: cannot read entry {key!r}: {e}") from None
+    for key, value in weights.items():
+        if value.dtype.kind != "f":
+            raise ValueError(f"{path}: parameter {key!r} has dtype {value.dtype}; weights are floating point")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{path}: parameter {key!r} holds NaN or infinite values; refusing to run them")
+    return weights
+
+
+def deserialize(path: Path) -> Any:
+    """The jax.export program in `path`, or one ValueError naming the file."""
+    try:
+        return jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception as e:  # flatbuffers / MLIR raise struct, Unicode, index... errors on damaged bytes
+        raise ValueError(f"{path} is not a readable jax.export artifact ({type(e).__name__}: {e})") from None
 
 
 def load_serving(path: str | Path) -> ServingModel:
-    """Load a directory written by `export_serving` / `videomt-jax export-serving`."""
+    """Load a directory written by `export_serving` / `videomt-jax export-serving`.
+
+    Every file is taken from the directory itself (names in serving.json cannot lead out of it)
+    and checked against the sha256 serving.json records; ValueError / FileNotFoundError name the
+    file (and the key) at fault."""
     directory = Path(path)
     meta = read_meta(directory)
+    meta_path = directory / META_NAME
     platform = _pick_platform(meta, directory)
-    artifact = directory / meta["artifacts"][platform]["file"]
-    if not artifact.is_file():
-        raise FileNotFoundError(f"{artifact} not found (listed in {directory / META_NAME})")
-    exported = jax.export.deserialize(bytearray(artifact.read_bytes()))
-    weights = load_weights(directory / meta["weights"]["file"])
+    artifact = read_member(directory, meta["artifacts"][platform], meta_path, f"artifacts.{platform}.file", "artifact")
+    exported = deserialize(artifact)
+    weights_path = read_member(directory, meta["weights"], meta_path, "weights.file", "weights")
+    weights = load_weights(weights_path)
     expected = set(meta["weights"]["keys"])
     if set(weights) != expected:
         missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
-        raise ValueError(
-            f"{directory / meta['weights']['file']} does not match the artifact: "
-            f"missing {missing[:5]}, unexpected {extra[:5]}"
-        )
+        raise ValueError(f"{weights_path} does not match the artifact: missing {missing[:5]}, unexpected {extra[:5]}")
     kernel_dtype = meta["weights"].get("kernel_dtype", "float32")
     weights = {k: np.asarray(v).astype(weight_dtype(k, kernel_dtype)) for k, v in weights.items()}
     return ServingModel(meta, exported, weights, platform)

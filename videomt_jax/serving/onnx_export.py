@@ -28,14 +28,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.processing import VideoProcessor
 from videomt_jax.serving import load as fmt
-from videomt_jax.serving.export import ServingOptions, check_options, flatten_params, unflatten_params
+from videomt_jax.serving.export import (
+    ServingOptions,
+    check_options,
+    flatten_params,
+    pixel_record,
+    serving_processor,
+    unflatten_params,
+)
 from videomt_jax.serving.plain_forward import check_supported, params_at_size, streaming_step
-from videomt_jax.utils.io import atomic_write_bytes, atomic_write_text
+from videomt_jax.utils.io import atomic_write_bytes, atomic_write_text, check_new_file, output_lock, signals_deferred
 
 INPUT_NAMES = ("pixels", "queries", "started")
 OUTPUT_NAMES = ("class_logits", "mask_logits", "queries_out", "started_out")
 OPSET = 21  # ONNX Runtime 1.17+ runs it
+MIN_OPSET = 17  # the first with LayerNormalization, which the graph uses
 EXTRA = "onnx"  # pip install videomt-jax[onnx]
 
 
@@ -107,6 +116,39 @@ def _value_spec(value: Any, batch: int | None) -> dict[str, Any]:
     return {"name": value.name, "shape": shape, "dtype": str(helper.tensor_dtype_to_np_dtype(tensor.elem_type))}
 
 
+def check_opset(opset: Any) -> int:
+    """`opset` if the installed onnx knows it and the graph can use it, else one ValueError."""
+    from onnx.defs import onnx_opset_version
+
+    newest = onnx_opset_version()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset must be an int in [{MIN_OPSET}, {newest}] ({MIN_OPSET}: LayerNormalization; {newest}: the "
+            f"newest the installed onnx knows), got {opset!r}"
+        )
+    return opset
+
+
+def check_targets(path: str | Path, *, overwrite: bool, flag: str = "overwrite=True") -> tuple[Path, Path]:
+    """(model path, JSON path), refused before any work: the model must end in .onnx; an existing
+    file needs `overwrite`, and an existing JSON beside it is replaced only when it is the
+    description an export-onnx wrote of this model."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if path.suffix != ".onnx":
+        raise ValueError(f"the ONNX model path must end in .onnx, got {path}")
+    for target in (path, meta_path):
+        check_new_file(target, overwrite=overwrite, flag=flag)
+    if meta_path.exists():
+        try:
+            owner = fmt.read_meta(meta_path, fmt.ONNX_FORMAT).get("file")
+        except ValueError as e:
+            raise FileExistsError(f"{meta_path} is not one export-onnx wrote ({e}); not replacing it") from None
+        if owner != path.name:
+            raise FileExistsError(f"{meta_path} describes {owner!r}, not {path.name!r}; not replacing it")
+    return path, meta_path
+
+
 def export_onnx(
     path: str | Path,
     config: VideomtConfig,
@@ -116,41 +158,46 @@ def export_onnx(
     input_size: int | Sequence[int] | None = None,
     batch: int | None = 1,
     opset: int = OPSET,
+    processor: VideoProcessor | None = None,
     overwrite: bool = False,
+    overwrite_flag: str = "overwrite=True",
 ) -> Path:
     """Write the streaming step as an ONNX model at `path` (and `path` with suffix .json).
 
     frames: T per call; input_size: model input (H, W) (default config.image_size); batch: videos
-    per call, None for a symbolic batch dimension. DINOv2 backbones only; computes in float32.
+    per call, None for a symbolic batch dimension; processor: the model's pixel normalisation,
+    recorded in the JSON (default the config's). DINOv2 backbones only; computes in float32.
+    Everything is checked before the work (`check_targets`, `check_opset`, the options) and the
+    output is claimed for the run (`output_lock`).
     """
-    path = Path(path)
-    meta_path = path.with_suffix(".json")
-    if path.suffix != ".onnx":
-        raise ValueError(f"the ONNX model path must end in .onnx, got {path}")
-    for target in (path, meta_path):
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
-    options = onnx_options(config, frames, input_size, batch)
-    model = build_onnx(config, params, options, opset)
-    import videomt_jax
+    with output_lock(path):
+        path, meta_path = check_targets(path, overwrite=overwrite, flag=overwrite_flag)
+        options = onnx_options(config, frames, input_size, batch)
+        opset = check_opset(opset)
+        model = build_onnx(config, params, options, opset)
+        import videomt_jax
 
-    meta = {
-        "format": fmt.ONNX_FORMAT,
-        "format_version": fmt.FORMAT_VERSION,
-        "file": path.name,
-        "videomt_jax_version": videomt_jax.__version__,
-        "jax_version": jax.__version__,
-        "jax2onnx_version": metadata.version("jax2onnx"),
-        "opset": opset,
-        "config": config.replace(dtype="float32").to_dict(),
-        "dtype": "float32",
-        "frames": options.frames,
-        "batch": options.batch,
-        "input_size": list(options.input_size),
-        "weights": {"mode": "embedded", "reason": "ONNX initializers: one self-contained file for ONNX Runtime"},
-        "inputs": [_value_spec(v, options.batch) for v in model.graph.input],
-        "outputs": [_value_spec(v, options.batch) for v in model.graph.output],
-    }
-    atomic_write_bytes(path, model.SerializeToString())
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+        meta = {
+            "format": fmt.ONNX_FORMAT,
+            "format_version": fmt.FORMAT_VERSION,
+            "file": path.name,
+            "videomt_jax_version": videomt_jax.__version__,
+            "jax_version": jax.__version__,
+            "jax2onnx_version": metadata.version("jax2onnx"),
+            "opset": opset,
+            "config": config.replace(dtype="float32").to_dict(),
+            "dtype": "float32",
+            "frames": options.frames,
+            "batch": options.batch,
+            "input_size": list(options.input_size),
+            "pixels": pixel_record(serving_processor(config, options, processor)),
+            "weights": {"mode": "embedded", "reason": "ONNX initializers: one self-contained file for ONNX Runtime"},
+            "inputs": [_value_spec(v, options.batch) for v in model.graph.input],
+            "outputs": [_value_spec(v, options.batch) for v in model.graph.output],
+        }
+        data = model.SerializeToString()
+        meta_text = json.dumps(meta, indent=2) + "\n"
+        with signals_deferred():  # the pair lands whole: a stop signal waits until both are written
+            atomic_write_bytes(path, data, overwrite=overwrite)
+            atomic_write_text(meta_path, meta_text, overwrite=overwrite)
     return path

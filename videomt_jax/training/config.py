@@ -93,6 +93,10 @@ class TrainConfig:
     # Rematerialisation of encoder blocks and heads in the backward pass (`modeling.layers.REMAT_POLICIES`):
     # same numbers, less memory, more compute. Not a model setting: never saved with the model.
     remat: str = "none"
+    # Devices that split the parameters, gradients and optimizer state between them (the mesh's "fsdp"
+    # axis, `step.train_mesh`); 1: every device holds all of it (data parallel). It must divide the
+    # device count; the batch is split over all devices either way. Same numbers, less memory per device.
+    fsdp: int = 1
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
@@ -103,7 +107,7 @@ class TrainConfig:
         if any(wrong_type):  # before the range checks, which would fail on e.g. "five" < 1
             raise ValueError("invalid TrainConfig: " + "; ".join(p for p in wrong_type if p))
         problems = []
-        for name in ("steps", "batch_size", "num_frames", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("steps", "batch_size", "num_frames", "fsdp", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_head", "warmup_encoder"):

@@ -25,6 +25,7 @@ import numpy as np
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.processing import VideoProcessor, default_processor
+from videomt_jax.utils.io import recover
 from videomt_jax.weights import hf_backbone, hf_eomt, hf_videomt, native, original_dinov2, original_dinov3
 from videomt_jax.weights.readers import (
     CONFIG_NAME,
@@ -37,7 +38,7 @@ from videomt_jax.weights.readers import (
     is_hf_dir,
     torch_state_dict,
 )
-from videomt_jax.weights.shapes import check_params, param_bytes
+from videomt_jax.weights.shapes import check_finite, check_params, param_bytes
 from videomt_jax.weights.tables import ConversionError
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -165,8 +166,9 @@ def _unrecognised(path: Path) -> Exception:
 def _resolve(path: Path, overrides: dict[str, Any]) -> Loaded:
     fmt = next((f for f in PATH_FORMATS if f.matches(path)), None)
     if fmt is not None:
-        if MODEL_NAME in overrides and not fmt.takes_model_name:
-            raise ValueError(f"{MODEL_NAME} only applies to authors' .pth checkpoints; {path} has its own config.json")
+        for key in (MODEL_NAME, original_dinov2.DATASET):  # overrides only authors' files take
+            if key in overrides and not fmt.takes_model_name:
+                raise ValueError(f"{key} only applies to authors' .pth checkpoints; {path} has its own config.json")
         return fmt.load(path, overrides)
     if path.exists():
         raise _unrecognised(path)
@@ -213,10 +215,13 @@ def load_pretrained_with_report(
     if dtype is not None:  # a name, or a numpy / jax dtype; VideomtConfig checks it is supported
         overrides["dtype"] = dtype if isinstance(dtype, str) else jnp.dtype(dtype).name
     model_type = overrides.pop("model_type", None)  # e.g. "videomt": an EoMT checkpoint as a VidEoMT
+    if not Path(path).exists():
+        recover(path)  # a save_pretrained killed halfway through replacing it: the old one comes back
     config, params, report = _resolve(Path(path), overrides)
     if model_type is not None:
         config, params, report.fresh = to_model_type(config, params, model_type)
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+    check_finite(params, str(path))
     report.num_params, report.num_bytes = param_bytes(params)
     report.seconds = time.perf_counter() - start
     return config, params, report
@@ -232,7 +237,8 @@ def load_pretrained(path: str | Path, dtype: str | None = None, **config_overrid
         `model_type="videomt"` turns an EoMT / EoMT-DINOv3 image checkpoint (or an authors' segmenter
         `.pth`) into a VidEoMT of the same backbone with a fresh `query_updater` (the report's `fresh` lists it).
     Raises ConversionError (a ValueError) naming keys when the weights do not fit the config,
-    CheckpointReadError for corrupt files, CheckpointNotFoundError when nothing is found.
+    CheckpointReadError for corrupt files (a file of a `save_pretrained` directory that differs from
+    its manifest, parameters holding NaN or Inf), CheckpointNotFoundError when nothing is found.
     """
     config, params, _ = load_pretrained_with_report(path, dtype, **config_overrides)
     return config, params
@@ -251,8 +257,9 @@ def save_pretrained(
     `load_pretrained(path)` gives back the same config and bit-identical parameters;
     `VideoProcessor.from_pretrained(path)` the processor (default `VideoProcessor.from_config(config)`),
     so the pixel normalisation travels with the model.
-    Nothing is replaced unless `overwrite=True`, and then only a directory holding checkpoint files
-    alone (`weights.writers.is_checkpoint_entry`); one holding anything else is refused, untouched.
+    Nothing is replaced unless `overwrite=True`, and then only a directory holding exactly the files
+    its manifest lists (an earlier output, unchanged); one holding anything else, at any depth, is
+    refused, untouched. The manifest (size and sha256 of every file) is written last.
     """
     processor = default_processor(config, processor)
     return native.save_native(path, config, params, overwrite=overwrite, processor=processor)
@@ -275,8 +282,9 @@ def export_hf(
     compute something else from the second frame on). An EoMT: transformers' EoMT / EoMT-DINOv3 loads
     it strictly. A DINOv3 VidEoMT: EoMT-DINOv3's layout plus `query_updater.*` (`hf_eomt.py`).
     JAX-only settings (compute dtype, attention kernel, uint8 resize mode, ...) are not written.
-    Nothing is replaced unless `overwrite=True`, and then only a directory holding checkpoint files
-    alone (`weights.writers.is_checkpoint_entry`); one holding anything else is refused, untouched.
+    Nothing is replaced unless `overwrite=True`, and then only a directory holding exactly the files
+    its manifest lists (an earlier output, unchanged); one holding anything else, at any depth, is
+    refused, untouched. The manifest (size and sha256 of every file) is written last.
     """
     export = EXPORTERS.get((config.model_type, config.backbone))
     if export is None:

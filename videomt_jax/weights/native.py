@@ -1,8 +1,11 @@
 """JAX-native checkpoints (`save_pretrained`): `config.json` (HF fields + a "videomt_jax" section)
 and an orbax `params/`; recognised, read and written here.
 
-Writes are atomic (`writers.py`): an interrupted save leaves the old checkpoint or none, never half
-of one. Parameters come back bit-identical, as float32 jax arrays.
+Writes are atomic (`utils.io.atomic_directory`): an interrupted save leaves the old checkpoint or
+none, never half of one; orbax's background write finishes before a stop signal is acted on. The
+directory's manifest (sizes and sha256 of its files) is checked at load: a changed, truncated or
+missing file is named in one line (checkpoints written before manifests load unchecked).
+Parameters come back bit-identical, as float32 jax arrays.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from videomt_jax.config import VideomtConfig
-from videomt_jax.utils.io import atomic_directory
+from videomt_jax.utils.io import ManifestError, atomic_directory, signals_deferred, verify_manifest
 from videomt_jax.weights.readers import CONFIG_NAME, PARAMS_DIR, CheckpointReadError, Loaded, LoadReport
 from videomt_jax.weights.shapes import check_params, expected_shapes
 from videomt_jax.weights.tables import flatten
-from videomt_jax.weights.writers import is_checkpoint_entry
 
 NAME = "videomt-jax (orbax)"  # the LoadReport's source
 JAX_SECTION = "videomt_jax"  # the config.json key VideomtConfig.to_json_file writes for JAX settings
@@ -45,11 +47,13 @@ def write_params(directory: Path, params: Mapping) -> None:
     """Orbax-save `params` (as float32 jax arrays) into `directory`, which must not exist.
 
     Orbax refuses zero-size arrays (register tokens [1, 0, D] when there are none): they are left
-    out here and recreated from the config by `read_params`.
+    out here and recreated from the config by `read_params`. Orbax writes from background threads:
+    SIGTERM / SIGINT wait until it is done (`signals_deferred`), so the cleanup of an interrupted
+    save never races a write still under way.
     """
     flat = {k: jnp.asarray(v, jnp.float32) for k, v in flatten(params).items() if np.size(v)}
     tree = traverse_util.unflatten_dict(flat, sep="/")
-    with ocp.StandardCheckpointer() as checkpointer:
+    with signals_deferred(), ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory.absolute(), tree)
         checkpointer.wait_until_finished()
 
@@ -66,8 +70,11 @@ def read_params(directory: Path, config: VideomtConfig) -> dict:
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             restored = checkpointer.restore(directory.absolute(), traverse_util.unflatten_dict(flat, sep="/"))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise CheckpointReadError(f"cannot restore params from {directory} for this config: {e}") from e
+    except Exception as e:  # orbax / tensorstore raise many types for missing, corrupt or foreign data
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointReadError(
+            f"cannot restore params from {directory} for this config: {type(e).__name__}: {first}"
+        ) from None
     empty = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items() if not math.prod(s)}
     return traverse_util.unflatten_dict({**flatten(restored), **empty}, sep="/")
 
@@ -78,10 +85,10 @@ def save_native(
     """Atomically write config.json + orbax params (+ the processor's config, when given) to `path`.
 
     An existing non-empty `path` is replaced only with overwrite=True and only when it holds
-    checkpoint entries alone (`is_checkpoint_entry`)."""
+    exactly the files its manifest lists (an earlier output, unchanged: `utils.io.check_replaceable`)."""
     check_params(config, params)
     path = Path(path)
-    with atomic_directory(path, overwrite=overwrite, replaceable=is_checkpoint_entry) as tmp:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         config.to_json_file(str(tmp / CONFIG_NAME))
         if processor is not None:
             processor.save_pretrained(tmp)
@@ -89,8 +96,18 @@ def save_native(
     return path
 
 
+def verify_files(path: Path) -> None:
+    """Check `path`'s files against its manifest (when it has one): CheckpointReadError naming the
+    first file that changed, is truncated, missing or added."""
+    try:
+        verify_manifest(path)
+    except ManifestError as e:
+        raise CheckpointReadError(f"{path} is damaged: {e}") from None
+
+
 def load_native(path: str | Path, **config_overrides: Any) -> tuple[VideomtConfig, dict]:
     path = Path(path)
+    verify_files(path)
     config = VideomtConfig.from_json_file(str(path / CONFIG_NAME), **config_overrides)
     return config, read_params(path / PARAMS_DIR, config)
 

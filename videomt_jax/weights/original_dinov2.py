@@ -15,12 +15,23 @@ query updater, which is what detectron2 leaves fresh when their trainer loads on
 The config is inferred from the shapes; what they cannot tell (the head count, and the image size
 when the position grid is not square) comes from the file or model name, or from overrides.
 
+Class names: a checkpoint holds only the class count. `dataset=` (CLI `--dataset`) names the
+authors' training set and takes its category list (`data/categories.py`, the model's label order);
+without it the file name (the authors' `yt_2019_*`, `ovis_*`, `vipseg_*`, ...) or, when one list
+alone has that many classes, the count picks it, and a `CheckpointConfigWarning` says which and
+why. With neither, the labels stay `LABEL_i` and the warning names the options. Head count: timm's
+DINOv2 weights hold nothing that fixes it (qkv is [3D, D] for every split of D), so it comes from
+`num_attention_heads=`, else a model / file name (`vit_small` ...), else the released DINOv2 /
+DINOv3 size of that width, with a warning that it was assumed and how to set it.
+
 Letters: D hidden, R registers, N = g*g patch positions, F MLP hidden, nb query blocks, K classes.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from videomt_jax.config import VideomtConfig
+from videomt_jax.data.categories import DATASET_LABELS
 from videomt_jax.weights.shapes import expected_shapes
 from videomt_jax.weights.shared_rules import (
     AUTHORS_ATTN_MASK_PROBS,
@@ -36,8 +48,9 @@ from videomt_jax.weights.shared_rules import (
     AUTHORS_VIT,
     EMBEDDINGS,
     EMPTY_WEIGHT,
+    HEAD_DIM,
+    HEADS_BY_NAME,
     ZEROS,
-    attention_heads,
     authors_head_rules,
     authors_model_type,
     buffer_shapes,
@@ -63,6 +76,91 @@ from videomt_jax.weights.tables import (
 )
 
 NAME = "authors' .pth"  # the LoadReport's source
+DATASET = "dataset"  # the override naming the authors' training set (class names), consumed by the loaders
+
+# How the authors' released files start (model_zoo/dinov2.md, dinov3.md) -> their training set.
+AUTHORS_FILE_DATASETS = {
+    "yt_2019": "ytvis19",
+    "yt_2021": "ytvis21",
+    "yt_2022": "ytvis22",
+    "ovis": "ovis",
+    "vipseg": "vipseg",
+    "vipsseg": "vipseg",  # their DINOv3 VIPSeg file: vipsseg_dinov3_55.1_47.1.pth
+    "vspw": "vspw",
+}
+# Released DINOv2 / DINOv3 widths -> heads (HEAD_DIM-wide heads, but DINOv3 7B's 128)
+RELEASED_HEADS = {384: 6, 768: 12, 1024: 16, 1280: 20, 1536: 24, 4096: 32}
+HEADS_HINT = "pass num_attention_heads=... (CLI: --num-heads) if the backbone differs"
+
+
+class CheckpointConfigWarning(UserWarning):
+    """A config value of an authors' checkpoint that its weights do not fix: what was taken, and why."""
+
+
+def _note(message: str) -> None:
+    warnings.warn(message, CheckpointConfigWarning, stacklevel=3)
+
+
+def _file_dataset(model_name: str | None) -> str | None:
+    """The authors' training set a file name like `yt_2019_vit_small_52.8.pth` names, if any."""
+    name = (model_name or "").lower()
+    hits = {d for f, d in AUTHORS_FILE_DATASETS.items() if re.search(rf"(^|[^a-z0-9]){f}([^a-z0-9]|$)", name)}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def authors_labels(num_labels: int, model_name: str | None, dataset: str | None, source: str) -> dict[int, str]:
+    """id2label of an authors' checkpoint with `num_labels` classes (module doc, "Class names")."""
+    if dataset is not None:
+        if dataset not in DATASET_LABELS:
+            raise ConversionError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_LABELS)}")
+        names = DATASET_LABELS[dataset]
+        if len(names) != num_labels:
+            raise ConversionError(
+                f"{source}: dataset {dataset} has {len(names)} classes but the checkpoint's class head "
+                f"predicts {num_labels} (+1 no-object)"
+            )
+        return dict(enumerate(names))
+    fits = [d for d, names in DATASET_LABELS.items() if len(names) == num_labels]
+    named = _file_dataset(model_name)
+    if named in fits:
+        _note(f"{source}: class names of {named} (from the file name; --dataset / dataset=... sets them)")
+        return dict(enumerate(DATASET_LABELS[named]))
+    if fits and len({DATASET_LABELS[d] for d in fits}) == 1:
+        _note(f"{source}: class names of {'/'.join(fits)}, the authors' only list of {num_labels} classes")
+        return dict(enumerate(DATASET_LABELS[fits[0]]))
+    which = f"{num_labels} classes fit {', '.join(fits)}" if fits else f"no authors' dataset has {num_labels} classes"
+    _note(
+        f"{source}: class names unknown ({which}): labels LABEL_0 .. LABEL_{num_labels - 1}; "
+        "pass --dataset NAME (dataset=...) or --id2label-json FILE (id2label=...)"
+    )
+    return {i: f"LABEL_{i}" for i in range(num_labels)}
+
+
+def authors_heads(hidden: int, model_name: str | None, source: str) -> int:
+    """num_attention_heads when the weights do not fix it: the model / file name, else the released
+    size of this width (warned), else hidden // 64 (warned)."""
+    for fragment, heads in HEADS_BY_NAME.items():
+        if model_name and fragment in model_name:
+            return heads
+    if hidden in RELEASED_HEADS:
+        heads = RELEASED_HEADS[hidden]
+        _note(
+            f"{source}: {heads} attention heads assumed (the released DINOv2/DINOv3 size of width {hidden}); "
+            + HEADS_HINT
+        )
+        return heads
+    if hidden % HEAD_DIM:
+        raise ConversionError(
+            f"{source}: the weights do not fix the head count and width {hidden} is no released size; "
+            "pass num_attention_heads=... (CLI: --num-heads)"
+        )
+    _note(
+        f"{source}: {hidden // HEAD_DIM} attention heads guessed ({HEAD_DIM} per head; width {hidden} is no "
+        f"released size); {HEADS_HINT}"
+    )
+    return hidden // HEAD_DIM
+
+
 SEGMENTER_NAME = "authors' segmenter .pth (image model)"  # ... of a file without the query updater
 # Per ViT block: ours under `{encoder,query_encoder}/layers/block/`, theirs under `{AUTHORS_VIT}blocks.{i}.`
 TIMM_BLOCK: Table = (
@@ -163,9 +261,11 @@ def infer_original_config(
     """The `VideomtConfig` an authors' state dict implies, from its shapes; `overrides` win.
 
     `model_name` (e.g. "vit_small_patch14_reg4_dinov2" or the checkpoint's file name) picks the
-    number of heads; otherwise hidden // 64 (true for every DINOv2 size).
+    number of heads and, for the authors' file names, the training set; `dataset=` names that set
+    (the class names; module doc).
     """
     check_original_keys(state_dict, source)
+    overrides = dict(overrides)
     shape = lambda key: tuple(np.shape(state_dict[key]))
     vit, head = AUTHORS_VIT, AUTHORS_HEAD
     hidden = shape(f"{vit}cls_token")[-1]
@@ -186,8 +286,13 @@ def infer_original_config(
         mlp_ratio=_mlp_ratio(hidden, shape(f"{vit}blocks.0.mlp.fc2.weight")[1], swiglu is not None),
         num_queries=shape(f"{head}q.weight")[0],
         num_upscale_blocks=len(numbered(state_dict, AUTHORS_UPSCALE_KEYS)),
-        id2label={i: f"LABEL_{i}" for i in range(shape(f"{head}class_head.weight")[0] - 1)},
     )
+    num_labels = shape(f"{head}class_head.weight")[0] - 1
+    dataset = overrides.pop(DATASET, None)
+    if "id2label" not in overrides:
+        inferred["id2label"] = authors_labels(num_labels, model_name, dataset, source)
+    elif dataset is not None:
+        raise ConversionError(f"{source}: pass either id2label or dataset, not both")
     if AUTHORS_ATTN_MASK_PROBS in state_dict:
         inferred["num_blocks"] = shape(AUTHORS_ATTN_MASK_PROBS)[0]
     if EMPTY_WEIGHT in state_dict:
@@ -197,17 +302,16 @@ def infer_original_config(
         inferred["image_size"] = side * patch[0] if patch[0] == patch[1] else (side * patch[0], side * patch[1])
     merged = {**inferred, **overrides}
     if "num_attention_heads" not in merged:
-        merged["num_attention_heads"] = attention_heads(hidden, model_name)
+        merged["num_attention_heads"] = authors_heads(hidden, model_name, source)
     for needed, flag in (("image_size", "--image-size"), ("num_blocks", "--num-blocks")):
         if needed not in merged:
             raise ConversionError(
                 f"{source}: cannot infer {needed} from the checkpoint; pass {needed}=... (CLI: {flag})"
             )
     labels = merged["id2label"]
-    if len(labels) != len(inferred["id2label"]):
+    if len(labels) != num_labels:
         raise ConversionError(
-            f"id2label has {len(labels)} labels but the checkpoint's class head predicts "
-            f"{len(inferred['id2label'])} (+1 no-object)"
+            f"id2label has {len(labels)} labels but the checkpoint's class head predicts {num_labels} (+1 no-object)"
         )
     return VideomtConfig(**merged)
 

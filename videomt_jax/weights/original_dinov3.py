@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from videomt_jax.config import ROPE_PARTS, VideomtConfig
+from videomt_jax.weights.original_dinov2 import DATASET, authors_heads, authors_labels
 from videomt_jax.weights.shapes import check_params, expected_shapes
 from videomt_jax.weights.shared_rules import (
     AUTHORS_ATTN_MASK_PROBS,
@@ -33,7 +34,6 @@ from videomt_jax.weights.shared_rules import (
     EMPTY_WEIGHT,
     TOKENS,
     ZEROS,
-    attention_heads,
     authors_head_rules,
     buffer_shapes,
     dinov3_layer,
@@ -94,6 +94,14 @@ def check_rope_buffer(config: VideomtConfig, state_dict: Mapping[str, Any], sour
         )
 
 
+def _heads_from_buffer(state_dict: Mapping[str, Any], hidden: int) -> int | None:
+    """The head count the `inv_freq` buffer fixes ([E/4] frequencies: E = hidden / heads), if present."""
+    if INV_FREQ not in state_dict:
+        return None
+    head_dim = ROPE_PARTS * int(np.size(state_dict[INV_FREQ]))
+    return hidden // head_dim if head_dim and hidden % head_dim == 0 else None
+
+
 def _theta_from_buffer(state_dict: Mapping[str, Any], head_dim: int) -> float | None:
     if INV_FREQ not in state_dict or np.size(state_dict[INV_FREQ]) < 2:
         return None
@@ -104,7 +112,12 @@ def _theta_from_buffer(state_dict: Mapping[str, Any], head_dim: int) -> float | 
 def infer_original_dinov3_config(
     state_dict: Mapping[str, Any], *, model_name: str | None = None, source: str = "the checkpoint", **overrides: Any
 ) -> VideomtConfig:
-    """The config an authors' DINOv3 state dict implies (shapes + HF DINOv3 defaults); `overrides` win."""
+    """The config an authors' DINOv3 state dict implies (shapes + HF DINOv3 defaults); `overrides` win.
+
+    The head count comes from `overrides`, else the `inv_freq` buffer when the file has it, else as
+    for DINOv2 files (`original_dinov2.authors_heads`); class names as there (`dataset=`)."""
+    overrides = dict(overrides)
+    dataset = overrides.pop(DATASET, None)
     shape = lambda key: tuple(np.shape(state_dict[key]))
     for key in (f"{VIT}patch_embed.cls_token", f"{HEAD}q.weight", f"{HEAD}class_head.weight", ATTN_MASK_PROBS):
         if key not in state_dict:
@@ -134,13 +147,17 @@ def infer_original_dinov3_config(
         num_queries=shape(f"{HEAD}q.weight")[0],
         num_blocks=shape(ATTN_MASK_PROBS)[0],
         num_upscale_blocks=len(numbered(state_dict, AUTHORS_UPSCALE_KEYS)),
-        id2label={i: f"LABEL_{i}" for i in range(shape(f"{HEAD}class_head.weight")[0] - 1)},
     )
+    if "id2label" not in overrides:
+        inferred["id2label"] = authors_labels(shape(f"{HEAD}class_head.weight")[0] - 1, model_name, dataset, source)
+    elif dataset is not None:
+        raise ConversionError(f"{source}: pass either id2label or dataset, not both")
     if EMPTY_WEIGHT in state_dict:
         inferred["no_object_weight"] = no_object_weight(state_dict)
     merged = {**inferred, **overrides}
     if "num_attention_heads" not in merged:
-        merged["num_attention_heads"] = attention_heads(hidden, model_name)
+        from_buffer = _heads_from_buffer(state_dict, hidden)
+        merged["num_attention_heads"] = from_buffer or authors_heads(hidden, model_name, source)
     if "rope_theta" not in overrides:
         theta = _theta_from_buffer(state_dict, hidden // merged["num_attention_heads"])
         merged["rope_theta"] = theta if theta is not None else 100.0
@@ -218,7 +235,7 @@ def save_original_dinov3(path: str | Path, config: VideomtConfig, params: Mappin
     from videomt_jax.utils.io import atomic_write_bytes
 
     arrays = params_to_original_dinov3(config, params, fused=fused)
-    state_dict = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    state_dict = {k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items()}  # writable copies
     buffer = io.BytesIO()
     torch.save({"model": state_dict}, buffer)
     atomic_write_bytes(str(path), buffer.getvalue())

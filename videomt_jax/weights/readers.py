@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,8 +134,11 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointReadError(f"reading {path} needs torch (pip install 'videomt-jax[torch]')") from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for bad files (pickle, zip, runtime errors)
-        raise CheckpointReadError(f"cannot read {path} with torch.load: {type(e).__name__}: {e}") from e
+    except pickle.UnpicklingError as e:  # torch's safe unpickler refused it: say why in our own words
+        raise CheckpointReadError(_refused_pickle(path, str(e))) from None
+    except Exception as e:  # torch raises many types for bad files (zip, runtime errors)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointReadError(f"cannot read {path} with torch.load: {type(e).__name__}: {first}") from None
 
     def convert(o: Any) -> Any:
         if isinstance(o, dict):
@@ -141,6 +146,18 @@ def read_torch_file(path: str | Path) -> Any:
         return _to_numpy(o)
 
     return convert(obj)
+
+
+def _refused_pickle(path: Path, message: str) -> str:
+    """One line for a torch file the safe (weights-only) unpickler refused. torch's own message
+    advises loading it unsafely, which can run any code the file carries: that is not relayed."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n\n|$)", message, re.DOTALL)
+    detail = " ".join(found[1].split()) if found else "an object that is not a tensor"
+    return (
+        f"{path} is refused: it holds more than tensors, dicts and lists (the safe unpickler stopped at: "
+        f"{detail}); other pickled objects can run code when loaded, so they are never read. Ask for a plain "
+        "state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
+    )
 
 
 def torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:

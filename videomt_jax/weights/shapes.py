@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.family import init_params
+from videomt_jax.weights.readers import CheckpointReadError
 from videomt_jax.weights.tables import SEP, ConversionError, flatten, listing
 
 
@@ -43,6 +45,28 @@ def check_params(config: VideomtConfig, params: Mapping) -> None:
     message = "; ".join(f"{what} ({len(keys)}): {listing(keys)}" for what, keys in problems if keys)
     if message:
         raise ConversionError(f"parameters do not match the config: {message}")
+
+
+def nonfinite_counts(params: Mapping) -> dict[str, int]:
+    """{path: number of NaN / Inf values} of the floating parameters that hold any."""
+    flat = {k: jnp.asarray(v) for k, v in flatten(params).items()}
+    counts = jax.device_get(
+        {k: jnp.sum(~jnp.isfinite(v)) for k, v in flat.items() if jnp.issubdtype(v.dtype, jnp.inexact)}
+    )
+    return {k: int(n) for k, n in sorted(counts.items()) if n}
+
+
+def check_finite(params: Mapping, source: str) -> None:
+    """Refuse parameters holding NaN or Inf (a corrupt file or a diverged training): one line naming
+    the first such parameter (CheckpointReadError)."""
+    bad = nonfinite_counts(params)
+    if bad:
+        first, count = next(iter(bad.items()))
+        others = f" and {len(bad) - 1} other parameter(s)" if len(bad) > 1 else ""
+        raise CheckpointReadError(
+            f"{source}: parameter {first} holds {count} non-finite value(s) (NaN or Inf){others}; "
+            "the checkpoint is corrupt or its training diverged: not loading it"
+        )
 
 
 def param_bytes(params: Mapping) -> tuple[int, int]:

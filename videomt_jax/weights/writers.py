@@ -2,13 +2,13 @@
 
 Every writer goes through `utils.io.atomic_directory`: the files land in a temporary sibling that
 replaces the target in one rename, so an interrupted write leaves the old checkpoint or none, never
-half of one; an existing target is replaced only with overwrite=True and only when each of its
-entries is a checkpoint file (`is_checkpoint_entry`).
+half of one; the directory gets a manifest (sizes and sha256 of its files, written last), and an
+existing target is replaced only with overwrite=True and only when it holds exactly the files its
+manifest lists, at any depth (an earlier output of this package, unchanged).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,26 +19,7 @@ from safetensors.numpy import save_file
 
 from videomt_jax.processing import VideoProcessor
 from videomt_jax.utils.io import atomic_directory
-from videomt_jax.weights.readers import CONFIG_NAME, PARAMS_DIR, SAFETENSORS_NAME
-
-# Names in a checkpoint directory (native, Hugging Face, sharded) that overwrite=True may replace;
-# "data.json" is the training data config `evaluation.synthetic.save_data_config` adds to a model.
-CHECKPOINT_ENTRIES: tuple[str, ...] = (
-    CONFIG_NAME,
-    PARAMS_DIR,
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-    "*preprocessor_config.json",
-    "data.json",
-)
-
-
-def is_checkpoint_entry(entry: Path) -> bool:
-    """A file or folder of a checkpoint this package reads or writes (`CHECKPOINT_ENTRIES`): what
-    `save_pretrained` / `export_hf` may replace in an existing directory (with overwrite=True)."""
-    return any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in CHECKPOINT_ENTRIES)
+from videomt_jax.weights.readers import CONFIG_NAME, SAFETENSORS_NAME
 
 
 def write_hf_directory(
@@ -52,7 +33,7 @@ def write_hf_directory(
     """An HF directory: `config` as config.json, `state_dict` as model.safetensors, the processor's
     video_preprocessor_config.json (HF fields only)."""
     path = Path(path)
-    with atomic_directory(path, overwrite=overwrite, replaceable=is_checkpoint_entry) as tmp:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
         save_file(dict(state_dict), str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
         processor.save_pretrained(tmp, hf_only=True)

@@ -1,0 +1,57 @@
+"""A graceful stop: SIGTERM / SIGINT ask a long job (training) to finish its unit of work and stop.
+
+    with GracefulStop() as stop:
+        for step in ...:
+            ...                          # one whole step
+            if stop.signum is not None:  # save, clean up, leave with 128 + stop.signum
+                break
+
+The first signal is only recorded; a second one raises `StopNow` (the user insists: finally blocks
+still run, nothing waits for the unit of work).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType, TracebackType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopNow(BaseException):
+    """A second stop signal: leave at once (finally blocks run). A BaseException, like KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class GracefulStop:
+    """While active (a context manager; main thread only, elsewhere it never fires), the first of
+    `signals` sets `signum` instead of stopping the process, and `notify(signum)` runs (e.g. to pass
+    the request on); a second one raises `StopNow`. The previous handlers come back on exit."""
+
+    def __init__(self, signals: Sequence[int] = STOP_SIGNALS, notify: Callable[[int], None] | None = None):
+        self.signals, self.notify = tuple(signals), notify
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise StopNow(signum)
+        self.signum = signum
+        if self.notify is not None:
+            self.notify(signum)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        for s, handler in self._previous.items():
+            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(s, handler)  # type: ignore[arg-type]
+        self._previous = {}
