@@ -25,7 +25,7 @@ def test_a_batch_the_machine_cannot_hold_is_refused_before_the_work(capsys):
     assert main(argv, commands=("eval",)) == 1
     err = capsys.readouterr().err
     assert "a batch of 100000 clips (5 frames of (64, 64)) needs about" in err
-    assert "GiB (an estimate), but the available host memory is" in err and "--batch-size" in err
+    assert "GiB (an estimate), but the RAM available on this host is" in err and "--batch-size" in err
 
 
 def test_an_image_model_is_read_and_said_to_run_frame_by_frame(tmp_path, capsys, monkeypatch):

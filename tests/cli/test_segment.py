@@ -339,8 +339,9 @@ def test_chunk_is_checked_against_the_memory_there_is(assets, monkeypatch, capsy
     """Issue 24.7: a --chunk the machine cannot hold is refused before any work, saying what it needs."""
     root, _, _ = assets
     from videomt_jax.apps import memory
+    from videomt_jax.utils import memory as machine
 
-    monkeypatch.setattr(memory, "available_bytes", lambda: 500 * 2**20)
+    monkeypatch.setattr(machine, "host_available_bytes", lambda: 500 * 2**20)
     out = root / "too_big"
     assert run_cli(root, out, "--chunk", "100000") == 1
     err = capsys.readouterr().err

@@ -9,15 +9,15 @@ import pytest
 from tests.helpers.batches import CFG, PROCESSOR, SLOTS, H, T, W, toy_clip
 from videomt_jax.data.batching import collate
 from videomt_jax.modeling.family import init_params
-from videomt_jax.training import memory
 from videomt_jax.training.config import TrainConfig
-from videomt_jax.training.memory import abstract_batch, check_step_fits, device_memory
+from videomt_jax.training.memory import abstract_batch, check_step_fits
 from videomt_jax.training.step import (
     batch_arrays,
     create_train_state,
     make_train_step,
     place_state,
 )
+from videomt_jax.utils import memory
 
 
 def test_abstract_batch_is_what_collate_feeds():
@@ -48,15 +48,3 @@ def test_a_step_larger_than_the_memory_is_refused_in_one_line_before_it_runs(mon
     _, metrics = step(state, {k: np.asarray(v) for k, v in batch.items()})
     assert np.isfinite(float(metrics["loss"]))
     assert step._cache_size() == 1  # the check compiled the very step that then ran
-
-
-def test_device_memory_is_the_allocator_limit_on_accelerators():
-    class Accelerator:
-        platform, device_kind = "gpu", "NVIDIA H100 80GB HBM3"
-
-        def memory_stats(self):
-            return {"bytes_limit": 79 * 2**30, "bytes_in_use": 2**30}
-
-    assert device_memory(Accelerator()) == (79 * 2**30, "NVIDIA H100 80GB HBM3 (gpu) memory")
-    have, what = device_memory(jax.devices("cpu")[0])
-    assert what == "RAM available on this host" and 0 < have <= memory.host_available_bytes() * 2

@@ -126,6 +126,7 @@ def sharded_runs(out: str) -> None:
     its state's leaves."""
     import io
     import json
+    import os
 
     from videomt_jax.training.loop import fit
 
@@ -137,9 +138,16 @@ def sharded_runs(out: str) -> None:
         arrays[f"{name}/loss"] = np.asarray([h["loss"] for h in run.history])
         for path, leaf in jax.tree_util.tree_leaves_with_path(run.state.params):
             arrays[f"{name}/{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    # the fsdp run again, stopped after its first step and resumed from its checkpoint (sharded as saved)
+    tc, resume_dir = SHARDED_TC.replace(fsdp=FSDP), os.path.join(os.path.dirname(out), "fsdp_run")
+    fit(CFG, tc, lambda step: batch, resume_dir, num_devices=8, processor=PROCESSOR, log=None, stop_after=1)
+    resumed = fit(CFG, tc, lambda step: batch, resume_dir, num_devices=8, processor=PROCESSOR, log=log)
+    assert resumed.resumed_from == 1
+    for path, leaf in jax.tree_util.tree_leaves_with_path(resumed.state.params):
+        arrays[f"resumed/{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
     shapes = {
         f"{part}{jax.tree_util.keystr(path)}": [leaf.shape, sorted({s.data.shape for s in leaf.addressable_shards})]
-        for part, tree in (("params", run.state.params), ("opt_state", run.state.opt_state))
+        for part, tree in (("params", resumed.state.params), ("opt_state", resumed.state.opt_state))
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
     }
     np.savez(out, **arrays, info=np.asarray(json.dumps({"log": log.getvalue(), "shapes": shapes})))
@@ -174,6 +182,14 @@ def test_fsdp_trains_as_the_replicated_state_and_as_one_device(sharded):
     assert len(arrays["one/loss"]) == 3 and arrays["one/loss"][2] < arrays["one/loss"][0]
     moved = [k for k in arrays if k.startswith("one/[") and np.abs(arrays[k] - arrays["fsdp/" + k[4:]]).max() > 0]
     assert moved, "the sharded run must not be bit-identical (else it did not run sharded)"
+
+
+def test_an_fsdp_run_resumes_from_its_checkpoint_bit_identically(sharded):
+    arrays, _ = sharded
+    keys = [k[len("fsdp/") :] for k in arrays if k.startswith("fsdp/[")]
+    assert len(keys) > 40
+    for key in keys:
+        np.testing.assert_array_equal(arrays[f"resumed/{key}"], arrays[f"fsdp/{key}"], err_msg=key)
 
 
 def test_fsdp_splits_parameters_gradients_and_moments(sharded):

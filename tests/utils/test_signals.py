@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from videomt_jax.utils.signals import GracefulStop, StopNow
+from videomt_jax.utils.signals import GracefulStop, Interrupted
 
 
 def test_first_signal_is_recorded_second_raises_handlers_restored():
@@ -17,7 +17,7 @@ def test_first_signal_is_recorded_second_raises_handlers_restored():
         assert stop.signum is None
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
         assert stop.signum == signal.SIGTERM and told == [signal.SIGTERM]
-        with pytest.raises(StopNow) as raised:
+        with pytest.raises(Interrupted) as raised:
             os.kill(os.getpid(), signal.SIGINT)
         assert raised.value.signum == signal.SIGINT
     assert {s: signal.getsignal(s) for s in before} == before

@@ -14,11 +14,11 @@ K classes, N tokens, D hidden size, N_top video-level instance tracks.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
-GIB = 2**30
+from videomt_jax.utils.memory import GIB
+
 FLOAT = 4
 PROCESS_BASE = 700 * 2**20  # python + jax + the compiled programs of a small model (measured ~650-900 MiB)
 SLACK = 1.25  # allocator and XLA temporaries over the arrays counted
@@ -28,21 +28,6 @@ FRAME_BYTES_PER_PIXEL = 9 + 3 + 8 + 8 + 4 + 3
 VIDEO_LEVEL_BYTES_PER_PIXEL = 3 + 3 + 4 + 3  # second pass: decoded frame, padded, map, overlay (+ masks)
 VIDEO_LEVEL_TRACKS = 20  # masks per pixel of a video-level instance map (the authors' top-k)
 ACTIVATION_COPIES = 8  # tokens x hidden arrays alive in a block (residual, norms, MLP at mlp_ratio 4)
-
-
-def available_bytes() -> int | None:
-    """Memory this process may still take: MemAvailable (Linux), else free physical pages, else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 @dataclass(frozen=True)

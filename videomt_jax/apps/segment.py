@@ -220,8 +220,9 @@ def _params_bytes(params: Any) -> int:
 
 def _check_memory(segmenter: Segmenter, info: Any, options: SegmentOptions, video: Any) -> None:
     """Refuse, before the work, a run whose estimated peak memory exceeds what the machine has."""
-    from videomt_jax.apps.memory import available_bytes, check_fits, footprint
+    from videomt_jax.apps.memory import check_fits, footprint
     from videomt_jax.postprocess.common import piece_bytes
+    from videomt_jax.utils import memory
 
     if info.height is None or info.width is None or segmenter.processor is None:
         return  # the size is known only after decoding: the first chunk is checked by the OS
@@ -245,7 +246,7 @@ def _check_memory(segmenter: Segmenter, info: Any, options: SegmentOptions, vide
         video_level_piece=min(chunk, VIDEO_LEVEL_PIECE),
     )
     what = f"segmenting {info.width}x{info.height} frames of {Path(str(video)).name}"
-    check_fits(fp, chunk, what, available_bytes())
+    check_fits(fp, chunk, what, memory.host_available_bytes())
 
 
 def _paint(painter: Any, frames: np.ndarray, seg: np.ndarray, labels: Any, id2label: Any) -> np.ndarray:

@@ -13,18 +13,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from videomt_jax.utils.io import STOP_SIGNALS
+from videomt_jax.utils.signals import STOP_SIGNALS, Interrupted
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread when a stop signal arrives (a BaseException, like KeyboardInterrupt,
-    so `except Exception` blocks let it pass while `finally` and atomic writers clean up)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def _raise(signum: int, frame: object) -> None:

@@ -29,4 +29,4 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--clip", type=int, default=0, help="held-out clip index drawn in the overlay")
     p.add_argument("--frames", type=int, default=DEMO_FRAMES, help="frames of the overlay clip")
     p.add_argument("--clips", type=int, default=None, help="held-out clips scored (default: the eval default)")
-    p.set_defaults(func=guarded(run, "demo"))
+    p.set_defaults(func=guarded(run, "demo", interruptible=True))

@@ -1,7 +1,7 @@
 """`videomt-jax segment VIDEO --model M --task T --out DIR`: overlay video + results.json
 (`videomt_jax.apps.segment.segment_video` with a command line; its defaults are `SegmentOptions`').
 
-Stop signals: SIGTERM / SIGINT only set a flag here, checked between chunks (`StopFlag.check`,
+Stop signals: SIGTERM / SIGINT only set a flag here, checked between chunks (`GracefulStop.check`,
 the run's `checkpoint`), which then raises `Interrupted` in plain Python code. Raising from the
 signal handler itself interrupted whatever ran at that instant, e.g. JAX right after an XLA
 compile returned, leaving its runtime half-updated so that the process crashed with a
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
-import threading
-from types import TracebackType
 from typing import Any
 
 from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR, FRAME_TASKS
 from videomt_jax.apps.segment import DTYPES, OVERLAY_FORMATS, SegmentOptions
-from videomt_jax.cli.common import STOP_SIGNALS, Interrupted, guarded
+from videomt_jax.cli.common import guarded
+from videomt_jax.utils.signals import GracefulStop
 
 DEFAULTS = SegmentOptions()
 
@@ -46,36 +44,12 @@ def probability(text: str) -> float:
     return value
 
 
-class StopFlag:
-    """Within the block, SIGTERM / SIGINT are recorded, not raised; `check()` raises `Interrupted`
-    for the first one recorded. Main thread only (elsewhere signals are left as they are)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _record(self, signum: int, frame: object) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._record) for s in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 def run(args: argparse.Namespace) -> int:
     from videomt_jax.apps.segment import run_segment
 
-    with StopFlag() as stop:
+    # the first SIGTERM / SIGINT is recorded and acted on between chunks (never inside XLA or the
+    # decoder: an exception raised there can crash the process); later ones are ignored
+    with GracefulStop(insist=False) as stop:
         return run_segment(args, checkpoint=stop.check)
 
 

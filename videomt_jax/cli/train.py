@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from videomt_jax.cli.common import guarded
-from videomt_jax.utils.signals import GracefulStop, StopNow
+from videomt_jax.utils.signals import GracefulStop, Interrupted
 
 RUNS_DIR = "runs"  # default parent of OUT: runs/<recipe name>
 MODEL_DIR = "model"  # OUT/model: the final weights
@@ -308,7 +308,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         with stop:
             return _train(args, stop, distributed)
-    except StopNow as e:
+    except Interrupted as e:
         return _stopped(e.signum, "a second signal; the current step was not saved (run again to resume)")
 
 
@@ -320,7 +320,7 @@ def _train(args: argparse.Namespace, stop: GracefulStop, distributed: bool) -> i
     from videomt_jax.data.grain_pipeline import GrainBatches
     from videomt_jax.data.synthetic import SyntheticConfig
     from videomt_jax.evaluation.synthetic import save_data_config
-    from videomt_jax.training.checkpoint import process_barrier
+    from videomt_jax.training.checkpoint import host_copy, process_barrier
     from videomt_jax.training.loop import CHECKPOINTS_DIR, fit
     from videomt_jax.training.recipes import load_recipe
     from videomt_jax.utils.io import atomic_write_text, check_replaceable, output_lock
@@ -406,8 +406,8 @@ def _train(args: argparse.Namespace, stop: GracefulStop, distributed: bool) -> i
                     f"checkpoint of step {step}/{recipe.train.steps} saved in {checkpoints}; "
                     "run the same command to resume",
                 )
+            host_params = host_copy(result.state.params)  # every process takes part (FSDP: shards of all)
             if main_process:
-                host_params = jax.device_get(result.state.params)
                 # save_pretrained's orbax writer waits for every process; with several, process 0 writes
                 # the Hugging Face layout instead (no JAX-only config fields; load_pretrained reads both).
                 write = save_pretrained if jax.process_count() == 1 else export_hf

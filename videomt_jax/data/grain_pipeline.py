@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from videomt_jax.data.batching import Batch, Clip, ClipNumbering
+from videomt_jax.utils.signals import STOP_SIGNALS  # left to the parent: workers never act on them
 
 # A GPU consumes ViT-S clips at 768x768 far faster than one core decodes them (~7 clips/s here):
 # docs/training.md, "Input pipeline". The cap only keeps a many-core host from spawning hundreds.
@@ -67,7 +68,6 @@ class _ClipAt:
         return self.clip_fn(self.numbering.number(*divmod(int(k), self.numbering.local)))
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # left to the parent: workers never act on them
 SPAWN_POLL_S = 0.005  # how often the parent looks for its new workers while they are being spawned
 
 

@@ -11,8 +11,6 @@ Letters: B clips, T frames, H/W frame size, N tokens per frame, Q queries, D hid
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +22,8 @@ from videomt_jax.modeling.outputs import VideomtOutput
 from videomt_jax.modeling.videomt import VideomtModel, inference_params
 from videomt_jax.modeling.xla_options import jit_model
 from videomt_jax.streaming import VideoStreamer
+from videomt_jax.utils.memory import GIB, device_memory
 
-GIB = 2**30
 # float32 [Q, H, W] arrays alive at once in the post-processing (sigmoid masks, scores x masks, the
 # binary masks, the video-level top-k masks)
 POST_COPIES = 4
@@ -81,25 +79,9 @@ def call_bytes(config: VideomtConfig, batch: int, frames: int, hw: tuple[int, in
     return int(batch) * int(frames) * per_frame
 
 
-def available_bytes() -> tuple[int | None, str]:
-    """(bytes, what they are): the free memory of JAX's first accelerator, else the host's available
-    memory (MemAvailable, else free physical pages); None when the machine does not say."""
-    device = jax.devices()[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"free memory of {device.device_kind}"
-    with contextlib.suppress(OSError, KeyError, ValueError, IndexError):
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(info["MemAvailable"].split()[0]) * 1024, "available host memory"
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available host memory"
-    return None, "available memory"
-
-
 def check_fits(need: int, what: str, advice: str) -> None:
-    """ValueError when `need` bytes exceed what the machine has (`available_bytes`), before the work."""
-    have, where = available_bytes()
+    """ValueError, before the work, when `need` bytes exceed the free memory (`utils.memory.device_memory`)."""
+    have, where = device_memory(jax.devices()[0], free=True)
     if have is not None and need > have:
         raise ValueError(
             f"{what} needs about {need / GIB:.1f} GiB (an estimate), but the {where} is {have / GIB:.1f} GiB; {advice}"

@@ -41,6 +41,16 @@ def process_barrier(name: str) -> None:
     client.wait_at_barrier(name, BARRIER_TIMEOUT_MS)
 
 
+def host_copy(tree: Any) -> Any:
+    """Numpy copies of a state's arrays, whole on every process (a collective with several processes:
+    each must call it). With FSDP over several processes no process holds every shard itself."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _storable(tree: Any) -> Any:
     """orbax refuses zero-size arrays (e.g. register tokens [1, 0, D] with no registers): a scalar
     zero of the same dtype stands in for each; `restore` puts the empty array back."""

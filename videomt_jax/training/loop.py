@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import jax
 import numpy as np
@@ -43,6 +43,7 @@ from videomt_jax.training.step import (
     make_train_step,
     place_state,
     shard_batch,
+    state_shardings,
     train_mesh,
     train_processor,
 )
@@ -136,6 +137,22 @@ def fit_mesh(num_devices: int | None, fsdp: int = 1) -> Mesh | None:
 @functools.lru_cache(maxsize=4)
 def _init_fn(config: VideomtConfig, image_hw: tuple[int, int]) -> Callable[[jax.Array], Any]:
     return jax.jit(lambda key: init_params(config, key, image_hw=image_hw))
+
+
+def sharded_fresh_state(
+    config: VideomtConfig, tc: TrainConfig, tx: optax.GradientTransformation, image_hw: tuple[int, int], mesh: Mesh
+) -> TrainState:
+    """Step 0 of a run from random init, created split over the mesh (`state_shardings`): each device
+    computes only its own slice, so a state larger than one device (a giant backbone with FSDP) never
+    exists whole. The values are those of `init_params` + `create_train_state` (JAX's partitionable
+    random bits do not depend on the sharding)."""
+
+    def fresh(key: jax.Array) -> TrainState:
+        return create_train_state(init_params(config, key, image_hw=image_hw), config, tc, tx)[0]
+
+    key = jax.random.key(tc.seed)
+    shardings = state_shardings(jax.eval_shape(fresh, key), mesh)
+    return cast(TrainState, jax.jit(fresh, out_shardings=shardings)(key))
 
 
 @dataclass
@@ -262,9 +279,12 @@ def fit(
     first = batch_arrays(first_batch)
     check_batch(first, config)
     image_hw = tuple(first[batch_field(first, BATCH_FIELDS[0])].shape[2:4])
-    if params is None:
-        params = _init_fn(config, image_hw)(jax.random.key(tc.seed))
     mesh = fit_mesh(num_devices, tc.fsdp)
+    # with FSDP a fresh state is created already split (`sharded_fresh_state`); here only its shapes
+    sharded_init = params is None and mesh is not None and tc.fsdp > 1
+    if params is None:
+        init = _init_fn(config, image_hw)
+        params = jax.eval_shape(init, jax.random.key(tc.seed)) if sharded_init else init(jax.random.key(tc.seed))
     if program is None:
         program = make_program(config, tc, params, mesh, processor)
     elif processor is not None and processor != program.processor:
@@ -272,10 +292,14 @@ def fit(
     program.check(config, tc, params, mesh)
     check_normalization(first_batch, program.processor)
     step_fn = program.step
-    state, _ = create_train_state(params, config, tc, program.tx)
-    # Committed to devices either way, like a restored state: a resumed run then hits the same
-    # (persistent) compilation cache entry as a fresh one instead of compiling again.
-    state = place_state(state, mesh)  # replicated, or split over the mesh's "fsdp" axis (TrainConfig.fsdp)
+    if sharded_init:
+        assert mesh is not None
+        state = sharded_fresh_state(config, tc, program.tx, image_hw, mesh)
+    else:
+        state, _ = create_train_state(params, config, tc, program.tx)
+        # Committed to devices either way, like a restored state: a resumed run then hits the same
+        # (persistent) compilation cache entry as a fresh one instead of compiling again.
+        state = place_state(state, mesh)  # replicated, or split over the mesh's "fsdp" axis (TrainConfig.fsdp)
     log = _log_stream(log) if jax.process_index() == 0 else None
 
     ckpt = None

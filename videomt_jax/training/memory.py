@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
@@ -41,9 +40,7 @@ from videomt_jax.training.step import (
     state_shardings,
     train_mesh,
 )
-
-GIB = 1024**3
-MEMINFO = "/proc/meminfo"  # Linux: the host's available RAM (MemAvailable), what a CPU "device" can use
+from videomt_jax.utils.memory import GIB, device_memory
 
 
 def abstract_batch(
@@ -145,27 +142,6 @@ def train_step_memory(
     return out
 
 
-def host_available_bytes() -> int:
-    """The host's available RAM: MemAvailable of /proc/meminfo (Linux), else the free pages."""
-    try:
-        with open(MEMINFO) as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def device_memory(device: jax.Device) -> tuple[int, str]:
-    """(bytes a step may use on `device`, what that is): an accelerator's allocator limit
-    (`memory_stats()["bytes_limit"]`), or for a CPU device the host's available RAM."""
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]), f"{device.device_kind} ({device.platform}) memory"
-    return host_available_bytes(), "RAM available on this host"
-
-
 def check_step_fits(step: TrainStep, state: Any, batch: dict[str, Any], mesh: Mesh | None, tc: TrainConfig) -> str:
     """Compile `step` for the shapes of `state` and this process's first `batch` (as `fit` feeds them;
     the call that follows reuses the compilation) and compare XLA's memory analysis with the memory
@@ -183,6 +159,8 @@ def check_step_fits(step: TrainStep, state: Any, batch: dict[str, Any], mesh: Me
         return f"memory: the {jax.default_backend()} backend gives no memory analysis; not checked"
     device = jax.local_devices()[0]
     have, what = device_memory(device)
+    if have is None:
+        return f"memory: this machine does not say how much memory {device} has; not checked"
     per_device = peak_bytes(stats)
     local = len(mesh.local_devices) if mesh is not None else 1
     need = per_device

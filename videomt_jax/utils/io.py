@@ -29,11 +29,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from videomt_jax.utils.signals import STOP_SIGNALS
+
 MANIFEST_NAME = "videomt_manifest.json"  # inside every directory `atomic_directory` writes
 MANIFEST_FORMAT = "videomt-jax manifest"
 MANIFEST_VERSION = 1
 HASH_CHUNK = 2**22  # bytes read at a time when hashing
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what `signals_deferred` holds back
 
 
 class ManifestError(ValueError):

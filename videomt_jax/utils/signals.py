@@ -6,7 +6,7 @@
             if stop.signum is not None:  # save, clean up, leave with 128 + stop.signum
                 break
 
-The first signal is only recorded; a second one raises `StopNow` (the user insists: finally blocks
+The first signal is only recorded; a second one raises `Interrupted` (the user insists: finally blocks
 still run, nothing waits for the unit of work).
 """
 
@@ -20,8 +20,11 @@ from types import FrameType, TracebackType
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class StopNow(BaseException):
-    """A second stop signal: leave at once (finally blocks run). A BaseException, like KeyboardInterrupt."""
+class Interrupted(BaseException):
+    """A stop signal acted on: the first one where a command stops at once (`cli.common.guarded`),
+    a second one under `GracefulStop` (the user insists), or `GracefulStop.check()` after the first.
+    A BaseException, like KeyboardInterrupt, so `except Exception` blocks let it pass while `finally`
+    blocks and the atomic writers clean up."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -31,19 +34,33 @@ class StopNow(BaseException):
 class GracefulStop:
     """While active (a context manager; main thread only, elsewhere it never fires), the first of
     `signals` sets `signum` instead of stopping the process, and `notify(signum)` runs (e.g. to pass
-    the request on); a second one raises `StopNow`. The previous handlers come back on exit."""
+    the request on); a second one raises `Interrupted` (with `insist`; else it is ignored). The
+    previous handlers come back on exit."""
 
-    def __init__(self, signals: Sequence[int] = STOP_SIGNALS, notify: Callable[[int], None] | None = None):
-        self.signals, self.notify = tuple(signals), notify
+    def __init__(
+        self,
+        signals: Sequence[int] = STOP_SIGNALS,
+        notify: Callable[[int], None] | None = None,
+        *,
+        insist: bool = True,
+    ):
+        self.signals, self.notify, self.insist = tuple(signals), notify, insist
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
-            raise StopNow(signum)
+            if self.insist:
+                raise Interrupted(signum)
+            return
         self.signum = signum
         if self.notify is not None:
             self.notify(signum)
+
+    def check(self) -> None:
+        """Raise `Interrupted` once a stop was asked for (call it between units of work)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():

@@ -32,7 +32,6 @@ from videomt_jax.weights.tables import (
     FUSE_QKV_KERNEL,
     LINEAR,
     Arrays,
-    ConversionError,
     Entry,
     Layout,
     Rule,
@@ -245,19 +244,6 @@ def authors_head_rules(config: VideomtConfig) -> list[Rule]:
     """The VidEoMT parts of an authors' checkpoint: queries, query updater (VidEoMT only), heads, upscale blocks."""
     table = AUTHORS_HEAD_TABLE + (QUERY_UPDATER if config.model_type == "videomt" else ())
     return rules_under(table, AUTHORS_HEAD) + upscale_rules(config, AUTHORS_UPSCALE, AUTHORS_UPSCALE_KEYS)
-
-
-def attention_heads(hidden: int, model_name: str | None) -> int:
-    """The head count a timm backbone name implies, else hidden // 64."""
-    for fragment, heads in HEADS_BY_NAME.items():
-        if model_name and fragment in model_name:
-            return heads
-    if hidden % HEAD_DIM:
-        raise ConversionError(
-            f"cannot infer num_attention_heads for hidden size {hidden} (not a multiple of {HEAD_DIM}); "
-            "pass num_attention_heads=... (CLI: --num-heads) or a model name"
-        )
-    return hidden // HEAD_DIM
 
 
 def numbered(state_dict: Mapping[str, Any], prefix: str) -> list[int]:
