@@ -29,8 +29,11 @@ lint: $(TEST_STAMP)  ## ruff (lint and format) over the code, mypy over the pack
 	$(BIN)/ruff format --check videomt_jax tests bench convert
 	$(BIN)/mypy
 
+# two pytest workers (the CPUs of a small machine), a test file each at a time; slow files first (tests/conftest.py)
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 demo: $(CORE_STAMP)
 	$(BIN)/videomt-jax demo

@@ -35,6 +35,8 @@ CFG = vm.VideomtConfig(
 CHILD = """
 import json, resource, sys
 from videomt_jax.cli import main
+
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
 rc = main(sys.argv[1:])
 print(json.dumps({"rc": rc, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.helpers.datasets import write_coco, write_vspw, write_ytvis
 from videomt_jax.cli import main as cli_main
+
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
 
 
 def test_train_every_dataset_kind_from_the_command_line(data_root, small_recipe, capsys):

@@ -27,6 +27,8 @@ import pytest
 
 from tests.helpers.training_worker import NUM_DEVICES, REPO, TINY_RECIPE, worker_env
 
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
+
 STEPS = 4  # the whole schedule of every run here
 RUN_TIMEOUT_S = 600  # a run that hangs (a process waiting for a dead peer) fails the test, killed
 RECIPE = {**TINY_RECIPE, "train": {**TINY_RECIPE["train"], "steps": STEPS, "log_every": 1, "checkpoint_every": 100}}

@@ -13,6 +13,8 @@ from videomt_jax.modeling.family import init_params
 from videomt_jax.modeling.videomt import VideomtModel
 from videomt_jax.ops.resize import antialias_matrix_traced, antialias_taps, taps_matrix
 
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
+
 BASE = dict(
     hidden_size=32,
     num_hidden_layers=3,

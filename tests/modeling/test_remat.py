@@ -13,6 +13,8 @@ from videomt_jax.config import VideomtConfig
 from videomt_jax.modeling.family import init_params
 from videomt_jax.modeling.videomt import VideomtModel
 
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
+
 CFG = VideomtConfig(
     hidden_size=32,
     num_hidden_layers=2,

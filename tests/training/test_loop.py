@@ -23,6 +23,8 @@ from videomt_jax.training.loop import DroppedObjects, fit
 from videomt_jax.training.recipes import load_recipe
 from videomt_jax.training.step import batch_arrays, check_batch, data_mesh
 
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
+
 # worker task -> the fixtures that need it (`main` starts `resume` itself)
 HEAVY = {"main": ("main_run", "resume_run"), "cli": ("cli_run",)}
 

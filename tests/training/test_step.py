@@ -20,6 +20,8 @@ from videomt_jax.training.step import (
     train_mesh,
 )
 
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
+
 
 def test_one_train_step_is_bit_identical_in_both_formats():
     clips = [toy_clip(10), toy_clip(11)]

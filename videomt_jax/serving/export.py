@@ -50,7 +50,6 @@ from videomt_jax.utils.io import (
     atomic_write_bytes,
     atomic_write_text,
     check_replaceable,
-    file_sha256,
     output_lock,
 )
 
@@ -410,6 +409,6 @@ def export_serving(
             for platform, data in artifacts.items():
                 atomic_write_bytes(tmp / fmt.artifact_name(platform), data)
             np.savez(tmp / fmt.WEIGHTS_NAME, allow_pickle=False, **weights)  # numeric arrays; read back without pickle
-            meta["weights"][fmt.SHA256_KEY] = file_sha256(tmp / fmt.WEIGHTS_NAME)
+            meta["weights"][fmt.SHA256_KEY] = fmt.file_sha256(tmp / fmt.WEIGHTS_NAME)
             atomic_write_text(tmp / fmt.META_NAME, json.dumps(meta, indent=2) + "\n")
     return Path(path)

@@ -23,6 +23,7 @@ Q queries, D hidden, K+1 classes, h/w mask grid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +32,6 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-
-from videomt_jax.utils.io import file_sha256
 
 FORMAT = "videomt-jax-serving"  # serving.json "format" of a jax.export directory
 ONNX_FORMAT = "videomt-jax-onnx"  # the JSON beside an ONNX export
@@ -48,6 +47,7 @@ FRAMES_AXIS = 1  # T in the first input's shape
 PLATFORMS_OF_BACKEND: dict[str, tuple[str, ...]] = {"cpu": ("cpu",), "gpu": ("cuda", "rocm"), "tpu": ("tpu",)}
 
 
+HASH_CHUNK = 2**22  # bytes hashed at a time
 KERNEL_NAME = "kernel"  # matmul weights: passed in the compute dtype, everything else float32
 SHA256_KEY = "sha256"  # serving.json: the checksum of each file it names, written at export, checked at load
 INPUT_SPECS_TEXT = "a list of 3 input specs (pixels or frames, queries, started)"
@@ -169,6 +169,16 @@ def member_path(directory: Path, name: str, meta_path: Path, key: str) -> Path:
     if path.resolve().parent != directory.resolve():
         raise ValueError(f"{meta_path}: key {key!r} names {name!r}, which leads outside {directory}")
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file (`utils.io.file_sha256` again: this module imports nothing of the package,
+    so that it serves alone next to jax and numpy)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_member(directory: Path, entry: Mapping[str, Any], meta_path: Path, key: str, what: str) -> Path:
