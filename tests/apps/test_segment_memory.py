@@ -1,8 +1,8 @@
 """`videomt-jax segment` memory is flat in the video's length (issue 18: 600 frames peaked at 5.75 GB).
 
 Each length runs in a fresh process, which reports its peak resident set size (ru_maxrss). At
-240x320 every kept frame costs ~1 MB (frame, overlay, label map, per-frame results), so 270 more
-frames held in memory would add ~300 MB to a ~550 MB process; the bound is 12%.
+240x320 every kept frame costs ~1 MB (frame, overlay, label map, per-frame results), so 170 more
+frames held in memory would add ~170 MB to a ~550-700 MB process; the bound is 12%.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import videomt_jax as vm
 from videomt_jax.data.synthetic import SyntheticConfig, make_clip
 from videomt_jax.io.results_json import read_results_json
 
-SHORT, LONG = 30, 300
+pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
+
+SHORT, LONG = 30, 200
 HEIGHT, WIDTH = 240, 320
 BOUND = 1.12
 CFG = vm.VideomtConfig(
@@ -35,8 +37,6 @@ CFG = vm.VideomtConfig(
 CHILD = """
 import json, resource, sys
 from videomt_jax.cli import main
-
-pytestmark = pytest.mark.slow  # run first under xdist (conftest.py)
 rc = main(sys.argv[1:])
 print(json.dumps({"rc": rc, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
