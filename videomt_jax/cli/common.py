@@ -2,12 +2,14 @@
 commands that write atomically, SIGTERM and SIGINT (Ctrl-C) become one line and exit code 128 + N
 after the temporary files are removed (the atomic writers clean up on any exception; writes that
 run in the background, like orbax's, finish first: `utils.io.signals_deferred`). A second signal
-during that cleanup is ignored, so the cleanup is never cut short."""
+during that cleanup is ignored, so the cleanup is never cut short. Also the argparse types the
+commands share (`positive_int`, `probability`)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -66,3 +68,25 @@ def guarded(
             return 128 + signum
 
     return main
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a finite float in [0, 1] (a score threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value

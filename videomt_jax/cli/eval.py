@@ -11,20 +11,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from videomt_jax.cli.common import guarded
+from videomt_jax.cli.common import guarded, positive_int
 from videomt_jax.data.synthetic import SPLITS
 from videomt_jax.evaluation.datasets import PROTOCOLS, WINDOW
 from videomt_jax.evaluation.synthetic import EVAL_BATCH, EVAL_CLIPS
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
 
 
 @contextlib.contextmanager

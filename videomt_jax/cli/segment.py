@@ -11,37 +11,14 @@ segmentation fault at exit (6 of 10 interrupted `--video-level --task instance` 
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from videomt_jax.apps.pipeline import DEFAULT_MODEL_DIR, FRAME_TASKS
 from videomt_jax.apps.segment import DTYPES, OVERLAY_FORMATS, SegmentOptions
-from videomt_jax.cli.common import guarded
+from videomt_jax.cli.common import guarded, positive_int, probability
 from videomt_jax.utils.signals import GracefulStop
 
 DEFAULTS = SegmentOptions()
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (argparse names the option in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """argparse type: a finite float in [0, 1] (a score threshold)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
