@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from videomt_jax.training.step import TrainState
@@ -46,8 +47,12 @@ def host_copy(tree: Any) -> Any:
     each must call it). With FSDP over several processes no process holds every shard itself."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
+    if all(x.is_fully_replicated for x in jax.tree.leaves(tree)):  # data parallel: a local copy is whole
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
     from jax.experimental import multihost_utils
 
+    # meet first: XLA:CPU's gloo collectives give up when processes arrive far apart (`process_barrier`)
+    process_barrier("videomt-jax: gather the state")
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
