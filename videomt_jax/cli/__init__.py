@@ -13,7 +13,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 # command modules, in the order `--help` lists them
 COMMANDS: tuple[str, ...] = (
@@ -45,12 +45,17 @@ def one_line_warnings(default: Callable[..., None]) -> Callable[..., None]:
     authors' checkpoint's head count) as one line `videomt-jax: warning: ...`; others through `default`."""
 
     def show(
-        message: Warning | str, category: type[Warning], *where: Any, file: TextIO | None = None, **kw: Any
-    ) -> None:
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:  # the signature of `warnings.showwarning`: callers pass `file` and `line` either way
         if category.__module__.startswith("videomt_jax."):
             print(f"videomt-jax: warning: {message}", file=file or sys.stderr, flush=True)
         else:
-            default(message, category, *where, file=file, **kw)
+            default(message, category, filename, lineno, file, line)
 
     return show
 
