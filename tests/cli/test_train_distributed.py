@@ -143,16 +143,6 @@ def _worker_spawned(pid: int) -> bool:
     return False
 
 
-def _spawned_and_catching(pid: int) -> bool:
-    """The grain worker exists and `pid` catches SIGINT again (it ignores it while spawning workers)."""
-    if not _worker_spawned(pid):
-        return False
-    status = dict(
-        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line
-    )
-    return bool(int(status["SigCgt"], 16) & (1 << (signal.SIGINT - 1)))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """All runs of this module, in three waves; returns {name: (Run, exit codes)}."""
@@ -166,7 +156,7 @@ def runs(tmp_path_factory):
         pair = Run(root, "pair", "--workers", "0", processes=2)
         started += [single, pair]
         # wave 2: SIGTERM to both processes of a pair run at start-up (JAX's preemption notice);
-        # Ctrl-C to the process group of a single run once its grain worker runs
+        # Ctrl-C to the process group of a single run as soon as its grain worker exists (starting up)
         preempted = Run(root, "preempted", "--workers", "0", processes=2)
         started.append(preempted)
         preempted.wait_for(STARTED)
@@ -174,7 +164,7 @@ def runs(tmp_path_factory):
         ctrl_c = Run(root, "ctrl_c", "--devices", "all", "--workers", "1")
         started.append(ctrl_c)
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not _spawned_and_catching(ctrl_c.procs[0].pid) and ctrl_c.procs[0].poll() is None:
+        while not _worker_spawned(ctrl_c.procs[0].pid) and ctrl_c.procs[0].poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         ctrl_c.signal_all(signal.SIGINT)

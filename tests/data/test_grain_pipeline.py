@@ -67,3 +67,44 @@ def test_resume_with_the_grain_pipeline_is_bit_identical(tmp_path, small_recipe)
     a, b = jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, jax.tree.leaves(program_params_init(model, recipe))))
+
+
+def test_a_stop_signal_while_the_worker_starts_is_kept(tmp_path, small_recipe):
+    """SIGINT to the parent and to its worker while the worker starts up (as Ctrl-C to the process
+    group does): the worker lives on and delivers the batch, and the parent's handler saw the signal
+    (it used to be ignored while the workers were spawned, so a stop asked for then was lost)."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    from videomt_jax.utils.signals import GracefulStop
+
+    write_ytvis(tmp_path)
+    recipe = load_recipe(small_recipe("ytvis19-vits"), batch_size=2)
+    recipe = dataclasses.replace(recipe, data=recipe.data.with_root(str(tmp_path)))
+    fed = GrainBatches(recipe.clip_fn("train"), recipe.collate, batch_size=2, steps=3, workers=1)
+    before = {p.pid for p in multiprocessing.active_children()}
+    sent: list[int] = []
+
+    def interrupt_once_the_worker_exists() -> None:
+        deadline = time.monotonic() + 120
+        while not sent and time.monotonic() < deadline:
+            for pid in {p.pid for p in multiprocessing.active_children()} - before:
+                os.kill(pid, signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                sent.append(pid)
+            time.sleep(0.001)
+
+    with GracefulStop((signal.SIGINT,)) as stop:
+        sender = threading.Thread(target=interrupt_once_the_worker_exists)
+        sender.start()
+        try:
+            batch = fed(0)
+        finally:
+            sender.join()
+            fed.close()
+    assert sent, "no worker process was started"
+    assert stop.signum == signal.SIGINT
+    assert np.array_equal(batch.pixel_values, recipe.batches("train")(0).pixel_values)

@@ -24,19 +24,16 @@ bool masks, through shared memory.
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import resource_tracker
 from typing import Any
 
 import numpy as np
 
 from videomt_jax.data.batching import Batch, Clip, ClipNumbering
-from videomt_jax.utils.signals import STOP_SIGNALS  # left to the parent: workers never act on them
+from videomt_jax.utils.signals import ignore_stop_signals, stop_signals_held  # stopping is the parent's
 
 # A GPU consumes ViT-S clips at 768x768 far faster than one core decodes them (~7 clips/s here):
 # docs/training.md, "Input pipeline". The cap only keeps a many-core host from spawning hundreds.
@@ -68,17 +65,9 @@ class _ClipAt:
         return self.clip_fn(self.numbering.number(*divmod(int(k), self.numbering.local)))
 
 
-SPAWN_POLL_S = 0.005  # how often the parent looks for its new workers while they are being spawned
-
-
-def _pids() -> set[int]:
-    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
-
-
 def _ignore_stop_signals(worker_index: int, worker_count: int) -> None:
     """Workers leave stopping to the parent (`GrainBatches.close`), which joins them."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    ignore_stop_signals()
 
 
 class GrainBatches:
@@ -123,34 +112,22 @@ class GrainBatches:
         self._iter, self._next = iter(ds), step
 
     def __call__(self, step: int) -> Batch:
-        batch: Any  # grain's: arrays in shared memory
-        if self._iter is None or step != self._next:
-            self._start(step)
-            batch = self._first_batch()
-        else:
-            batch = next(self._iter)
+        restart = self._iter is None or step != self._next
+        batch: Any = self._restart(step) if restart else next(self._iter)  # grain's: in shared memory
         self._next += 1
         # Own copies: the shared-memory blocks the workers filled are released (unlinked) right away.
         return type(batch)(*(None if a is None else np.array(a) for a in batch))
 
-    def _first_batch(self) -> Any:
-        """The first batch of a (re)started pipeline, whose worker processes are spawned meanwhile with
-        SIGINT / SIGTERM ignored, which they inherit: a signal to the whole process group never hits
-        a worker still starting up (before `_ignore_stop_signals` runs). The parent's handlers come
-        back as soon as the workers exist (a signal within that fraction of a second is lost)."""
-        if self.workers == 0 or threading.current_thread() is not threading.main_thread():
+    def _restart(self, step: int) -> Any:
+        """The pipeline (re)started at `step` and its first batch. Worker processes start meanwhile with
+        SIGINT / SIGTERM held back, which they inherit: a signal to the whole process group stays
+        pending in a worker still starting up until `_ignore_stop_signals` drops it, while the parent's
+        handler still sees it (it is never lost)."""
+        if self.workers > 0:  # multiprocessing's resource tracker unblocks both signals as it starts
+            resource_tracker.ensure_running()
+        with stop_signals_held() if self.workers > 0 else contextlib.nullcontext():
+            self._start(step)
             return next(self._iter)
-        before = _pids()
-        with ThreadPoolExecutor(1) as pool:
-            previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
-            try:
-                future = pool.submit(next, self._iter)
-                while not future.done() and len(_pids() - before) < self.workers:
-                    time.sleep(SPAWN_POLL_S)
-            finally:
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
-            return future.result()
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

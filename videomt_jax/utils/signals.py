@@ -12,9 +12,10 @@ still run, nothing waits for the unit of work).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType, TracebackType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -29,6 +30,27 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Within the block this thread holds SIGTERM / SIGINT back (its signal mask). A process started
+    meanwhile inherits the mask, so a signal to the whole process group stays pending in it until it
+    installs its own handling (`release_stop_signals`); this process loses nothing either: another
+    thread takes the signal, or it waits here until the block ends, and its handler runs."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def ignore_stop_signals() -> None:
+    """For a child started under `stop_signals_held`: ignore SIGTERM / SIGINT (those pending are
+    dropped), then stop holding them back."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 class GracefulStop:
