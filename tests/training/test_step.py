@@ -198,6 +198,7 @@ def test_fsdp_splits_parameters_gradients_and_moments(sharded):
     _, info = sharded
     shapes = info["shapes"]
     assert "data parallel over 8 devices" in info["log"] and "mesh data 2 x fsdp 4" in info["log"]
+    assert "moments split over 4 devices (fsdp)" in info["log"]
     fc1 = "['encoder']['layers']['block']['mlp']['fc1']['kernel']"
     assert shapes["params" + fc1] == [[1, 32, 128], [[1, 32, 32]]]  # [L, D, 4D]: the widest axis split
     moments = [v for k, v in shapes.items() if k.startswith("opt_state") and k.endswith(fc1)]

@@ -34,6 +34,7 @@ from videomt_jax.training.memory import check_step_fits
 from videomt_jax.training.optim import make_optimizer
 from videomt_jax.training.step import (
     BATCH_FIELDS,
+    FSDP_AXIS,
     TrainState,
     TrainStep,
     batch_arrays,
@@ -318,9 +319,11 @@ def fit(
     end_step = tc.steps if stop_after is None else min(tc.steps, start_step + stop_after)
     if log and mesh is not None:
         global_batch = first["class_labels"].shape[0] * jax.process_count()
+        fsdp = mesh.shape.get(FSDP_AXIS, 1)
+        split = f"; parameters, gradients and Adam moments split over {fsdp} devices (fsdp)" if fsdp > 1 else ""
         print(
             f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes), "
-            f"global batch {global_batch}",
+            f"global batch {global_batch}{split}",
             file=log,
             flush=True,
         )
