@@ -36,7 +36,7 @@ class Interrupted(BaseException):
 def stop_signals_held() -> Iterator[None]:
     """Within the block this thread holds SIGTERM / SIGINT back (its signal mask). A process started
     meanwhile inherits the mask, so a signal to the whole process group stays pending in it until it
-    installs its own handling (`release_stop_signals`); this process loses nothing either: another
+    installs its own handling (`ignore_stop_signals`); this process loses nothing either: another
     thread takes the signal, or it waits here until the block ends, and its handler runs."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
