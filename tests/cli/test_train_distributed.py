@@ -160,9 +160,10 @@ def runs(tmp_path_factory):
         single = Run(root, "single", "--devices", "all", "--workers", "0")
         pair = Run(root, "pair", "--workers", "0", processes=2)
         started += [single, pair]
-        # wave 2: SIGTERM to both processes of a pair run at start-up (JAX's preemption notice);
-        # Ctrl-C to the process group of a single run as soon as its grain worker exists (starting up)
-        preempted = Run(root, "preempted", "--workers", "0", processes=2)
+        # wave 2: SIGTERM to both process groups of a pair run with a grain worker each, at start-up
+        # (JAX's preemption notice); Ctrl-C to the process group of a single run as soon as its grain
+        # worker exists (starting up)
+        preempted = Run(root, "preempted", "--workers", "1", processes=2)
         started.append(preempted)
         preempted.wait_for(STARTED)
         preempted.signal_all(signal.SIGTERM)
@@ -176,13 +177,14 @@ def runs(tmp_path_factory):
         for run in (single, pair, preempted, ctrl_c):
             done[run.name] = (run, run.finish())
         done["ctrl_c_gone"] = (ctrl_c, [int(_group_gone(ctrl_c.procs[0].pid))])
+        done["preempted_gone"] = (preempted, [int(_group_gone(proc.pid)) for proc in preempted.procs])
         for run in (preempted, ctrl_c):  # what the stop left: OUT's entries, the checkpoint steps
             left = sorted(os.listdir(run.out)) + sorted(int(p.name) for p in (run.out / "checkpoints").iterdir())
             done[f"{run.name}_left"] = (run, left)
         # wave 3: the resumes; ctrl_c's checkpoint (8 devices) on 4 devices; the state split over
         # the 8 devices of both processes (FSDP across processes)
         resumes = [
-            Run(root, "preempted_resume", "--workers", "0", processes=2, out="preempted"),
+            Run(root, "preempted_resume", "--workers", "1", processes=2, out="preempted"),
             Run(root, "on4", "--devices", "4", "--workers", "1", out="ctrl_c"),
             Run(root, "pair_fsdp", "--workers", "0", processes=2, recipe="fsdp"),
         ]
@@ -232,6 +234,7 @@ def test_state_split_over_both_processes_trains_as_one_process(runs):
 def test_preemption_of_every_process_saves_once_and_resumes_bit_identical(runs):
     run, codes = runs["preempted"]
     assert codes == [143, 143], f"{codes}\n{run.stdout}\n{run.stderr(0)[-3000:]}\n{run.stderr(1)[-3000:]}"
+    assert runs["preempted_gone"][1] == [1, 1]  # no grain worker or resource tracker left behind
     left = runs["preempted_left"][1]
     entries, steps = left[:2], left[2:]
     assert entries == ["checkpoints", "recipe.json"]  # no model, no debris
@@ -242,10 +245,10 @@ def test_preemption_of_every_process_saves_once_and_resumes_bit_identical(runs):
             f"videomt-jax train: stopped by SIGTERM: checkpoint of step {steps[0]}/{STEPS} saved in "
             f"{run.out / 'checkpoints'}; run the same command to resume"
         ]
-        assert "Traceback" not in run.stderr(i)
-    resumed = _ok(runs, "preempted_resume")
+        assert "Traceback" not in run.stderr(i) and "leaked" not in run.stderr(i)
+    resumed = _ok(runs, "preempted_resume")  # with a grain worker per process; "pair" ran without one
     assert f"resumed from step {steps[0]}" in resumed.stdout
-    _equal(resumed.params(), _ok(runs, "pair").params())  # bit for bit
+    _equal(resumed.params(), _ok(runs, "pair").params())  # bit for bit: the same batches either way
 
 
 def test_ctrl_c_saves_and_joins_the_workers(runs):
