@@ -9,11 +9,11 @@ import time
 import pytest
 
 from tests.helpers.processes import start_python
-from videomt_jax.cli.common import guarded
+from videomt_jax.cli.common import guarded, positive_int, probability
 
 WRITER = """
 import sys, time
-from videomt_jax.cli.common import guarded
+from videomt_jax.cli.common import guarded, positive_int, probability
 from videomt_jax.utils.io import atomic_directory
 
 def run(args):
@@ -46,3 +46,28 @@ def test_user_error_is_one_line(capsys):
 
     assert guarded(run, "demo")(argparse.Namespace()) == 1
     assert capsys.readouterr().err == "videomt-jax demo: error: out exists; pass --overwrite to replace it\n"
+
+
+@pytest.mark.parametrize(
+    "kind, text, want",
+    [(positive_int, "3", 3), (positive_int, "1", 1), (probability, "0", 0.0), (probability, "0.25", 0.25)],
+)
+def test_argument_types_accept(kind, text, want):
+    assert kind(text) == want
+
+
+@pytest.mark.parametrize(
+    "kind, text, message",
+    [
+        (positive_int, "0", "must be a positive int, got '0'"),
+        (positive_int, "-2", "must be a positive int, got '-2'"),
+        (positive_int, "2.5", "must be a positive int, got '2.5'"),
+        (probability, "1.5", "must be a number in [0, 1], got '1.5'"),
+        (probability, "nan", "must be a number in [0, 1], got 'nan'"),
+        (probability, "high", "must be a number in [0, 1], got 'high'"),
+    ],
+)
+def test_argument_types_refuse_in_one_line(kind, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        kind(text)
+    assert str(refused.value) == message

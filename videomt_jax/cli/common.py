@@ -14,8 +14,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from videomt_jax.utils.signals import STOP_SIGNALS, Interrupted
+
+T = TypeVar("T")
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
@@ -70,23 +73,23 @@ def guarded(
     return main
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (argparse names the option in its error)."""
+def _checked(text: str, convert: Callable[[str], T], ok: Callable[[T], bool], what: str) -> T:
+    """An argparse type's value: `convert(text)` when it parses and passes `ok`, else an error saying
+    what was expected (argparse names the option)."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    return _checked(text, int, lambda v: v >= 1, "a positive int")
 
 
 def probability(text: str) -> float:
     """argparse type: a finite float in [0, 1] (a score threshold)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
+    return _checked(text, float, lambda v: math.isfinite(v) and 0.0 <= v <= 1.0, "a number in [0, 1]")
